@@ -1,0 +1,302 @@
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, changes};
+use crate::names::FunctionName;
+use crate::time::now_millis;
+
+/// What a deploy stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    pub version: i64,
+    /// True when this deploy created the function (version 1).
+    pub created: bool,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionSummary {
+    pub name: String,
+    pub version: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub version: i64,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub version: i64,
+    pub latest_version: i64,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// What the data plane needs to serve a function: which immutable version is live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFunction {
+    pub function_id: i64,
+    pub version: i64,
+    pub sha256: String,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Store {
+    /// Stores `source` as the next version of the user's function (creating the
+    /// function at version 1) and makes it live, all in one transaction.
+    pub async fn deploy(
+        &self,
+        user_id: i64,
+        user_name: &str,
+        name: &FunctionName,
+        source: &[u8],
+    ) -> Result<Deployed, StoreError> {
+        // Two first deploys of one name can race; the loser hits the unique key
+        // and its retry takes the update path.
+        match self.deploy_once(user_id, user_name, name, source).await {
+            Err(StoreError::Conflict) => self.deploy_once(user_id, user_name, name, source).await,
+            other => other,
+        }
+    }
+
+    async fn deploy_once(
+        &self,
+        user_id: i64,
+        user_name: &str,
+        name: &FunctionName,
+        source: &[u8],
+    ) -> Result<Deployed, StoreError> {
+        let now = now_millis();
+        let sha256 = sha256_hex(source);
+        let size = i64::try_from(source.len())
+            .map_err(|_| StoreError::Database("source too large".into()))?;
+        let mut tx = self.pool.begin().await?;
+        // Updating first takes the row lock (InnoDB) or the write lock (SQLite), so
+        // concurrent deploys of one function get consecutive version numbers.
+        // Both SET expressions read the old value on both backends.
+        let bumped = sqlx::query(
+            "UPDATE functions SET live_version = latest_version + 1, \
+             latest_version = latest_version + 1, updated_at = ? \
+             WHERE user_id = ? AND name = ?",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let created = bumped.rows_affected() == 0;
+        if created {
+            sqlx::query(
+                "INSERT INTO functions (user_id, name, live_version, latest_version, created_at, updated_at) \
+                 VALUES (?, ?, 1, 1, ?, ?)",
+            )
+            .bind(user_id)
+            .bind(name.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row = sqlx::query("SELECT id, latest_version FROM functions WHERE user_id = ? AND name = ?")
+            .bind(user_id)
+            .bind(name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let function_id: i64 = row.try_get("id")?;
+        let version: i64 = row.try_get("latest_version")?;
+        sqlx::query(
+            "INSERT INTO function_versions (function_id, version, source, sha256, size, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(function_id)
+        .bind(version)
+        .bind(source)
+        .bind(&sha256)
+        .bind(size)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        changes::record(&mut tx, user_name, name.as_str(), now).await?;
+        tx.commit().await?;
+        Ok(Deployed {
+            version,
+            created,
+            sha256,
+        })
+    }
+
+    pub async fn list_functions(&self, user_id: i64) -> Result<Vec<FunctionSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, live_version, updated_at FROM functions WHERE user_id = ? ORDER BY name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FunctionSummary {
+                    name: r.try_get("name")?,
+                    version: r.try_get("live_version")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub async fn get_function(
+        &self,
+        user_id: i64,
+        name: &FunctionName,
+    ) -> Result<Option<FunctionInfo>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT f.id, f.name, f.live_version, f.latest_version, f.created_at, f.updated_at, \
+                    v.sha256, v.size \
+             FROM functions f JOIN function_versions v \
+               ON v.function_id = f.id AND v.version = f.live_version \
+             WHERE f.user_id = ? AND f.name = ?",
+        )
+        .bind(user_id)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let function_id: i64 = row.try_get("id")?;
+        let versions = sqlx::query(
+            "SELECT version, sha256, size, created_at FROM function_versions \
+             WHERE function_id = ? ORDER BY version",
+        )
+        .bind(function_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(version_info)
+        .collect::<Result<_, _>>()?;
+        Ok(Some(FunctionInfo {
+            name: row.try_get("name")?,
+            version: row.try_get("live_version")?,
+            latest_version: row.try_get("latest_version")?,
+            sha256: row.try_get("sha256")?,
+            size: row.try_get("size")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            versions,
+        }))
+    }
+
+    /// The source of the live version, byte for byte as it was uploaded.
+    pub async fn live_source(
+        &self,
+        user_id: i64,
+        name: &FunctionName,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT v.source FROM functions f JOIN function_versions v \
+               ON v.function_id = f.id AND v.version = f.live_version \
+             WHERE f.user_id = ? AND f.name = ?",
+        )
+        .bind(user_id)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("source")).transpose()?)
+    }
+
+    /// The live version of `user`/`name`, looked up by names: what the router's
+    /// cache asks on a miss.
+    pub async fn live_function(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> Result<Option<LiveFunction>, StoreError> {
+        let row = sqlx::query(
+            "SELECT f.id, f.live_version, v.sha256 \
+             FROM users u JOIN functions f ON f.user_id = u.id \
+             JOIN function_versions v ON v.function_id = f.id AND v.version = f.live_version \
+             WHERE u.username = ? AND f.name = ?",
+        )
+        .bind(user)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(LiveFunction {
+                function_id: r.try_get("id")?,
+                version: r.try_get("live_version")?,
+                sha256: r.try_get("sha256")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    /// The source of one stored version.
+    pub async fn version_source(
+        &self,
+        function_id: i64,
+        version: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT source FROM function_versions WHERE function_id = ? AND version = ?",
+        )
+        .bind(function_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("source")).transpose()?)
+    }
+
+    /// Deletes the function and all its versions. Returns false when it did not exist.
+    pub async fn delete_function(
+        &self,
+        user_id: i64,
+        user_name: &str,
+        name: &FunctionName,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT id FROM functions WHERE user_id = ? AND name = ?")
+            .bind(user_id)
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let function_id: i64 = row.try_get("id")?;
+        sqlx::query("DELETE FROM function_versions WHERE function_id = ?")
+            .bind(function_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM functions WHERE id = ?")
+            .bind(function_id)
+            .execute(&mut *tx)
+            .await?;
+        changes::record(&mut tx, user_name, name.as_str(), now_millis()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+fn version_info(r: &AnyRow) -> Result<VersionInfo, sqlx::Error> {
+    Ok(VersionInfo {
+        version: r.try_get("version")?,
+        sha256: r.try_get("sha256")?,
+        size: r.try_get("size")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
