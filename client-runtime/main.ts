@@ -49,11 +49,16 @@ function errorDetail(e: unknown): string {
 /** Message for a module load failure, phrased for the function's author. */
 function loadErrorMessage(e: unknown): string {
   let msg = errorMessage(e)
-    .replace(/, run again with the --allow-\w+ flag/, " (not permitted in a Skiff function)");
+    .replace(
+      /, run again with the --allow-\w+ flag/,
+      " (not permitted in a Skiff function)",
+    );
   // Module graph errors (syntax, resolution) are TypeErrors whose message
   // says it all; other error classes (NotCapable, ...) are worth naming.
   const plain = ["Error", "TypeError"];
-  if (e instanceof Error && !plain.includes(e.name) && !msg.startsWith(e.name)) {
+  if (
+    e instanceof Error && !plain.includes(e.name) && !msg.startsWith(e.name)
+  ) {
     msg = `${e.name}: ${msg}`;
   }
   return msg;
@@ -115,9 +120,16 @@ function parseListen(s: string): Listen {
     if (hostname.startsWith("[") && hostname.endsWith("]")) {
       hostname = hostname.slice(1, -1);
     }
-    return { kind: "tcp", hostname, port: parsePort(rest.slice(colon + 1), "port") };
+    return {
+      kind: "tcp",
+      hostname,
+      port: parsePort(rest.slice(colon + 1), "port"),
+    };
   }
-  fatal(EXIT_USAGE, `--listen must be unix:<path> or tcp:<host>:<port>, got ${s}`);
+  fatal(
+    EXIT_USAGE,
+    `--listen must be unix:<path> or tcp:<host>:<port>, got ${s}`,
+  );
 }
 
 function parseArgs(argv: string[]): Args {
@@ -127,7 +139,9 @@ function parseArgs(argv: string[]): Args {
     const arg = argv[i];
     const eq = arg.indexOf("=");
     const name = eq >= 0 ? arg.slice(0, eq) : arg;
-    if (!known.includes(name)) fatal(EXIT_USAGE, `unknown argument ${JSONStringify(arg)}`);
+    if (!known.includes(name)) {
+      fatal(EXIT_USAGE, `unknown argument ${JSONStringify(arg)}`);
+    }
     let value: string;
     if (eq >= 0) {
       value = arg.slice(eq + 1);
@@ -143,7 +157,9 @@ function parseArgs(argv: string[]): Args {
     fatal(EXIT_USAGE, `--module needs an absolute path, got ${module}`);
   }
   const listen = values.get("--listen");
-  if (!listen) fatal(EXIT_USAGE, "--listen unix:<path> | tcp:<host>:<port> is required");
+  if (!listen) {
+    fatal(EXIT_USAGE, "--listen unix:<path> | tcp:<host>:<port> is required");
+  }
   const hp = values.get("--health-port");
   return {
     module,
@@ -200,7 +216,9 @@ function notAResponse(v: unknown): Response {
 }
 
 function lateError(e: unknown): void {
-  log(`${PREFIX} function error after the response was chosen: ${errorDetail(e)}`);
+  log(
+    `${PREFIX} function error after the response was chosen: ${errorDetail(e)}`,
+  );
 }
 
 /** Shape (a): `export default { fetch(req, info) { ... } }`. */
@@ -224,7 +242,10 @@ function objectInvoker(obj: { fetch: (...a: unknown[]) => unknown }): Invoke {
  * chosen wins: a respondWith() call made before the handler settles, else
  * the handler's returned Response.
  */
-function functionInvoker(fn: (...a: unknown[]) => unknown, localAddr: Deno.Addr): Invoke {
+function functionInvoker(
+  fn: (...a: unknown[]) => unknown,
+  localAddr: Deno.Addr,
+): Invoke {
   return (request, info) =>
     new Promise<Response>((resolve) => {
       let chosen = false;
@@ -239,16 +260,23 @@ function functionInvoker(fn: (...a: unknown[]) => unknown, localAddr: Deno.Addr)
         request,
         respondWith(r) {
           if (respondWithCalled) {
-            throw new Error("respondWith() was already called for this request");
+            throw new Error(
+              "respondWith() was already called for this request",
+            );
           }
           respondWithCalled = true;
           const p = Promise.resolve(r).then((v) => {
             if (!(v instanceof ResponseCtor)) {
-              throw new TypeError(`respondWith() got ${typeName(v)}, expected a Response`);
+              throw new TypeError(
+                `respondWith() got ${typeName(v)}, expected a Response`,
+              );
             }
             return v;
           });
-          p.then(choose, (e) => chosen ? lateError(e) : choose(functionError(e)));
+          p.then(
+            choose,
+            (e) => chosen ? lateError(e) : choose(functionError(e)),
+          );
           const done = p.then(() => {});
           done.catch(() => {}); // observed above; don't also report it as unhandled
           return done;
@@ -290,7 +318,10 @@ function functionInvoker(fn: (...a: unknown[]) => unknown, localAddr: Deno.Addr)
     });
 }
 
-function makeInvoker(mod: Record<string, unknown>, localAddr: Deno.Addr): Invoke {
+function makeInvoker(
+  mod: Record<string, unknown>,
+  localAddr: Deno.Addr,
+): Invoke {
   if (!("default" in mod)) {
     throw new Error("the module has no default export");
   }
@@ -342,7 +373,9 @@ async function main(): Promise<void> {
     stopping = true;
     ready = false;
     log(`${PREFIX} ${signal}: draining in-flight requests`);
-    Promise.allSettled(servers.map((s) => s.shutdown())).then(() => Deno.exit(0));
+    Promise.allSettled(servers.map((s) => s.shutdown())).then(() =>
+      Deno.exit(0)
+    );
   };
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
@@ -384,7 +417,10 @@ async function main(): Promise<void> {
     const mod = await import(toFileUrl(args.module).href);
     invoke = makeInvoker(mod, localAddr);
   } catch (e) {
-    fatal(EXIT_MODULE, `cannot load function module ${args.module}: ${loadErrorMessage(e)}`);
+    fatal(
+      EXIT_MODULE,
+      `cannot load function module ${args.module}: ${loadErrorMessage(e)}`,
+    );
   }
 
   if (stopping) return; // SIGTERM arrived while the module was loading
@@ -417,7 +453,9 @@ async function main(): Promise<void> {
         onListen: (a) => {
           if (localAddr.transport === "tcp") localAddr.port = a.port;
           ready = true;
-          const host = a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname;
+          const host = a.hostname.includes(":")
+            ? `[${a.hostname}]`
+            : a.hostname;
           log(`${PREFIX} listening on tcp:${host}:${a.port}`);
         },
       }, handler));

@@ -70,7 +70,9 @@ class Runtime {
     readonly socket: string,
     readonly dirs: string[],
   ) {
-    this.client = Deno.createHttpClient({ proxy: { transport: "unix", path: socket } });
+    this.client = Deno.createHttpClient({
+      proxy: { transport: "unix", path: socket },
+    });
     this.#readers = [
       this.#collect(proc.stdout, (s) => this.stdout += s),
       this.#collect(proc.stderr, (s) => this.stderr += s),
@@ -100,10 +102,14 @@ class Runtime {
     const deadline = Date.now() + timeoutMs;
     while (!re.test(this.stderr)) {
       if (this.exited) {
-        throw new Error(`runtime exited (${this.exited.code}) before ${re}:\n${this.stderr}`);
+        throw new Error(
+          `runtime exited (${this.exited.code}) before ${re}:\n${this.stderr}`,
+        );
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${re}:\n${this.stderr}`);
+      if (left <= 0) {
+        throw new Error(`timed out waiting for ${re}:\n${this.stderr}`);
+      }
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#waiters.push(resolve);
@@ -114,7 +120,10 @@ class Runtime {
   }
 
   fetch(path: string, init: RequestInit = {}): Promise<Response> {
-    return fetch(`http://skiff.invalid${path}`, { ...init, client: this.client });
+    return fetch(`http://skiff.invalid${path}`, {
+      ...init,
+      client: this.client,
+    });
   }
 
   async text(path: string, init: RequestInit = {}): Promise<[number, string]> {
@@ -147,8 +156,9 @@ async function start(opts: StartOptions): Promise<Runtime> {
   await Deno.copyFile(new URL("main.ts", RUNTIME_DIR), main);
   const name = opts.fixture ?? "fn.ts";
   const modulePath = `${codeDir}/${name}`;
-  if (opts.fixture) await Deno.copyFile(new URL(opts.fixture, FIXTURES), modulePath);
-  else await Deno.writeTextFile(modulePath, opts.source ?? "");
+  if (opts.fixture) {
+    await Deno.copyFile(new URL(opts.fixture, FIXTURES), modulePath);
+  } else await Deno.writeTextFile(modulePath, opts.source ?? "");
   const socket = `${tmpDir}/fn.sock`;
 
   const args = await denoArgs({
@@ -159,7 +169,9 @@ async function start(opts: StartOptions): Promise<Runtime> {
     main,
   });
   args.push("--module", modulePath, "--listen", `unix:${socket}`);
-  if (opts.healthPort !== undefined) args.push("--health-port", String(opts.healthPort));
+  if (opts.healthPort !== undefined) {
+    args.push("--health-port", String(opts.healthPort));
+  }
 
   const proc = new Deno.Command(DENO, {
     args,
@@ -181,13 +193,32 @@ async function start(opts: StartOptions): Promise<Runtime> {
 }
 
 /** Starts a runtime for `opts`, runs `fn`, always stops the runtime. */
-async function withRuntime(opts: StartOptions, fn: (rt: Runtime) => Promise<void>) {
+async function withRuntime(
+  opts: StartOptions,
+  fn: (rt: Runtime) => Promise<void>,
+) {
   const rt = await start(opts);
   try {
     await fn(rt);
   } finally {
     await rt.stop();
   }
+}
+
+/** The exit status of a runtime expected to exit on its own; kills it and
+ * fails if it is still running after `ms`. */
+async function exitOf(rt: Runtime, ms = 15_000): Promise<Deno.CommandStatus> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((r) => {
+    timer = setTimeout(() => r("timeout"), ms);
+  });
+  const res = await Promise.race([rt.status, timeout]);
+  clearTimeout(timer);
+  if (res === "timeout") {
+    await rt.stop();
+    throw new Error(`runtime did not exit within ${ms} ms:\n${rt.stderr}`);
+  }
+  return res;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -199,7 +230,7 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -220,7 +251,11 @@ Deno.test("shape (a): object with fetch() answers 200, `this` bound", async () =
     assert.equal(res.headers.get("x-shape"), "object");
     assert.equal(await res.text(), "hello from an object: /a/b");
     assert.match(rt.stderr, /skiff-runtime: listening on unix:\/.*fn\.sock/);
-    assert.equal(rt.stdout, "", "Deno's default 'Listening on' must not be printed");
+    assert.equal(
+      rt.stdout,
+      "",
+      "Deno's default 'Listening on' must not be printed",
+    );
   });
 });
 
@@ -256,15 +291,18 @@ Deno.test("method, path, query, headers and a binary body pass through intact", 
   await withRuntime({ fixture: "echo.ts" }, async (rt) => {
     const body = new Uint8Array(70_000);
     for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 8)) & 0xff;
-    const res = await rt.fetch("/some/deep%20path/%C3%BC?x=1&y=%2F&x=2&empty=", {
-      method: "PUT",
-      headers: {
-        "content-type": "application/x-skiff-test",
-        "x-custom": "Hello, World",
-        "x-multi": "a, b",
+    const res = await rt.fetch(
+      "/some/deep%20path/%C3%BC?x=1&y=%2F&x=2&empty=",
+      {
+        method: "PUT",
+        headers: {
+          "content-type": "application/x-skiff-test",
+          "x-custom": "Hello, World",
+          "x-multi": "a, b",
+        },
+        body,
       },
-      body,
-    });
+    );
     assert.equal(res.status, 200);
     const got = new Uint8Array(await res.arrayBuffer());
     assert.equal(got.length, body.length);
@@ -299,9 +337,15 @@ async function assertFunctionError(res: Response, message: string | RegExp) {
 
 Deno.test("handler errors answer 500 function_error; the instance keeps serving", async () => {
   await withRuntime({ fixture: "errors.ts" }, async (rt) => {
-    await assertFunctionError(await rt.fetch("/throw"), "boom: thrown by the handler");
+    await assertFunctionError(
+      await rt.fetch("/throw"),
+      "boom: thrown by the handler",
+    );
     assert.deepEqual(await rt.text("/"), [200, "fine"]);
-    await assertFunctionError(await rt.fetch("/reject"), "boom: async rejection");
+    await assertFunctionError(
+      await rt.fetch("/reject"),
+      "boom: async rejection",
+    );
     assert.deepEqual(await rt.text("/"), [200, "fine"]);
     await assertFunctionError(
       await rt.fetch("/string"),
@@ -309,15 +353,24 @@ Deno.test("handler errors answer 500 function_error; the instance keeps serving"
     );
     assert.deepEqual(await rt.text("/"), [200, "fine"]);
     // The error is logged with its stack.
-    assert.match(rt.stderr, /function error: Error: boom: thrown by the handler\n\s+at .*errors\.ts/);
+    assert.match(
+      rt.stderr,
+      /function error: Error: boom: thrown by the handler\n\s+at .*errors\.ts/,
+    );
     assert.ok(rt.running);
   });
 });
 
 Deno.test("svrless respondWith() given a rejecting promise answers 500", async () => {
   await withRuntime({ fixture: "svrless_reject.ts" }, async (rt) => {
-    await assertFunctionError(await rt.fetch("/"), "respondWith promise rejected");
-    await assertFunctionError(await rt.fetch("/"), "respondWith promise rejected");
+    await assertFunctionError(
+      await rt.fetch("/"),
+      "respondWith promise rejected",
+    );
+    await assertFunctionError(
+      await rt.fetch("/"),
+      "respondWith promise rejected",
+    );
     assert.ok(rt.running);
   });
 });
@@ -326,7 +379,9 @@ Deno.test("stray async errors outside the handler do not kill the instance", asy
   await withRuntime({ fixture: "errors.ts" }, async (rt) => {
     assert.deepEqual(await rt.text("/stray"), [200, "stray errors scheduled"]);
     await rt.waitForStderr(/uncaught exception: Error: stray timer exception/);
-    await rt.waitForStderr(/unhandled promise rejection: Error: stray rejection/);
+    await rt.waitForStderr(
+      /unhandled promise rejection: Error: stray rejection/,
+    );
     await sleep(50);
     assert.ok(rt.running);
     assert.deepEqual(await rt.text("/"), [200, "fine"]);
@@ -339,24 +394,40 @@ Deno.test("stray async errors outside the handler do not kill the instance", asy
 // Load failures
 
 const LOAD_FAILURES: [string, StartOptions, RegExp][] = [
-  ["syntax error", { source: "export default (req: Request) => {\n  return new Response(;\n" }, /.+/],
+  ["syntax error", {
+    source: "export default (req: Request) => {\n  return new Response(;\n",
+  }, /SyntaxError: .*fn\.ts:2:/],
   ["missing import", { fixture: "import_error.ts" }, /does_not_exist\.ts/],
   ["remote import", { fixture: "remote_import.ts" }, /example\.com/],
   ["no default export", { fixture: "no_default.ts" }, /no default export/],
-  ["unsupported default export", { fixture: "bad_default.ts" }, /default export is object/],
-  ["sandbox error at top level", { fixture: "top_level_throw.ts" }, /env access/],
+  [
+    "unsupported default export",
+    { fixture: "bad_default.ts" },
+    /default export is object/,
+  ],
+  [
+    "sandbox error at top level",
+    { fixture: "top_level_throw.ts" },
+    /env access/,
+  ],
 ];
 
 Deno.test("a module that fails to load exits 78 with one skiff-runtime: line and no socket", async () => {
   await Promise.all(LOAD_FAILURES.map(async ([what, opts, detail]) => {
     const rt = await start({ ...opts, noWait: true });
-    const status = await rt.status;
+    const status = await exitOf(rt);
     const socketExisted = await exists(rt.socket);
     await rt.stop();
     assert.equal(status.code, 78, `${what}: exit code; stderr:\n${rt.stderr}`);
-    const lines = rt.stderr.split("\n").filter((l) => l.startsWith("skiff-runtime: "));
+    const lines = rt.stderr.split("\n").filter((l) =>
+      l.startsWith("skiff-runtime: ")
+    );
     assert.equal(lines.length, 1, `${what}: stderr:\n${rt.stderr}`);
-    assert.match(lines[0], /^skiff-runtime: cannot load function module \/.*: /, what);
+    assert.match(
+      lines[0],
+      /^skiff-runtime: cannot load function module \/.*: /,
+      what,
+    );
     assert.match(lines[0], detail, what);
     assert.equal(socketExisted, false, `${what}: socket must not be created`);
   }));
@@ -365,19 +436,32 @@ Deno.test("a module that fails to load exits 78 with one skiff-runtime: line and
 // ---------------------------------------------------------------------------
 // Sandbox
 
-function isPermissionError(o: { ok: boolean; name?: string; message?: string; cause?: string }) {
+function isPermissionError(
+  o: { ok: boolean; name?: string; message?: string; cause?: string },
+) {
   if (o.ok) return false;
   // Most APIs throw Deno.errors.NotCapable; fetch("http://localhost") wraps
   // the refusal in a TypeError whose cause says "Requires net access".
-  return o.name === "NotCapable" || /Requires \w+ access/.test(`${o.message} ${o.cause}`);
+  return o.name === "NotCapable" ||
+    /Requires \w+ access/.test(`${o.message} ${o.cause}`);
 }
 
 Deno.test("sandbox refuses files, env, subprocesses, sys and private networks", async () => {
   let hits = 0;
-  const server = Deno.serve({ hostname: "::", port: 0, onListen() {} }, () => {
+  const target = () => {
     hits++;
     return new Response("you should not see this");
-  });
+  };
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    // Dual-stack, so 127.0.0.1 and [::1] would both reach it.
+    server = Deno.serve({ hostname: "::", port: 0, onListen() {} }, target);
+  } catch {
+    server = Deno.serve(
+      { hostname: "0.0.0.0", port: 0, onListen() {} },
+      target,
+    );
+  }
   try {
     const port = server.addr.port;
     // Sanity: the target really is reachable from outside the sandbox.
@@ -403,9 +487,16 @@ Deno.test("sandbox refuses files, env, subprocesses, sys and private networks", 
         "fetch [::1]",
       ];
       for (const k of mustBeDenied) {
-        assert.ok(isPermissionError(results[k]), `${k} must be a permission error: ${JSON.stringify(results[k])}`);
+        assert.ok(
+          isPermissionError(results[k]),
+          `${k} must be a permission error: ${JSON.stringify(results[k])}`,
+        );
       }
-      assert.equal(results.readOwnModule.ok, true, "reading its own code dir is allowed");
+      assert.equal(
+        results.readOwnModule.ok,
+        true,
+        "reading its own code dir is allowed",
+      );
       assert.equal(hits, 0, "no request may reach the test's server");
       // The instance still answers the next request.
       const again = await rt.fetch(`/?port=${port}`);
@@ -424,7 +515,7 @@ Deno.test("canary: Deno 2.9.8 rejects IPv6 CIDRs in --deny-net", async () => {
     denyNet: `${DENY_NET},[fc00::]/7,[fe80::]/10`,
     noWait: true,
   });
-  const status = await rt.status;
+  const status = await exitOf(rt);
   await rt.stop();
   assert.notEqual(status.code, 0);
   assert.match(rt.stderr, /invalid host: '\[fc00::\]\/7'/);
@@ -434,7 +525,7 @@ Deno.test("canary: Deno 2.9.8 rejects IPv6 CIDRs in --deny-net", async () => {
 // Health listener, shutdown
 
 Deno.test("--health-port serves /healthz at once and /ready only once loaded", async () => {
-  const port = await freePort();
+  const port = freePort();
   const health = async (path: string): Promise<[number, string]> => {
     const res = await fetch(`http://127.0.0.1:${port}${path}`);
     return [res.status, await res.text()];
@@ -466,41 +557,97 @@ Deno.test("--health-port serves /healthz at once and /ready only once loaded", a
 Deno.test("--health-port with 0.0.0.0/8 denied exits 71 with a clear error", async () => {
   const rt = await start({
     fixture: "plain_function.ts",
-    healthPort: await freePort(),
+    healthPort: freePort(),
     noWait: true,
   });
-  const status = await rt.status;
+  const status = await exitOf(rt);
   await rt.stop();
   assert.equal(status.code, 71, rt.stderr);
-  assert.match(rt.stderr, /^skiff-runtime: cannot listen on health 0\.0\.0\.0:\d+: .*deny-net/m);
+  assert.match(
+    rt.stderr,
+    /^skiff-runtime: cannot listen on health 0\.0\.0\.0:\d+: .*deny-net/m,
+  );
 });
 
 Deno.test("SIGTERM drains, exits 0 and removes the socket", async () => {
   const rt = await start({ fixture: "plain_function.ts" });
-  assert.equal(await exists(rt.socket), true);
-  rt.proc.kill("SIGTERM");
-  const status = await rt.status;
-  assert.equal(status.code, 0, rt.stderr);
-  assert.equal(await exists(rt.socket), false);
-  await rt.stop();
+  try {
+    assert.equal(await exists(rt.socket), true);
+    rt.proc.kill("SIGTERM");
+    const status = await rt.status;
+    assert.equal(status.code, 0, rt.stderr);
+    assert.equal(await exists(rt.socket), false);
+  } finally {
+    await rt.stop();
+  }
+});
+
+Deno.test("run.sh builds the same command line from deno-flags.txt and serves", async () => {
+  const codeDir = await Deno.makeTempDir({ prefix: "skiff-code-" });
+  const tmpDir = await Deno.makeTempDir({ prefix: "skiff-tmp-" });
+  const socket = `${tmpDir}/fn.sock`;
+  await Deno.copyFile(new URL("svrless.ts", FIXTURES), `${codeDir}/fn.ts`);
+  const proc = new Deno.Command("/bin/sh", {
+    args: [
+      new URL("run.sh", RUNTIME_DIR).pathname,
+      "--module",
+      `${codeDir}/fn.ts`,
+      "--listen",
+      `unix:${socket}`,
+    ],
+    env: {
+      SKIFF_DENO: DENO,
+      SKIFF_CODE_DIR: codeDir,
+      SKIFF_TMP_DIR: tmpDir,
+      SKIFF_DENY_NET: DENY_NET,
+      SKIFF_HEAP_MB: "64",
+      NO_COLOR: "1",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Reuse the Runtime plumbing (it owns and removes the two dirs).
+  const rt = new Runtime(proc, socket, [codeDir, tmpDir]);
+  try {
+    await rt.waitForStderr(/skiff-runtime: listening on unix:/);
+    assert.deepEqual(await rt.text("/via-run-sh"), [
+      200,
+      "hello from svrless: /via-run-sh (remote unix)",
+    ]);
+  } finally {
+    await rt.stop();
+  }
 });
 
 // ---------------------------------------------------------------------------
 // Deploy-time type check recipe for svrless-era handlers
 
-async function deployCheck(source: string, withEnv = true): Promise<[number, string]> {
+async function deployCheck(
+  source: string,
+  withEnv = true,
+): Promise<[number, string]> {
   const dir = await Deno.makeTempDir({ prefix: "skiff-check-" });
   try {
     await Deno.writeTextFile(`${dir}/fn.ts`, source);
     if (withEnv) {
-      await Deno.copyFile(new URL("svrless-env.d.ts", RUNTIME_DIR), `${dir}/skiff-env.d.ts`);
+      await Deno.copyFile(
+        new URL("svrless-env.d.ts", RUNTIME_DIR),
+        `${dir}/skiff-env.d.ts`,
+      );
       await Deno.writeTextFile(
         `${dir}/deno.json`,
         JSON.stringify({ compilerOptions: { types: ["./skiff-env.d.ts"] } }),
       );
     }
     const out = await new Deno.Command(DENO, {
-      args: ["check", "--no-remote", "--no-npm", ...(withEnv ? ["--config", "deno.json"] : ["--no-config"]), "fn.ts"],
+      args: [
+        "check",
+        "--no-remote",
+        "--no-npm",
+        ...(withEnv ? ["--config", "deno.json"] : ["--no-config"]),
+        "fn.ts",
+      ],
       cwd: dir,
       env: { NO_COLOR: "1" },
       stdout: "piped",

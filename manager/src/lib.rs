@@ -1,1 +1,13 @@
+//! The Skiff manager: accounts, tokens and functions over HTTP (see SPEC.md).
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod passwords;
+pub mod rate_limit;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod typecheck;
+pub mod users_cli;

@@ -1,1 +1,69 @@
-fn main(){}
+use clap::{Parser, Subcommand};
+use skiff_core::store::Store;
+use skiff_manager::config::ManagerSettings;
+use skiff_manager::startup::Application;
+use skiff_manager::{telemetry, users_cli};
+
+/// Skiff manager: users, tokens and functions over HTTP.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    settings: ManagerSettings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default)
+    Serve,
+    /// Apply pending database migrations and exit
+    Migrate,
+    /// Manage users from the shell
+    #[command(subcommand)]
+    User(users_cli::UserCommand),
+}
+
+async fn store(settings: &ManagerSettings) -> anyhow::Result<Store> {
+    let url = settings
+        .database_url
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("SKIFF_DATABASE_URL is required"))?;
+    let store = Store::connect(url.expose(), 2).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = cli.settings.into_config()?;
+            let listen = config.listen;
+            let app = Application::build(config).await?;
+            tracing::info!(%listen, port = app.port(), "skiff-manager listening");
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            store(&cli.settings).await?;
+            println!("migrations applied");
+        }
+        Command::User(cmd) => {
+            let store = store(&cli.settings).await?;
+            println!("{}", users_cli::run(&store, cmd).await?);
+        }
+    }
+    Ok(())
+}
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-manager: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

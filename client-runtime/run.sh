@@ -1,0 +1,80 @@
+#!/bin/sh
+# Starts the Skiff client runtime with the Deno command line defined in
+# deno-flags.txt (next to this script), then the runtime's own arguments:
+#
+#   SKIFF_CODE_DIR=/code SKIFF_TMP_DIR=/tmp/inst SKIFF_DENY_NET=127.0.0.0/8,... \
+#     run.sh --module /code/fn.ts --listen unix:/tmp/inst/fn.sock
+#
+# Environment:
+#   SKIFF_CODE_DIR  (required) read-only dir with the module and these files
+#   SKIFF_TMP_DIR   (required) the instance's writable dir
+#   SKIFF_DENY_NET  (required, non-empty) comma list for --deny-net
+#   SKIFF_HEAP_MB   (default 128) V8 old-space cap in MiB
+#   SKIFF_DENO      (default "deno") the deno executable
+#
+# Values must not contain spaces or commas (commas separate Deno's list
+# values); this script does not try to escape them.
+set -eu
+
+die() {
+  printf 'run.sh: %s\n' "$1" >&2
+  exit 64
+}
+
+: "${SKIFF_CODE_DIR:?must be set}"
+: "${SKIFF_TMP_DIR:?must be set}"
+: "${SKIFF_DENY_NET:?must be set (a non-empty comma list)}"
+heap_mb=${SKIFF_HEAP_MB:-128}
+deno=${SKIFF_DENO:-deno}
+
+script_dir=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+flags_file=$script_dir/deno-flags.txt
+main=$script_dir/main.ts
+[ -r "$flags_file" ] || die "cannot read $flags_file"
+
+# replace STRING PLACEHOLDER VALUE: prints STRING with every PLACEHOLDER
+# replaced by VALUE.
+replace() {
+  rest=$1
+  out=''
+  while :; do
+    case $rest in
+      *"$2"*)
+        out=$out${rest%%"$2"*}$3
+        rest=${rest#*"$2"}
+        ;;
+      *) break ;;
+    esac
+  done
+  printf '%s' "$out$rest"
+}
+
+# Append the Deno arguments after the caller's, then rotate the caller's
+# arguments to the end, so "$@" keeps its exact quoting.
+n_user_args=$#
+while IFS= read -r line || [ -n "$line" ]; do
+  # trim surrounding whitespace (also a stray CR)
+  line=${line#"${line%%[![:space:]]*}"}
+  line=${line%"${line##*[![:space:]]}"}
+  case $line in
+    '' | '#'*) continue ;;
+  esac
+  line=$(replace "$line" '{code_dir}' "$SKIFF_CODE_DIR")
+  line=$(replace "$line" '{tmp_dir}' "$SKIFF_TMP_DIR")
+  line=$(replace "$line" '{heap_mb}' "$heap_mb")
+  line=$(replace "$line" '{deny_net}' "$SKIFF_DENY_NET")
+  line=$(replace "$line" '{main}' "$main")
+  case $line in
+    *'{'*'}'*) die "unknown placeholder in deno-flags.txt: $line" ;;
+  esac
+  set -- "$@" "$line"
+done <"$flags_file"
+
+i=0
+while [ "$i" -lt "$n_user_args" ]; do
+  set -- "$@" "$1"
+  shift
+  i=$((i + 1))
+done
+
+exec "$deno" "$@"

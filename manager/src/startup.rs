@@ -1,0 +1,120 @@
+//! Building and running the manager: `Application::build` connects the store,
+//! applies migrations, binds the listener (port 0 works, for tests) and wires the
+//! routes; `run_until_stopped` serves until the server is stopped.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, error::InternalError, web};
+use anyhow::Context;
+use skiff_core::store::Store;
+use skiff_core::tokens::TokenKeys;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::ManagerConfig;
+use crate::error::ApiError;
+use crate::passwords;
+use crate::routes;
+use crate::state::AppState;
+use crate::typecheck::TypeChecker;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Store,
+}
+
+/// Connects to the database named in the configuration and migrates it.
+pub async fn connect_store(config: &ManagerConfig) -> anyhow::Result<Store> {
+    let store = Store::connect(config.database_url.expose(), 10)
+        .await
+        .context("connecting to the database")?;
+    store.migrate().await.context("migrating the database")?;
+    Ok(store)
+}
+
+impl Application {
+    pub async fn build(config: ManagerConfig) -> anyhow::Result<Self> {
+        let store = connect_store(&config).await?;
+        Self::build_with_store(config, store).await
+    }
+
+    /// Builds on an already connected, migrated store (`skiff dev` shares one).
+    pub async fn build_with_store(config: ManagerConfig, store: Store) -> anyhow::Result<Self> {
+        let tokens = TokenKeys::new(&config.jwt_secret, config.token_ttl_secs)
+            .context("SKIFF_JWT_SECRET")?;
+        let deno = match skiff_core::deno::locate(config.deno.as_deref()).await {
+            Ok(path) => {
+                tracing::info!(deno = %path.display(), "deploy-time type checks use this Deno");
+                Ok(path)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "deploys will answer 503 until Deno is available");
+                Err(e.to_string())
+            }
+        };
+        let checker = TypeChecker::new(deno, &config.data_dir);
+        passwords::warm_up().await;
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState::new(store.clone(), tokens, checker, config));
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(json_config())
+                .app_data(query_config())
+                .app_data(path_config())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024)
+        .content_type_required(false)
+        .error_handler(|err, _req| {
+            let api = ApiError::bad_request("invalid_json", format!("invalid JSON body: {err}"));
+            InternalError::from_response(err, actix_web::ResponseError::error_response(&api)).into()
+        })
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let api = ApiError::bad_request("invalid_query", format!("invalid query string: {err}"));
+        InternalError::from_response(err, actix_web::ResponseError::error_response(&api)).into()
+    })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        let api = ApiError::bad_request("invalid_path", format!("invalid path: {err}"));
+        InternalError::from_response(err, actix_web::ResponseError::error_response(&api)).into()
+    })
+}
