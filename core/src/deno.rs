@@ -52,7 +52,9 @@ pub async fn locate(explicit: Option<&Path>) -> Result<PathBuf, DenoError> {
         }
     })?;
     if !out.status.success() {
-        return Err(broken(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(broken(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
     let real = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if real.is_empty() {

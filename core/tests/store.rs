@@ -184,7 +184,11 @@ async fn revoke_and_delete_user(b: TestBackend) {
     assert!(s.revoke_tokens(&user("alice")).await.unwrap());
     assert!(!s.revoke_tokens(&user("nobody")).await.unwrap());
     assert_eq!(
-        s.find_user("alice").await.unwrap().unwrap().token_generation,
+        s.find_user("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .token_generation,
         1
     );
     s.deploy(a.id, "alice", &func("f"), b"1").await.unwrap();

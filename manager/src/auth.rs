@@ -35,7 +35,9 @@ impl FromRequest for AuthUser {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
             let token = token.ok_or_else(|| {
-                ApiError::Unauthorized("missing bearer token: send Authorization: Bearer <token>".into())
+                ApiError::Unauthorized(
+                    "missing bearer token: send Authorization: Bearer <token>".into(),
+                )
             })?;
             let claims = state
                 .tokens
@@ -43,11 +45,15 @@ impl FromRequest for AuthUser {
                 .map_err(|_| ApiError::Unauthorized("invalid or expired token".into()))?;
             let user = state.store.find_user(&claims.sub).await?;
             match user {
-                Some(u) if u.id == claims.uid && u.token_generation == claims.r#gen => Ok(AuthUser {
-                    id: u.id,
-                    name: u.username,
-                }),
-                _ => Err(ApiError::Unauthorized("token revoked or user removed".into())),
+                Some(u) if u.id == claims.uid && u.token_generation == claims.r#gen => {
+                    Ok(AuthUser {
+                        id: u.id,
+                        name: u.username,
+                    })
+                }
+                _ => Err(ApiError::Unauthorized(
+                    "token revoked or user removed".into(),
+                )),
             }
         })
     }

@@ -110,11 +110,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let row = sqlx::query("SELECT id, latest_version FROM functions WHERE user_id = ? AND name = ?")
-            .bind(user_id)
-            .bind(name.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, latest_version FROM functions WHERE user_id = ? AND name = ?")
+                .bind(user_id)
+                .bind(name.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
         let function_id: i64 = row.try_get("id")?;
         let version: i64 = row.try_get("latest_version")?;
         sqlx::query(

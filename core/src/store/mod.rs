@@ -16,7 +16,9 @@ use sqlx::{AnyPool, Executor};
 
 pub use changes::Change;
 pub use error::StoreError;
-pub use functions::{sha256_hex, Deployed, FunctionInfo, FunctionSummary, LiveFunction, VersionInfo};
+pub use functions::{
+    Deployed, FunctionInfo, FunctionSummary, LiveFunction, VersionInfo, sha256_hex,
+};
 pub use users::User;
 
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/mysql");
@@ -50,7 +52,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 

@@ -75,8 +75,11 @@ async fn read_source(
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("the source is larger than the limit of {limit} bytes"));
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the source is larger than the limit of {limit} bytes"
+        ))
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -133,7 +136,10 @@ pub async fn deploy(
         ));
     }
     let text = std::str::from_utf8(&source).map_err(|e| {
-        ApiError::bad_request("invalid_source", format!("the source is not valid UTF-8: {e}"))
+        ApiError::bad_request(
+            "invalid_source",
+            format!("the source is not valid UTF-8: {e}"),
+        )
     })?;
     state.checker.check(text).await.map_err(|e| match e {
         CheckError::Rejected(message) => ApiError::BadRequest {

@@ -271,10 +271,12 @@ mod tests {
         assert!(f("import * as p from \"node:path\"; const m = import.meta.url;").is_empty());
         // look-alikes inside strings, comments, templates and regexes are not imports
         assert!(
-            f(r#"const s = "import x from '/etc/passwd'"; // import "/etc/shadow"
+            f(
+                r#"const s = "import x from '/etc/passwd'"; // import "/etc/shadow"
 /* from "../x" */ const t = `from "../y" ${1 + 2} import("z")`;
 const r = /from "a"/g; const d = 4 / 2 / 1;
-export default () => new Response(s + t + r + d)"#)
+export default () => new Response(s + t + r + d)"#
+            )
             .is_empty()
         );
     }

@@ -88,7 +88,9 @@ impl TypeChecker {
             .tempdir_in(&self.inner.scratch)
             .context("creating a scratch dir")?;
         let p = dir.path();
-        tokio::fs::write(p.join("fn.ts"), source).await.context("writing fn.ts")?;
+        tokio::fs::write(p.join("fn.ts"), source)
+            .await
+            .context("writing fn.ts")?;
         tokio::fs::write(p.join("skiff-env.d.ts"), SVRLESS_ENV)
             .await
             .context("writing skiff-env.d.ts")?;

@@ -1,0 +1,178 @@
+//! Spawns the real manager on port 0 against a fresh database, and talks to it
+//! over HTTP like any client would.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use skiff_core::secret::Secret;
+use skiff_core::store::Store;
+use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_manager::config::ManagerConfig;
+use skiff_manager::startup::Application;
+
+pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A second connection to the same database, to check what was written.
+    pub store: Store,
+    pub data_dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+pub struct Options {
+    pub allow_signup: bool,
+    pub max_source_bytes: usize,
+    pub login_limit_per_user: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            allow_signup: true,
+            max_source_bytes: 1024 * 1024,
+            login_limit_per_user: 1000,
+        }
+    }
+}
+
+pub async fn spawn_app(backend: TestBackend) -> TestApp {
+    spawn_app_with(backend, Options::default()).await
+}
+
+pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config =
+        ManagerConfig::new(&db.url, Secret::new(SECRET), data_dir.path().to_path_buf());
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.public_url = "http://fn.example.test".into();
+    config.allow_signup = opts.allow_signup;
+    config.max_source_bytes = opts.max_source_bytes;
+    config.login_limit_per_user = opts.login_limit_per_user;
+    config.login_limit_per_addr = 10_000;
+    let app = Application::build(config).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let store = db.store().await;
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        data_dir,
+        _db: db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, user: &str) -> reqwest::Response {
+        self.post_json(
+            "/register",
+            &json!({"username": user, "password": PASSWORD}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        self.post_json("/login", &json!({"username": user, "password": password}))
+            .await
+    }
+
+    /// Registers `user` and returns a fresh token.
+    pub async fn user_token(&self, user: &str) -> String {
+        assert_eq!(self.register(user).await.status(), 201);
+        let r = self.login(user, PASSWORD).await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn deploy(&self, token: &str, name: &str, source: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/func?name={name}")))
+            .bearer_auth(token)
+            .body(source.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Everything a failed request must leave untouched: users and functions
+    /// with their versions and sources.
+    pub async fn snapshot(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for user in ["alice", "bob", "carol"] {
+            let Some(u) = self.store.find_user(user).await.unwrap() else {
+                continue;
+            };
+            out.push(format!("user {} gen {}", u.username, u.token_generation));
+            for f in self.store.list_functions(u.id).await.unwrap() {
+                let name = skiff_core::names::FunctionName::parse(&f.name).unwrap();
+                let info = self.store.get_function(u.id, &name).await.unwrap().unwrap();
+                out.push(format!(
+                    "fn {}/{} v{} of {} sha {}",
+                    user,
+                    f.name,
+                    info.version,
+                    info.versions.len(),
+                    info.sha256
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Asserts the JSON error shape of SPEC.md and returns the code.
+pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
+    assert_eq!(resp.status(), status, "unexpected status");
+    let body: Value = resp.json().await.expect("a JSON error body");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message missing: {body}"
+    );
+    code
+}
+
+pub const HELLO: &str = "export default (req: Request) => new Response('hello');\n";
