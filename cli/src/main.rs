@@ -1,1 +1,282 @@
-fn main() {}
+//! `skiff`: the command-line client of a Skiff server, and `skiff dev`.
+
+mod api;
+mod config_file;
+mod dev;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use api::Api;
+
+#[derive(Parser)]
+#[command(version, about = "Skiff: deploy TypeScript functions and call them over HTTP")]
+struct Cli {
+    /// Manager API URL [default: the saved one, else http://127.0.0.1:8080]
+    #[arg(long, env = "SKIFF_SERVER", global = true)]
+    server: Option<String>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an account
+    Register(Credentials),
+    /// Log in and save the token
+    Login(Credentials),
+    /// Upload a TypeScript file as a function (a new version if it exists)
+    Deploy {
+        file: PathBuf,
+        /// Function name [default: the file name without extension]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your functions
+    Ls,
+    /// Show one function and its versions
+    Info { name: String },
+    /// Show a function's recent output
+    Logs {
+        name: String,
+        /// Only the last N lines
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Delete a function
+    Rm { name: String },
+    /// Call a function through the router and print its answer
+    Invoke {
+        name: String,
+        /// Path under the function, e.g. /items?id=3
+        path: Option<String>,
+        #[arg(short = 'X', long, default_value = "GET")]
+        method: String,
+        /// Request body; @FILE reads a file, @- standard input
+        #[arg(short = 'd', long)]
+        data: Option<String>,
+    },
+    /// Run manager + router locally on SQLite with the process runtime
+    Dev(dev::DevArgs),
+}
+
+#[derive(clap::Args)]
+struct Credentials {
+    #[arg(long)]
+    username: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+fn server(cli: &Cli, saved: &config_file::Saved) -> String {
+    cli.server
+        .clone()
+        .or_else(|| saved.server.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+}
+
+fn prompt(label: &str) -> anyhow::Result<String> {
+    eprint!("{label}: ");
+    let mut s = String::new();
+    std::io::stdin().read_line(&mut s)?;
+    Ok(s.trim().to_owned())
+}
+
+fn credentials(c: &Credentials) -> anyhow::Result<(String, String)> {
+    let username = match &c.username {
+        Some(u) => u.clone(),
+        None => prompt("Username")?,
+    };
+    let password = if c.password_stdin || !std::io::stdin().is_terminal() {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s.lines().next().unwrap_or_default().to_owned()
+    } else {
+        rpassword::prompt_password("Password: ")?
+    };
+    Ok((username, password))
+}
+
+fn print(json_mode: bool, value: &Value, human: impl FnOnce() -> String) {
+    if json_mode {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut saved = config_file::load()?;
+    let server = server(&cli, &saved);
+    let api = Api::new(&server, saved.token.clone());
+    let j = cli.json;
+    match &cli.command {
+        Command::Register(c) => {
+            let (username, password) = credentials(c)?;
+            let body = json!({"username": username, "password": password});
+            let a = api.ok("POST", "/register", Some(("application/json", body.to_string().into_bytes())), false)?;
+            print(j, &a.json()?, || format!("registered {username}; now run `skiff login`"));
+        }
+        Command::Login(c) => {
+            let (username, password) = credentials(c)?;
+            let body = json!({"username": username, "password": password});
+            let a = api.ok("POST", "/login", Some(("application/json", body.to_string().into_bytes())), false)?;
+            let v = a.json()?;
+            saved.server = Some(server.clone());
+            saved.username = Some(username.clone());
+            saved.token = Some(
+                v["token"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("the server sent no token"))?
+                    .to_owned(),
+            );
+            let path = config_file::save(&saved)?;
+            let out = json!({"username": username, "server": server, "expires_at": v["expires_at"]});
+            print(j, &out, || {
+                format!("logged in as {username} (token saved in {}, valid until {})", path.display(), s(&v["expires_at"]))
+            });
+        }
+        Command::Deploy { file, name } => {
+            let name = match name {
+                Some(n) => n.clone(),
+                None => file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow!("cannot take a name from {}; use --name", file.display()))?,
+            };
+            let source = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let a = api.ok(
+                "POST",
+                &format!("/func?name={name}"),
+                Some(("application/typescript", source)),
+                true,
+            )?;
+            let v = a.json()?;
+            let verb = if a.status == 201 { "created" } else { "updated" };
+            print(j, &v, || format!("{verb} {} version {}\n{}", s(&v["name"]), s(&v["version"]), s(&v["url"])));
+        }
+        Command::Ls => {
+            let v = api.ok("GET", "/func", None, true)?.json()?;
+            print(j, &v, || {
+                let rows = v["functions"].as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    return "no functions yet: `skiff deploy FILE.ts`".into();
+                }
+                let mut out = format!("{:<40} {:>7}  {:<24}  URL", "NAME", "VERSION", "UPDATED");
+                for f in rows {
+                    out.push_str(&format!(
+                        "\n{:<40} {:>7}  {:<24}  {}",
+                        s(&f["name"]),
+                        s(&f["version"]),
+                        s(&f["updated_at"]),
+                        s(&f["url"])
+                    ));
+                }
+                out
+            });
+        }
+        Command::Info { name } => {
+            let v = api.ok("GET", &format!("/func/{name}"), None, true)?.json()?;
+            print(j, &v, || {
+                let mut out = format!(
+                    "name:     {}\nversion:  {} (latest {})\nurl:      {}\ncreated:  {}\nupdated:  {}\nsha256:   {}\nsize:     {} bytes",
+                    s(&v["name"]), s(&v["version"]), s(&v["latest_version"]), s(&v["url"]),
+                    s(&v["created_at"]), s(&v["updated_at"]), s(&v["sha256"]), s(&v["size"])
+                );
+                if let Some(rt) = v.get("runtime") {
+                    out.push_str(&format!("\nruntime:  {rt}"));
+                }
+                out.push_str("\nversions:");
+                for ver in v["versions"].as_array().cloned().unwrap_or_default() {
+                    out.push_str(&format!(
+                        "\n  v{:<5} {}  {} bytes  {}",
+                        s(&ver["version"]), s(&ver["created_at"]), s(&ver["size"]), s(&ver["sha256"])
+                    ));
+                }
+                out
+            });
+        }
+        Command::Logs { name, tail } => {
+            let a = api.ok("GET", &format!("/func/{name}/logs?tail={tail}"), None, true)?;
+            let text = a.text();
+            print(j, &json!({"name": name, "lines": text.lines().collect::<Vec<_>>()}), || {
+                text.trim_end().to_owned()
+            });
+        }
+        Command::Rm { name } => {
+            api.ok("DELETE", &format!("/func/{name}"), None, true)?;
+            print(j, &json!({"deleted": name}), || format!("deleted {name}"));
+        }
+        Command::Invoke { name, path, method, data } => {
+            let info = api.ok("GET", &format!("/func/{name}"), None, true)?.json()?;
+            let base = info["url"].as_str().ok_or_else(|| anyhow!("the server sent no url"))?;
+            let path = path.clone().unwrap_or_default();
+            let path = if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
+                path
+            } else {
+                format!("/{path}")
+            };
+            let body = match data.as_deref() {
+                None => None,
+                Some("@-") => {
+                    let mut b = Vec::new();
+                    std::io::stdin().read_to_end(&mut b)?;
+                    Some(b)
+                }
+                Some(d) if d.starts_with('@') => {
+                    Some(std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?)
+                }
+                Some(d) => Some(d.as_bytes().to_vec()),
+            };
+            let router = Api::new(base, None);
+            let a = router.call(
+                &method.to_uppercase(),
+                &path,
+                body.map(|b| ("application/octet-stream", b)),
+                false,
+            )?;
+            if j {
+                print(true, &json!({"status": a.status, "body": a.text()}), String::new);
+            } else {
+                use std::io::Write;
+                std::io::stdout().write_all(&a.body)?;
+                if !(200..400).contains(&a.status) {
+                    eprintln!("\n(HTTP {})", a.status);
+                }
+            }
+            if !(200..400).contains(&a.status) {
+                bail!("the function answered HTTP {}", a.status);
+            }
+        }
+        Command::Dev(args) => dev::run(args.clone())?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

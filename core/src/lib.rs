@@ -2,8 +2,12 @@
 //! and the small configuration types that the manager, router and CLI all parse.
 
 pub mod deno;
+pub mod layout;
+pub mod logs;
 pub mod names;
+pub mod naming;
 pub mod secret;
+pub mod signals;
 pub mod store;
 pub mod time;
 pub mod tokens;

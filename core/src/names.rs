@@ -73,6 +73,16 @@ macro_rules! name_type {
 }
 
 name_type!(UserName, "user", 3, 32);
+
+/// True when `s` would parse as a `UserName`, without allocating (router hot path).
+pub fn is_user_name(s: &str) -> bool {
+    check("user", s, 3, 32).is_ok()
+}
+
+/// True when `s` would parse as a `FunctionName`, without allocating.
+pub fn is_function_name(s: &str) -> bool {
+    check("function", s, 1, 40).is_ok()
+}
 name_type!(FunctionName, "function", 1, 40);
 
 #[cfg(test)]

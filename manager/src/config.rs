@@ -9,6 +9,8 @@ use clap::builder::BoolishValueParser;
 use skiff_core::secret::Secret;
 use skiff_core::tokens::MIN_SECRET_BYTES;
 
+use crate::kube::settings::{KubeSettings, KubeSettingsError};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
     Process,
@@ -56,6 +58,9 @@ pub struct ManagerSettings {
     /// Length of the login rate-limit window, in seconds
     #[arg(long, env = "SKIFF_LOGIN_WINDOW_SECS", default_value_t = 60)]
     pub login_window_secs: u64,
+    /// Kubernetes runtime settings (SKIFF_K8S_*), used when SKIFF_RUNTIME=kubernetes
+    #[command(flatten)]
+    pub kubernetes: KubeSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +78,7 @@ pub struct ManagerConfig {
     pub login_limit_per_user: u32,
     pub login_limit_per_addr: u32,
     pub login_window_secs: u64,
+    pub kubernetes: KubeSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,8 @@ pub enum ConfigError {
     BadPublicUrl,
     #[error("{0} must be greater than zero")]
     NotPositive(&'static str),
+    #[error(transparent)]
+    Kubernetes(#[from] KubeSettingsError),
 }
 
 impl ManagerSettings {
@@ -108,6 +116,9 @@ impl ManagerSettings {
         if self.login_window_secs == 0 {
             return Err(ConfigError::NotPositive("SKIFF_LOGIN_WINDOW_SECS"));
         }
+        if self.runtime == RuntimeKind::Kubernetes {
+            self.kubernetes.validate()?;
+        }
         Ok(ManagerConfig {
             database_url,
             jwt_secret,
@@ -122,6 +133,7 @@ impl ManagerSettings {
             login_limit_per_user: self.login_limit_per_user,
             login_limit_per_addr: self.login_limit_per_addr,
             login_window_secs: self.login_window_secs,
+            kubernetes: self.kubernetes,
         })
     }
 }
@@ -150,6 +162,7 @@ impl ManagerConfig {
             login_limit_per_user: 10,
             login_limit_per_addr: 30,
             login_window_secs: 60,
+            kubernetes: KubeSettings::default(),
         }
     }
 

@@ -3,9 +3,11 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod kube;
 pub mod passwords;
 pub mod rate_limit;
 pub mod routes;
+pub mod runtime;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -23,6 +23,8 @@ enum Command {
     /// Manage users from the shell
     #[command(subcommand)]
     User(users_cli::UserCommand),
+    /// Print the Kubernetes objects of one function version as YAML (no database or cluster needed)
+    Render(skiff_manager::kube::render::RenderArgs),
 }
 
 async fn store(settings: &ManagerSettings) -> anyhow::Result<Store> {
@@ -47,6 +49,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             store(&cli.settings).await?;
             println!("migrations applied");
+        }
+        Command::Render(args) => {
+            print!("{}", skiff_manager::kube::render::run(&cli.settings.kubernetes, &args)?);
         }
         Command::User(cmd) => {
             let store = store(&cli.settings).await?;

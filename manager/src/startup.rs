@@ -58,7 +58,10 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState::new(store.clone(), tokens, checker, config));
+        let runtime = crate::runtime::from_config(&config, &store).await?;
+        let state = web::Data::new(
+            AppState::new(store.clone(), tokens, checker, config).with_runtime(runtime),
+        );
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())

@@ -8,6 +8,7 @@ use skiff_core::tokens::TokenKeys;
 
 use crate::config::ManagerConfig;
 use crate::rate_limit::Limiter;
+use crate::runtime::SharedRuntime;
 use crate::typecheck::TypeChecker;
 
 pub struct AppState {
@@ -17,6 +18,9 @@ pub struct AppState {
     pub config: ManagerConfig,
     pub login_by_user: Limiter,
     pub login_by_addr: Limiter,
+    /// Where functions run; `None` is the process runtime (the router starts
+    /// instances itself). Told after every committed deploy and delete.
+    pub runtime: Option<SharedRuntime>,
 }
 
 impl AppState {
@@ -34,6 +38,12 @@ impl AppState {
             tokens,
             checker,
             config,
+            runtime: None,
         }
+    }
+
+    pub fn with_runtime(mut self, runtime: Option<SharedRuntime>) -> Self {
+        self.runtime = runtime;
+        self
     }
 }

@@ -1,1 +1,189 @@
-pub fn placeholder() {}
+//! The Skiff router: the public data plane (see SPEC.md, "Router").
+
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod k8s;
+pub mod process;
+pub mod proxy;
+pub mod server;
+pub mod state;
+mod uds;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use skiff_core::store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use config::{RouterConfig, RuntimeKind};
+use directory::{Directory, Syncer};
+use process::ProcessRuntime;
+use state::{Backend, Limits, RouterState};
+
+/// Resolves once the stop flag is set (the watch guard is dropped inside, so
+/// callers' futures stay `Send`).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+pub struct RouterApp {
+    listener: TcpListener,
+    port: u16,
+    state: Arc<RouterState>,
+    syncer: Syncer,
+    poll_interval: Duration,
+    grace: Duration,
+    stop_tx: watch::Sender<bool>,
+}
+
+/// Stops a running router from elsewhere (signal handlers, tests).
+#[derive(Clone)]
+pub struct RouterHandle {
+    stop_tx: watch::Sender<bool>,
+    pub state: Arc<RouterState>,
+}
+
+impl RouterHandle {
+    pub fn stop(&self) {
+        let _ = self.stop_tx.send(true);
+    }
+
+    pub fn process_runtime(&self) -> Option<&Arc<ProcessRuntime>> {
+        match &self.state.backend {
+            Backend::Process(rt) => Some(rt),
+            Backend::Kubernetes { .. } => None,
+        }
+    }
+}
+
+impl RouterApp {
+    /// Binds the listener and loads the function directory. `store` is only used
+    /// off the request path: by the directory syncer and for code on cold starts.
+    pub async fn build(cfg: RouterConfig, store: Store) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let port = listener.local_addr()?.port();
+        let backend = match cfg.runtime {
+            RuntimeKind::Process => {
+                let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
+                Backend::Process(ProcessRuntime::new(&cfg, store.clone(), deno)?)
+            }
+            RuntimeKind::Kubernetes => {
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(Duration::from_secs(5)));
+                Backend::Kubernetes {
+                    client: Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(60))
+                        .build(http),
+                    namespace: cfg.k8s_namespace.clone(),
+                }
+            }
+        };
+        let directory = Arc::new(Directory::default());
+        let (syncer, _) = Syncer::load(store, directory.clone())
+            .await
+            .context("loading the function directory")?;
+        tracing::info!(functions = directory.len(), "function directory loaded");
+        let state = Arc::new(RouterState {
+            directory,
+            limits: Limits::new(cfg.function_concurrency, cfg.queue_wait),
+            backend,
+            request_timeout: cfg.request_timeout,
+            max_body_bytes: cfg.max_body_bytes,
+        });
+        let (stop_tx, _) = watch::channel(false);
+        Ok(Self {
+            listener,
+            port,
+            state,
+            syncer,
+            poll_interval: cfg.poll_interval,
+            grace: cfg.request_timeout + Duration::from_secs(1),
+            stop_tx,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn handle(&self) -> RouterHandle {
+        RouterHandle {
+            stop_tx: self.stop_tx.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Serves until stopped, then drains connections and stops every instance.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            mut syncer,
+            poll_interval,
+            grace,
+            stop_tx,
+            ..
+        } = self;
+        let mut stop = stop_tx.subscribe();
+        let sync_state = state.clone();
+        let mut sync_stop = stop.clone();
+        let sync = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(&mut sync_stop) => break,
+                }
+                for update in syncer.poll().await {
+                    if let directory::Update::Gone { function_id, .. } = &update {
+                        sync_state.limits.forget(*function_id);
+                    }
+                    if let Backend::Process(rt) = &sync_state.backend {
+                        rt.apply(update);
+                    }
+                }
+            }
+        });
+        let reaper = match &state.backend {
+            Backend::Process(rt) => {
+                let rt = rt.clone();
+                let mut reap_stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(rt.reap_interval());
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => rt.reap_idle(),
+                            _ = stopped(&mut reap_stop) => break,
+                        }
+                    }
+                }))
+            }
+            Backend::Kubernetes { .. } => None,
+        };
+        server::serve(listener, state.clone(), stop.clone(), grace).await;
+        stopped(&mut stop).await;
+        let _ = sync.await;
+        if let Some(r) = reaper {
+            let _ = r.await;
+        }
+        if let Backend::Process(rt) = &state.backend {
+            rt.shutdown().await;
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,41 @@
-fn main() {}
+use clap::Parser;
+use skiff_core::store::Store;
+use skiff_router::RouterApp;
+use skiff_router::config::RouterSettings;
+use tracing_subscriber::EnvFilter;
+
+/// Skiff router: /fn/<user>/<name>/... to the function's instance.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    settings: RouterSettings,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (url, cfg) = cli.settings.into_config()?;
+    // The router reads the schema the manager owns; it never migrates.
+    let store = Store::connect(url.expose(), 4).await?;
+    let app = RouterApp::build(cfg, store).await?;
+    let handle = app.handle();
+    tracing::info!(port = app.port(), "skiff-router listening");
+    tokio::spawn(async move {
+        skiff_core::signals::terminated().await;
+        tracing::info!("stopping");
+        handle.stop();
+    });
+    app.run_until_stopped().await
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff-router: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

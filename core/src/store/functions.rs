@@ -246,6 +246,32 @@ impl Store {
         .map_err(|e: sqlx::Error| e.into())
     }
 
+    /// Every function's live version with its owner's name: the router's
+    /// directory is loaded from this at start and on a full resync.
+    pub async fn all_live_functions(&self) -> Result<Vec<(String, String, LiveFunction)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT u.username, f.name, f.id, f.live_version, v.sha256 \
+             FROM users u JOIN functions f ON f.user_id = u.id \
+             JOIN function_versions v ON v.function_id = f.id AND v.version = f.live_version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("username")?,
+                    r.try_get("name")?,
+                    LiveFunction {
+                        function_id: r.try_get("id")?,
+                        version: r.try_get("live_version")?,
+                        sha256: r.try_get("sha256")?,
+                    },
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     /// The source of one stored version.
     pub async fn version_source(
         &self,

@@ -6,6 +6,7 @@
 mod changes;
 mod error;
 mod functions;
+mod k8s_state;
 mod users;
 
 use std::sync::Once;
@@ -19,6 +20,7 @@ pub use error::StoreError;
 pub use functions::{
     Deployed, FunctionInfo, FunctionSummary, LiveFunction, VersionInfo, sha256_hex,
 };
+pub use k8s_state::{RuntimePhase, RuntimeState, RuntimeTarget};
 pub use users::User;
 
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/mysql");

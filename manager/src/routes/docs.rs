@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, functions, health};
+use super::{accounts, functions, health, logs};
 
 struct BearerAuth;
 
@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         functions::info,
         functions::code,
         functions::remove,
+        logs::logs,
     ),
     modifiers(&BearerAuth)
 )]

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
+use crate::runtime::{RuntimeStatus, after_delete, after_deploy};
 use crate::state::AppState;
 use crate::typecheck::CheckError;
 
@@ -63,6 +64,9 @@ pub struct FunctionDetail {
     pub size: i64,
     /// Every stored version, oldest first
     pub versions: Vec<VersionDetail>,
+    /// Kubernetes runtime only: where the function's objects stand
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeStatus>,
 }
 
 fn parse_name(raw: &str) -> Result<FunctionName, ApiError> {
@@ -157,6 +161,7 @@ pub async fn deploy(
         .deploy(user.id, &user.name, &name, &source)
         .await?;
     tracing::info!(user = %user.name, function = %name, version = done.version, "deployed");
+    after_deploy(state.runtime.as_ref(), &user.name, name.as_str()).await;
     let body = Deployed {
         url: state.config.function_url(&user.name, name.as_str()),
         name: name.to_string(),
@@ -208,7 +213,12 @@ pub async fn info(
         .get_function(user.id, &name)
         .await?
         .ok_or_else(ApiError::function_not_found)?;
+    let runtime = match &state.runtime {
+        Some(rt) => rt.status(user.id, &name, f.version).await?,
+        None => None,
+    };
     Ok(HttpResponse::Ok().json(FunctionDetail {
+        runtime,
         url: state.config.function_url(&user.name, &f.name),
         name: f.name,
         version: f.version,
@@ -284,5 +294,6 @@ pub async fn remove(
         return Err(ApiError::function_not_found());
     }
     tracing::info!(user = %user.name, function = %name, "deleted");
+    after_delete(state.runtime.as_ref(), &user.name, name.as_str()).await;
     Ok(HttpResponse::NoContent().finish())
 }

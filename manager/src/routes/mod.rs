@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod docs;
 pub mod functions;
 pub mod health;
+pub mod logs;
 
 use actix_web::{HttpResponse, web};
 
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(web::resource("/func/{name}/code").get(functions::code))
+        .service(web::resource("/func/{name}/logs").get(logs::logs))
         .service(web::resource("/openapi.json").get(docs::openapi_json))
         .service(web::resource("/docs").get(docs::page));
 }

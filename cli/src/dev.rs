@@ -1,0 +1,155 @@
+//! `skiff dev`: the manager and the router in one process, on SQLite in the data
+//! dir, with the process runtime. Stops cleanly on Ctrl-C or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rand::RngCore;
+use skiff_core::secret::Secret;
+use skiff_core::store::Store;
+use skiff_core::tokens::MIN_SECRET_BYTES;
+use skiff_manager::config::{ManagerConfig, normalise_public_url};
+use skiff_manager::startup::Application;
+use skiff_router::RouterApp;
+use skiff_router::config::RouterConfig;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Where the database, the JWT secret, function files and logs live
+    #[arg(long, env = "SKIFF_DATA_DIR", default_value = "./.skiff")]
+    pub data_dir: PathBuf,
+    /// Address of the management API
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub api_addr: SocketAddr,
+    /// Address of the router (functions are at /fn/<user>/<name>)
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub router_addr: SocketAddr,
+    /// Database URL [default: sqlite://<data-dir>/skiff.db]
+    #[arg(long, env = "SKIFF_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Token secret [default: generated once into <data-dir>/jwt-secret]
+    #[arg(long, env = "SKIFF_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Base URL of the router in API answers [default: http://<router-addr>]
+    #[arg(long, env = "SKIFF_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Whether POST /register is open
+    #[arg(long, env = "SKIFF_ALLOW_SIGNUP", default_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_signup: bool,
+    /// Path of the Deno binary [default: found on PATH]
+    #[arg(long, env = "SKIFF_DENO")]
+    pub deno: Option<PathBuf>,
+    /// Stop instances after this many idle seconds
+    #[arg(long, env = "SKIFF_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+}
+
+/// Reads the secret kept in the data dir, creating it (mode 0600) the first time.
+fn dev_secret(dir: &Path) -> anyhow::Result<Secret> {
+    let path = dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => return Ok(Secret::new(s.trim())),
+        Ok(_) => anyhow::bail!("{} is too short; delete it to make a new one", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(hex.as_bytes())?;
+    Ok(Secret::new(hex))
+}
+
+/// The SQLite files hold password hashes: owner only.
+fn restrict_sqlite_files(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: DevArgs) -> anyhow::Result<()> {
+    skiff_manager::telemetry::init();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let deno = skiff_core::deno::locate(args.deno.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secret = match args.jwt_secret {
+        Some(s) => s,
+        None => dev_secret(&data_dir)?,
+    };
+    let sqlite_path = data_dir.join("skiff.db");
+    let url = match &args.database_url {
+        Some(u) => u.expose().to_owned(),
+        None => format!("sqlite://{}", sqlite_path.display()),
+    };
+    let store = Store::connect(&url, 8).await.context("opening the database")?;
+    store.migrate().await.context("migrating the database")?;
+    if args.database_url.is_none() {
+        restrict_sqlite_files(&sqlite_path);
+    }
+
+    let public_url = normalise_public_url(
+        &args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.router_addr)),
+    )?;
+    let mut mcfg = ManagerConfig::new(&url, secret, data_dir.clone());
+    mcfg.listen = args.api_addr;
+    mcfg.allow_signup = args.allow_signup;
+    mcfg.public_url = public_url.clone();
+    mcfg.deno = Some(deno.clone());
+    let manager = Application::build_with_store(mcfg, store.clone()).await?;
+    let manager_port = manager.port();
+    let manager_handle = manager.server().handle();
+
+    let mut rcfg = RouterConfig::new(data_dir.clone());
+    rcfg.listen = args.router_addr;
+    rcfg.deno = Some(deno);
+    rcfg.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
+    let router = RouterApp::build(rcfg, store.clone()).await?;
+    let router_port = router.port();
+    let router_handle = router.handle();
+
+    println!("Skiff dev is running");
+    println!("  API:     http://{}:{manager_port}", args.api_addr.ip());
+    println!("  Router:  http://{}:{router_port}/fn/<user>/<name>", args.router_addr.ip());
+    println!("  Public:  {public_url}");
+    println!("  Data:    {}", data_dir.display());
+    println!("Press Ctrl-C to stop.");
+
+    let mut manager_task = tokio::spawn(manager.run_until_stopped());
+    let mut router_task = tokio::spawn(router.run_until_stopped());
+    tokio::select! {
+        _ = skiff_core::signals::terminated() => {}
+        r = &mut manager_task => tracing::error!(result = ?r, "the manager stopped"),
+        r = &mut router_task => tracing::error!(result = ?r, "the router stopped"),
+    }
+    eprintln!("stopping…");
+    router_handle.stop();
+    manager_handle.stop(true).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(40), router_task).await;
+    store.close().await;
+    Ok(())
+}

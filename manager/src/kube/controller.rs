@@ -1,0 +1,226 @@
+//! The Kubernetes runtime: keeps each function's objects equal to what the
+//! database says. One operation does it all, [`KubeRuntime::sync`]: under the
+//! function's lock it re-reads the function from the database, then applies
+//! its live version or, when it is gone, deletes its objects. Deploys, deletes
+//! and the reconcile loop all go through it, so whichever runs last leaves the
+//! newest state. Apply failures are recorded in the database (never returned
+//! to the deploy) and retried by the reconcile loop.
+
+use std::collections::BTreeSet;
+
+use kube::Client;
+use skiff_core::store::{RuntimePhase, RuntimeState, RuntimeTarget, Store};
+
+use super::apply::KubeApi;
+use super::errors::KubeError;
+use super::locks::KeyedLocks;
+use super::objects::{FunctionSpec, build};
+use super::settings::KubeSettings;
+
+/// Versions whose code ConfigMap is kept: the live one, and the one before it
+/// so pods of the previous version keep their code while a rollout replaces them.
+const KEEP_VERSIONS: i64 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The live version's objects are applied.
+    Applied { version: i64 },
+    /// The apply failed; the error is recorded in the function's state.
+    Failed { version: i64, error: String },
+    /// The function is gone and so are its objects.
+    Deleted,
+    /// The function is gone but deleting its objects failed (retried by the
+    /// reconcile loop, which finds them by label).
+    DeleteFailed { error: String },
+    /// The database could not be read or written; nothing was decided.
+    StoreFailed { error: String },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub applied: usize,
+    pub failed: usize,
+    pub deleted: usize,
+    pub errors: Vec<String>,
+}
+
+pub struct KubeRuntime {
+    api: KubeApi,
+    store: Store,
+    settings: KubeSettings,
+    locks: KeyedLocks,
+}
+
+impl KubeRuntime {
+    pub fn new(client: Client, store: Store, settings: KubeSettings) -> Self {
+        Self {
+            api: KubeApi::new(client, &settings.namespace, settings.api_timeout()),
+            store,
+            settings,
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    /// Connects with the in-cluster service account (or the local kubeconfig).
+    pub async fn connect(store: Store, settings: KubeSettings) -> anyhow::Result<Self> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API: {e}"))?;
+        Ok(Self::new(client, store, settings))
+    }
+
+    pub fn settings(&self) -> &KubeSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Brings one function's objects to what the database holds now.
+    /// `announce` records "pending" before applying (after a deploy, so
+    /// `GET /func/<name>` shows the new version is on its way).
+    pub async fn sync(&self, user: &str, function: &str, announce: bool) -> SyncOutcome {
+        let _guard = self.locks.lock(&format!("{user}/{function}")).await;
+        match self.store.runtime_target(user, function).await {
+            Err(e) => SyncOutcome::StoreFailed {
+                error: e.to_string(),
+            },
+            Ok(None) => match self.api.delete_function(user, function).await {
+                Ok(()) => SyncOutcome::Deleted,
+                Err(e) => {
+                    tracing::warn!(user, function, error = %e, "deleting a function's objects failed; will retry");
+                    SyncOutcome::DeleteFailed {
+                        error: e.to_string(),
+                    }
+                }
+            },
+            Ok(Some(target)) => self.apply_target(&target, announce).await,
+        }
+    }
+
+    async fn apply_target(&self, t: &RuntimeTarget, announce: bool) -> SyncOutcome {
+        let before = match self.store.runtime_state_by_id(t.function_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                return SyncOutcome::StoreFailed {
+                    error: e.to_string(),
+                };
+            }
+        };
+        if announce {
+            if let Err(e) = self
+                .store
+                .set_runtime_state(t.function_id, t.version, RuntimePhase::Pending, None)
+                .await
+            {
+                return SyncOutcome::StoreFailed {
+                    error: e.to_string(),
+                };
+            }
+        }
+        let result = self.apply_version(t).await;
+        let (phase, error) = match &result {
+            Ok(()) => (RuntimePhase::Ready, None),
+            Err(e) => {
+                tracing::warn!(user = %t.user, function = %t.name, version = t.version, error = %e, "applying a function failed; will retry");
+                (RuntimePhase::Error, Some(e.to_string()))
+            }
+        };
+        // Write only on change, so an idle reconcile pass writes nothing.
+        let unchanged = !announce
+            && before.as_ref().is_some_and(|s: &RuntimeState| {
+                s.version == t.version && s.phase == phase && s.error == error
+            });
+        if !unchanged {
+            if let Err(e) = self
+                .store
+                .set_runtime_state(t.function_id, t.version, phase, error.as_deref())
+                .await
+            {
+                return SyncOutcome::StoreFailed {
+                    error: e.to_string(),
+                };
+            }
+        }
+        match error {
+            None => SyncOutcome::Applied { version: t.version },
+            Some(error) => SyncOutcome::Failed {
+                version: t.version,
+                error,
+            },
+        }
+    }
+
+    async fn apply_version(&self, t: &RuntimeTarget) -> Result<(), KubeError> {
+        let Some(source) = self
+            .store
+            .version_source(t.function_id, t.version)
+            .await
+            .map_err(|e| KubeError::Unreachable {
+                action: format!("reading version {} from the database", t.version),
+                detail: e.to_string(),
+            })?
+        else {
+            // Deleted between the two reads; the next sync deletes the objects.
+            return Ok(());
+        };
+        let source = String::from_utf8(source).map_err(|_| KubeError::SourceNotText {
+            version: t.version,
+        })?;
+        let spec = FunctionSpec {
+            user: &t.user,
+            function: &t.name,
+            version: t.version,
+            source: &source,
+        };
+        self.api.apply_function(&build(&self.settings, &spec)).await?;
+        let keep: Vec<i64> = (0..KEEP_VERSIONS)
+            .map(|back| t.version - back)
+            .filter(|v| *v >= 1)
+            .collect();
+        self.api.prune_code(&t.user, &t.name, &keep).await
+    }
+
+    /// One pass of the reconcile loop: applies every function in the database
+    /// and deletes the objects of functions no longer there.
+    pub async fn reconcile_once(&self) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        // Listed BEFORE reading the database: a function created between the
+        // two reads is then not in the listing, so it cannot look orphaned.
+        let managed = match self.api.managed_functions().await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                report.errors.push(e.to_string());
+                None
+            }
+        };
+        let targets = match self.store.runtime_targets().await {
+            Ok(t) => t,
+            Err(e) => {
+                report.errors.push(format!("reading the functions: {e}"));
+                return report;
+            }
+        };
+        let wanted: BTreeSet<(String, String)> =
+            targets.iter().map(|t| (t.user.clone(), t.name.clone())).collect();
+        let orphans = managed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|pair| !wanted.contains(pair));
+        let all = wanted.iter().cloned().chain(orphans);
+        for (user, function) in all {
+            match self.sync(&user, &function, false).await {
+                SyncOutcome::Applied { .. } => report.applied += 1,
+                SyncOutcome::Deleted => report.deleted += 1,
+                SyncOutcome::Failed { error, .. }
+                | SyncOutcome::DeleteFailed { error }
+                | SyncOutcome::StoreFailed { error } => {
+                    report.failed += 1;
+                    report.errors.push(format!("{user}/{function}: {error}"));
+                }
+            }
+        }
+        report
+    }
+}

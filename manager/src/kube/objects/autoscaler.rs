@@ -1,0 +1,64 @@
+//! The function's autoscaling/v2 HorizontalPodAutoscaler. It owns the
+//! Deployment's replica count, which is why the Deployment never sets one.
+
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use skiff_core::naming::object_name;
+
+use super::{FunctionSpec, common_metadata};
+use crate::kube::settings::KubeSettings;
+
+pub fn autoscaler(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> HorizontalPodAutoscaler {
+    HorizontalPodAutoscaler {
+        metadata: common_metadata(settings, spec),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: object_name(spec.user, spec.function),
+            },
+            min_replicas: Some(settings.min_replicas),
+            max_replicas: settings.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(settings.cpu_target_percent),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::objects::test_support::spec;
+
+    #[test]
+    fn scales_the_deployment_on_cpu_within_the_configured_bounds() {
+        let settings = KubeSettings {
+            min_replicas: 2,
+            max_replicas: 9,
+            cpu_target_percent: 60,
+            ..KubeSettings::default()
+        };
+        let hpa = autoscaler(&settings, &spec()).spec.unwrap();
+        assert_eq!(hpa.scale_target_ref.kind, "Deployment");
+        assert_eq!(hpa.scale_target_ref.name, object_name("alice", "hello"));
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 9));
+        let metric = &hpa.metrics.unwrap()[0];
+        let target = &metric.resource.as_ref().unwrap().target;
+        assert_eq!(metric.resource.as_ref().unwrap().name, "cpu");
+        assert_eq!((target.type_.as_str(), target.average_utilization), ("Utilization", Some(60)));
+    }
+}

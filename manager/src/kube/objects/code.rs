@@ -1,0 +1,61 @@
+//! The ConfigMap holding one version's source. Immutable, like the version:
+//! a new version is a new ConfigMap, and the Deployment switches to it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use skiff_core::naming::code_config_map_name;
+
+use super::{FunctionSpec, metadata};
+use crate::kube::labels;
+use crate::kube::settings::KubeSettings;
+
+/// File name of the module inside the code volume.
+pub const MODULE_FILE: &str = "fn.ts";
+
+pub fn code_config_map(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(
+            settings,
+            code_config_map_name(spec.user, spec.function, spec.version),
+            labels::versioned(spec.user, spec.function, spec.version),
+        ),
+        data: Some(BTreeMap::from([(
+            MODULE_FILE.to_owned(),
+            spec.source.to_owned(),
+        )])),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::objects::test_support::{SOURCE, longest, spec};
+
+    #[test]
+    fn holds_the_source_under_a_versioned_name() {
+        let cm = code_config_map(&KubeSettings::default(), &spec());
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        assert!(name.starts_with("fn-alice-hello-") && name.ends_with("-v3"), "{name}");
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("skiff-functions"));
+        assert_eq!(cm.data.unwrap()[MODULE_FILE], SOURCE);
+        assert_eq!(cm.immutable, Some(true));
+        let l = cm.metadata.labels.unwrap();
+        assert_eq!(l["skiff.dev/version"], "3");
+        assert_eq!(l["skiff.dev/user"], "alice");
+        assert_eq!(l["skiff.dev/function"], "hello");
+    }
+
+    #[test]
+    fn names_fit_for_the_longest_names() {
+        let (user, function) = longest();
+        let mut s = spec();
+        s.user = &user;
+        s.function = &function;
+        s.version = i64::MAX;
+        let name = code_config_map(&KubeSettings::default(), &s).metadata.name.unwrap();
+        assert!(skiff_core::naming::is_dns_label(&name), "{name}");
+    }
+}

@@ -1,0 +1,179 @@
+//! Router configuration: each setting an environment variable and a flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_core::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Process,
+    Kubernetes,
+}
+
+/// Loopback, "this host", link-local (cloud metadata) and the private ranges:
+/// a function must not reach the platform's own services or its neighbours
+/// directly. `0.0.0.0/8` and `[::]` matter: Deno's loopback check does not catch
+/// `0.0.0.0`. Deno rejects IPv6 CIDRs, so only single IPv6 addresses are listed.
+pub const DEFAULT_DENY_NET: &str = "127.0.0.0/8,0.0.0.0/8,[::],[::1],169.254.0.0/16,\
+10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,[fd00:ec2::254]";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouterSettings {
+    /// mysql://user:pass@host:port/db or sqlite://path
+    #[arg(long, env = "SKIFF_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Where function instances run
+    #[arg(long, env = "SKIFF_RUNTIME", value_enum, default_value = "process")]
+    pub runtime: RuntimeKind,
+    /// Address to bind
+    #[arg(long, env = "SKIFF_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Where function files, instance temp dirs and logs live
+    #[arg(long, env = "SKIFF_DATA_DIR", default_value = "./.skiff")]
+    pub data_dir: PathBuf,
+    /// Path of the Deno binary [default: found on PATH]
+    #[arg(long, env = "SKIFF_DENO")]
+    pub deno: Option<PathBuf>,
+    /// Time a function has to answer (response headers), in seconds
+    #[arg(long, env = "SKIFF_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Largest request body passed to a function, in bytes
+    #[arg(long, env = "SKIFF_MAX_BODY_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Requests one function may have in flight at once; more wait briefly, then get 429
+    #[arg(long, env = "SKIFF_FUNCTION_CONCURRENCY", default_value_t = 256)]
+    pub function_concurrency: usize,
+    /// How long a request waits for a free slot before 429, in milliseconds
+    #[arg(long, env = "SKIFF_QUEUE_WAIT_MS", default_value_t = 1000)]
+    pub queue_wait_ms: u64,
+    /// An instance with no request for this long is stopped, in seconds
+    #[arg(long, env = "SKIFF_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+    /// Time an instance has to become ready, in seconds
+    #[arg(long, env = "SKIFF_START_TIMEOUT_SECS", default_value_t = 10)]
+    pub start_timeout_secs: u64,
+    /// V8 heap cap of each instance, in MiB
+    #[arg(long, env = "SKIFF_FUNCTION_HEAP_MB", default_value_t = 128)]
+    pub heap_mb: u32,
+    /// Memory cgroup limit of each instance, in MiB (when the host has memory cgroups)
+    #[arg(long, env = "SKIFF_FUNCTION_MEMORY_MB", default_value_t = 256)]
+    pub memory_mb: u32,
+    /// Hosts and CIDRs functions may not reach (Deno --deny-net syntax)
+    #[arg(long, env = "SKIFF_FUNCTION_DENY_NET", default_value = DEFAULT_DENY_NET)]
+    pub deny_net: String,
+    /// When running as root: run every instance as this user instead of a uid per function
+    #[arg(long, env = "SKIFF_FUNCTION_USER")]
+    pub function_user: Option<String>,
+    /// When running as root without SKIFF_FUNCTION_USER: function N runs as uid/gid BASE+N
+    #[arg(long, env = "SKIFF_FUNCTION_UID_BASE", default_value_t = 200_000)]
+    pub function_uid_base: u32,
+    /// How often the change feed is polled, in milliseconds
+    #[arg(long, env = "SKIFF_POLL_INTERVAL_MS", default_value_t = 250)]
+    pub poll_interval_ms: u64,
+    /// Namespace of the function Services (kubernetes runtime)
+    #[arg(long, env = "SKIFF_K8S_NAMESPACE", default_value = "skiff-functions")]
+    pub k8s_namespace: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub runtime: RuntimeKind,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub deno: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub function_concurrency: usize,
+    pub queue_wait: Duration,
+    pub idle_timeout: Duration,
+    pub start_timeout: Duration,
+    pub heap_mb: u32,
+    pub memory_mb: u32,
+    pub deny_net: String,
+    pub function_user: Option<String>,
+    pub function_uid_base: u32,
+    pub poll_interval: Duration,
+    pub k8s_namespace: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("SKIFF_DATABASE_URL is required (mysql://user:pass@host:port/db or sqlite://path)")]
+    MissingDatabaseUrl,
+    #[error("{0} must be greater than zero")]
+    NotPositive(&'static str),
+    #[error("SKIFF_FUNCTION_DENY_NET must not be empty")]
+    EmptyDenyNet,
+}
+
+impl RouterSettings {
+    /// Validates; returns the database URL separately since only `main` needs it.
+    pub fn into_config(self) -> Result<(Secret, RouterConfig), ConfigError> {
+        let url = self.database_url.ok_or(ConfigError::MissingDatabaseUrl)?;
+        for (name, v) in [
+            ("SKIFF_REQUEST_TIMEOUT_SECS", self.request_timeout_secs),
+            ("SKIFF_MAX_BODY_BYTES", self.max_body_bytes),
+            ("SKIFF_IDLE_TIMEOUT_SECS", self.idle_timeout_secs),
+            ("SKIFF_START_TIMEOUT_SECS", self.start_timeout_secs),
+            ("SKIFF_POLL_INTERVAL_MS", self.poll_interval_ms),
+            ("SKIFF_FUNCTION_CONCURRENCY", self.function_concurrency as u64),
+            ("SKIFF_FUNCTION_HEAP_MB", u64::from(self.heap_mb)),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        if self.deny_net.trim().is_empty() {
+            return Err(ConfigError::EmptyDenyNet);
+        }
+        Ok((
+            url,
+            RouterConfig {
+                runtime: self.runtime,
+                listen: self.listen,
+                data_dir: self.data_dir,
+                deno: self.deno,
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                max_body_bytes: self.max_body_bytes,
+                function_concurrency: self.function_concurrency,
+                queue_wait: Duration::from_millis(self.queue_wait_ms),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                start_timeout: Duration::from_secs(self.start_timeout_secs),
+                heap_mb: self.heap_mb,
+                memory_mb: self.memory_mb,
+                deny_net: self.deny_net,
+                function_user: self.function_user,
+                function_uid_base: self.function_uid_base,
+                poll_interval: Duration::from_millis(self.poll_interval_ms),
+                k8s_namespace: self.k8s_namespace,
+            },
+        ))
+    }
+}
+
+impl RouterConfig {
+    /// The documented defaults, for embedding (`skiff dev`, tests).
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            runtime: RuntimeKind::Process,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            data_dir,
+            deno: None,
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 128 * 1024 * 1024,
+            function_concurrency: 256,
+            queue_wait: Duration::from_millis(1000),
+            idle_timeout: Duration::from_secs(300),
+            start_timeout: Duration::from_secs(10),
+            heap_mb: 128,
+            memory_mb: 256,
+            deny_net: DEFAULT_DENY_NET.into(),
+            function_user: None,
+            function_uid_base: 200_000,
+            poll_interval: Duration::from_millis(250),
+            k8s_namespace: "skiff-functions".into(),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The router's complete, in-memory view of which functions exist and which
+//! version of each is live. It is loaded from the database at start and kept in
+//! step by polling the change feed in the background, so the request path only
+//! ever reads memory: a hit and a miss (404) both cost one hash lookup, and no
+//! request, however hostile, makes the router query the database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use skiff_core::store::{LiveFunction, Store};
+
+/// One live function as the data plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRef {
+    pub user: String,
+    pub name: String,
+    pub function_id: i64,
+    pub version: i64,
+    pub sha256: String,
+}
+
+type Map = HashMap<String, HashMap<String, Arc<FunctionRef>>>;
+
+#[derive(Default)]
+pub struct Directory {
+    map: RwLock<Map>,
+}
+
+/// What a sync changed, for the runtime to act on (pre-start or stop instances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// New or redeployed: this is now live.
+    Live(Arc<FunctionRef>),
+    /// Deleted; `function_id` is the one that was live.
+    Gone {
+        user: String,
+        name: String,
+        function_id: i64,
+    },
+}
+
+fn fref(user: &str, name: &str, live: LiveFunction) -> Arc<FunctionRef> {
+    Arc::new(FunctionRef {
+        user: user.to_owned(),
+        name: name.to_owned(),
+        function_id: live.function_id,
+        version: live.version,
+        sha256: live.sha256,
+    })
+}
+
+impl Directory {
+    pub fn lookup(&self, user: &str, name: &str) -> Option<Arc<FunctionRef>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(user)?.get(name).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn set(&self, user: &str, name: &str, f: Option<Arc<FunctionRef>>) -> Option<Update> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match f {
+            Some(f) => {
+                let names = map.entry(user.to_owned()).or_default();
+                let old = names.insert(name.to_owned(), f.clone());
+                (old.as_deref() != Some(&f)).then_some(Update::Live(f))
+            }
+            None => {
+                let names = map.get_mut(user)?;
+                let old = names.remove(name)?;
+                if names.is_empty() {
+                    map.remove(user);
+                }
+                Some(Update::Gone {
+                    user: user.to_owned(),
+                    name: name.to_owned(),
+                    function_id: old.function_id,
+                })
+            }
+        }
+    }
+
+    /// Replaces the whole map with `all`, returning what differs.
+    fn replace_all(&self, all: Vec<(String, String, LiveFunction)>) -> Vec<Update> {
+        let mut fresh: Map = HashMap::new();
+        for (user, name, live) in all {
+            let f = fref(&user, &name, live);
+            fresh.entry(user).or_default().insert(name, f);
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut updates = Vec::new();
+        for (user, names) in map.iter() {
+            for (name, old) in names {
+                if fresh.get(user).and_then(|n| n.get(name)).is_none() {
+                    updates.push(Update::Gone {
+                        user: user.clone(),
+                        name: name.clone(),
+                        function_id: old.function_id,
+                    });
+                }
+            }
+        }
+        for (user, names) in &fresh {
+            for (name, f) in names {
+                if map.get(user).and_then(|n| n.get(name)) != Some(f) {
+                    updates.push(Update::Live(f.clone()));
+                }
+            }
+        }
+        *map = fresh;
+        updates
+    }
+}
+
+/// How far back each poll looks again: on MySQL, a change row with a lower id can
+/// commit after one with a higher id, so ids just below the cursor are re-read
+/// (and skipped when already seen).
+const REREAD_IDS: i64 = 64;
+/// A full reload also happens this often, as a safety net.
+const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// Change rows older than this are pruned by the routers.
+const KEEP_CHANGES: Duration = Duration::from_secs(3600);
+
+/// Keeps a `Directory` in step with the database.
+pub struct Syncer {
+    store: Store,
+    directory: Arc<Directory>,
+    cursor: i64,
+    seen: BTreeSet<i64>,
+    last_full: Instant,
+    last_prune: Instant,
+    failing: bool,
+}
+
+impl Syncer {
+    /// Loads everything. Returns the syncer, ready to poll.
+    pub async fn load(store: Store, directory: Arc<Directory>) -> anyhow::Result<(Self, Vec<Update>)> {
+        let mut s = Self {
+            store,
+            directory,
+            cursor: 0,
+            seen: BTreeSet::new(),
+            last_full: Instant::now(),
+            last_prune: Instant::now(),
+            failing: false,
+        };
+        let updates = s.full_reload().await?;
+        Ok((s, updates))
+    }
+
+    async fn full_reload(&mut self) -> anyhow::Result<Vec<Update>> {
+        // The cursor is read first: a change made during the snapshot is then
+        // polled again, which is harmless since applying a change is idempotent.
+        let cursor = self.store.last_change_id().await?;
+        let all = self.store.all_live_functions().await?;
+        self.cursor = cursor;
+        self.seen.clear();
+        self.last_full = Instant::now();
+        Ok(self.directory.replace_all(all))
+    }
+
+    /// One poll. Errors leave the directory as it was (the router keeps serving
+    /// what it knows) and make the next successful poll a full reload.
+    pub async fn poll(&mut self) -> Vec<Update> {
+        match self.try_poll().await {
+            Ok(u) => {
+                if self.failing {
+                    tracing::info!("database reachable again; directory resynchronised");
+                }
+                self.failing = false;
+                u
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::warn!(error = %e, "cannot poll the change feed; serving the functions already known");
+                }
+                self.failing = true;
+                Vec::new()
+            }
+        }
+    }
+
+    async fn try_poll(&mut self) -> anyhow::Result<Vec<Update>> {
+        if self.failing || self.last_full.elapsed() >= FULL_RELOAD_EVERY {
+            return self.full_reload().await;
+        }
+        if self.last_prune.elapsed() >= Duration::from_secs(600) {
+            self.last_prune = Instant::now();
+            let cutoff = skiff_core::time::now_millis() - KEEP_CHANGES.as_millis() as i64;
+            let _ = self.store.prune_changes(cutoff).await;
+        }
+        let low = (self.cursor - REREAD_IDS).max(0);
+        let changes = self.store.changes_since(low, 10_000).await?;
+        let mut touched = BTreeSet::new();
+        for c in changes {
+            if c.id <= low || !self.seen.insert(c.id) {
+                continue;
+            }
+            self.cursor = self.cursor.max(c.id);
+            touched.insert((c.user, c.function));
+        }
+        let floor = self.cursor - REREAD_IDS;
+        self.seen.retain(|id| *id > floor);
+        let mut updates = Vec::new();
+        for (user, name) in touched {
+            let live = self.store.live_function(&user, &name).await?;
+            let f = live.map(|l| fref(&user, &name, l));
+            if let Some(u) = self.directory.set(&user, &name, f) {
+                updates.push(u);
+            }
+        }
+        Ok(updates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(id: i64, v: i64) -> LiveFunction {
+        LiveFunction {
+            function_id: id,
+            version: v,
+            sha256: format!("h{v}"),
+        }
+    }
+
+    #[test]
+    fn replace_all_reports_new_changed_and_gone() {
+        let d = Directory::default();
+        let u = d.replace_all(vec![
+            ("alice".into(), "a".into(), live(1, 1)),
+            ("alice".into(), "b".into(), live(2, 1)),
+        ]);
+        assert_eq!(u.len(), 2);
+        assert_eq!(d.lookup("alice", "a").unwrap().version, 1);
+        let u = d.replace_all(vec![
+            ("alice".into(), "a".into(), live(1, 2)),
+            ("bob".into(), "c".into(), live(3, 1)),
+        ]);
+        assert_eq!(u.len(), 3, "{u:?}");
+        assert!(u.contains(&Update::Gone {
+            user: "alice".into(),
+            name: "b".into(),
+            function_id: 2
+        }));
+        assert!(d.lookup("alice", "b").is_none());
+        assert_eq!(d.lookup("alice", "a").unwrap().version, 2);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn set_is_idempotent() {
+        let d = Directory::default();
+        let f = fref("alice", "a", live(1, 1));
+        assert!(d.set("alice", "a", Some(f.clone())).is_some());
+        assert!(d.set("alice", "a", Some(f)).is_none());
+        assert!(d.set("alice", "a", None).is_some());
+        assert!(d.set("alice", "a", None).is_none());
+        assert!(d.is_empty());
+    }
+}

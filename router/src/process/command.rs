@@ -1,0 +1,66 @@
+//! The Deno command line of an instance, from `client-runtime/deno-flags.txt` —
+//! the one file that defines it, also read by the client-runtime image's run.sh.
+
+const FLAGS: &str = include_str!("../../../client-runtime/deno-flags.txt");
+/// The runtime program itself, written next to each function's code.
+pub const MAIN_TS: &str = include_str!("../../../client-runtime/main.ts");
+
+pub struct Placeholders<'a> {
+    pub code_dir: &'a str,
+    pub tmp_dir: &'a str,
+    pub heap_mb: u32,
+    pub deny_net: &'a str,
+    pub main: &'a str,
+}
+
+/// The arguments after `deno`, with placeholders filled in.
+pub fn deno_args(p: &Placeholders<'_>) -> Vec<String> {
+    let heap = p.heap_mb.to_string();
+    FLAGS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.replace("{code_dir}", p.code_dir)
+                .replace("{tmp_dir}", p.tmp_dir)
+                .replace("{heap_mb}", &heap)
+                .replace("{deny_net}", p.deny_net)
+                .replace("{main}", p.main)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_narrow_and_fully_substituted() {
+        let args = deno_args(&Placeholders {
+            code_dir: "/c",
+            tmp_dir: "/t",
+            heap_mb: 64,
+            deny_net: "127.0.0.0/8",
+            main: "/c/main.ts",
+        });
+        assert_eq!(args.first().map(String::as_str), Some("run"));
+        for must in [
+            "--no-prompt",
+            "--no-remote",
+            "--no-npm",
+            "--allow-read=/c,/t",
+            "--allow-write=/t",
+            "--deny-net=127.0.0.0/8",
+            "--deny-env",
+            "--deny-run",
+            "--deny-ffi",
+            "--deny-sys",
+            "--v8-flags=--max-old-space-size=64",
+        ] {
+            assert!(args.iter().any(|a| a == must), "missing {must}: {args:?}");
+        }
+        assert_eq!(args.last().map(String::as_str), Some("/c/main.ts"));
+        assert!(args.iter().all(|a| !a.contains('{')), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--allow-all" || a == "-A" || a.starts_with("--allow-env")));
+    }
+}

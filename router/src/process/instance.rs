@@ -1,0 +1,334 @@
+//! One running instance: a sandboxed Deno process serving one function version
+//! on a Unix socket in its own temp dir, with a pooled HTTP client to it.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use skiff_core::logs::{LogWriter, MAX_LINE};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{oneshot, watch};
+
+use super::command::{Placeholders, deno_args};
+use super::sandbox::Sandbox;
+use crate::directory::FunctionRef;
+use crate::proxy::ProxyBody;
+use crate::uds::UdsConnector;
+
+/// Why an instance could not be started.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StartError {
+    #[error("the function's instance exited while starting ({0})")]
+    Exited(String),
+    #[error("the function's instance did not become ready in time")]
+    Timeout,
+    #[error("the function no longer exists")]
+    Gone,
+    #[error("could not start an instance: {0}")]
+    Host(String),
+}
+
+pub struct SpawnSpec<'a> {
+    pub sandbox: &'a Sandbox,
+    pub instances_dir: &'a Path,
+    pub heap_mb: u32,
+    pub deny_net: &'a str,
+    pub start_timeout: Duration,
+    pub log: Arc<LogWriter>,
+}
+
+pub struct Instance {
+    pub id: u64,
+    pub function: Arc<FunctionRef>,
+    pub client: Client<UdsConnector, ProxyBody>,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last request's end or start.
+    last_used: AtomicU64,
+    epoch: Instant,
+    alive: Arc<AtomicBool>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    exited: watch::Receiver<Option<String>>,
+}
+
+/// Holds an instance busy: while any lease lives, draining waits.
+pub struct Lease {
+    pub instance: Arc<Instance>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.instance.touch();
+        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Instance {
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_used.store(ms, Ordering::Release);
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_used.load(Ordering::Acquire)))
+    }
+
+    /// Counts a request in. Callers take leases only on the slot's current
+    /// instance while holding the slot's lock, so a drain never misses one.
+    pub fn lease(self: &Arc<Self>) -> Lease {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Lease {
+            instance: self.clone(),
+        }
+    }
+
+    /// Kills the process (if still running); its watcher cleans up.
+    pub fn kill(&self) {
+        if let Some(tx) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits until the process is gone.
+    pub async fn wait_exit(&self) {
+        let mut rx = self.exited.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
+    /// Waits for in-flight requests to end (at most `grace`), then kills.
+    pub async fn drain_and_stop(self: Arc<Self>, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.in_flight() > 0 && self.alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.kill();
+        self.wait_exit().await;
+    }
+}
+
+fn prepare_tmp_dir(dir: &Path, ids: Option<(u32, u32)>) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Reads `from` line by line (cutting very long lines) into the function's log,
+/// keeping the last few stderr lines for start-failure messages.
+fn pump(
+    mut from: impl AsyncRead + Unpin + Send + 'static,
+    stream: &'static str,
+    log: Arc<LogWriter>,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        let mut line: Vec<u8> = Vec::new();
+        let mut warned = false;
+        let mut emit = |line: &mut Vec<u8>| {
+            let text = String::from_utf8_lossy(line).into_owned();
+            if let Err(e) = log.line(stream, &text) {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot write a function log; dropping its lines");
+                    warned = true;
+                }
+            }
+            if let Some(t) = &tail {
+                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == 5 {
+                    t.pop_front();
+                }
+                t.push_back(text);
+            }
+            line.clear();
+        };
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    emit(&mut line);
+                } else if line.len() < MAX_LINE {
+                    line.push(b);
+                }
+            }
+        }
+        if !line.is_empty() {
+            emit(&mut line);
+        }
+    })
+}
+
+/// Starts an instance of `f` from the code in `code_dir` and waits until it
+/// accepts connections.
+pub async fn spawn(
+    spec: &SpawnSpec<'_>,
+    f: Arc<FunctionRef>,
+    id: u64,
+    code_dir: &Path,
+) -> Result<Arc<Instance>, StartError> {
+    let host = |e: std::io::Error| StartError::Host(e.to_string());
+    let ids = spec.sandbox.ids_for(f.function_id);
+    let tmp_dir = spec.instances_dir.join(id.to_string());
+    prepare_tmp_dir(&tmp_dir, ids).map_err(host)?;
+    let socket = tmp_dir.join("s");
+    let code = code_dir.display().to_string();
+    let tmp = tmp_dir.display().to_string();
+    let main = code_dir.join("main.ts").display().to_string();
+    let mut args = deno_args(&Placeholders {
+        code_dir: &code,
+        tmp_dir: &tmp,
+        heap_mb: spec.heap_mb,
+        deny_net: spec.deny_net,
+        main: &main,
+    });
+    args.extend([
+        "--module".to_owned(),
+        code_dir.join("fn.ts").display().to_string(),
+        "--listen".to_owned(),
+        format!("unix:{}", socket.display()),
+    ]);
+    let mut cmd = match spec.sandbox.prlimit_args() {
+        Some((prlimit, pre)) => {
+            let mut c = tokio::process::Command::new(prlimit);
+            c.args(pre).arg(&spec.sandbox.deno);
+            c
+        }
+        None => tokio::process::Command::new(&spec.sandbox.deno),
+    };
+    cmd.args(&args)
+        .env_clear()
+        .env("DENO_DIR", tmp_dir.join(".deno"))
+        .env("NO_COLOR", "1")
+        .env("DENO_NO_UPDATE_CHECK", "1")
+        .current_dir(&tmp_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if let Some((uid, gid)) = ids {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().map_err(host)?;
+    let cgroup = child.id().and_then(|pid| spec.sandbox.enter_cgroups(id, pid));
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(pump(out, "stdout", spec.log.clone(), None));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(pump(err, "stderr", spec.log.clone(), Some(stderr_tail.clone())));
+    }
+
+    let alive = Arc::new(AtomicBool::new(true));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (exit_tx, exit_rx) = watch::channel(None);
+    {
+        let alive = alive.clone();
+        let log = spec.log.clone();
+        let tmp_dir = tmp_dir.clone();
+        tokio::spawn(async move {
+            let (status, asked) = tokio::select! {
+                s = child.wait() => (s, false),
+                _ = stop_rx => {
+                    let _ = child.start_kill();
+                    (child.wait().await, true)
+                }
+            };
+            alive.store(false, Ordering::Release);
+            // Let the pumps drain the pipes, so the exit is logged after the last words.
+            for p in pumps {
+                let _ = tokio::time::timeout(Duration::from_millis(500), p).await;
+            }
+            let what = match &status {
+                Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
+                    (Some(133), _) => "exit code 133: out of memory (heap limit)".to_owned(),
+                    (Some(c), _) => format!("exit code {c}"),
+                    (None, Some(sig)) => format!("killed by signal {sig}"),
+                    _ => "unknown status".to_owned(),
+                },
+                Err(e) => format!("wait failed: {e}"),
+            };
+            if !asked {
+                let _ = log.line("skiff", &format!("instance {id} stopped unexpectedly: {what}"));
+                tracing::info!(instance = id, status = %what, "instance exited");
+            }
+            let _ = tokio::fs::remove_dir_all(&tmp_dir).await;
+            drop(cgroup);
+            let _ = exit_tx.send(Some(what));
+        });
+    }
+
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(UdsConnector::new(socket.clone()));
+    let instance = Arc::new(Instance {
+        id,
+        function: f,
+        client,
+        in_flight: AtomicUsize::new(0),
+        last_used: AtomicU64::new(0),
+        epoch: Instant::now(),
+        alive,
+        stop: Mutex::new(Some(stop_tx)),
+        exited: exit_rx,
+    });
+
+    let deadline = tokio::time::Instant::now() + spec.start_timeout;
+    let mut exited = instance.exited.clone();
+    loop {
+        if let Some(what) = exited.borrow().clone() {
+            let detail = stderr_tail
+                .lock()
+                .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" / "))
+                .unwrap_or_default();
+            return Err(StartError::Exited(if detail.is_empty() {
+                what
+            } else {
+                format!("{what}: {detail}")
+            }));
+        }
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            instance.touch();
+            return Ok(instance);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            instance.kill();
+            return Err(StartError::Timeout);
+        }
+        tokio::select! {
+            _ = exited.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+    }
+}
+
+/// The instances directory, created and ready for per-instance subdirs.
+pub fn instances_dir(root: &Path) -> std::io::Result<PathBuf> {
+    let dir = root.join("instances");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    Ok(dir)
+}

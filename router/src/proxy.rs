@@ -1,0 +1,269 @@
+//! The request path: `/fn/<user>/<name>[/<rest>]` → the function's instance as
+//! `<METHOD> /<rest>?<query>`, bodies streamed both ways, hop-by-hop headers
+//! removed, `X-Forwarded-*` added. Nothing here touches the database.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use skiff_core::names::{is_function_name, is_user_name};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::error::RouterError;
+use crate::state::{RouterState, Upstream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+pub fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl RouterError {
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut r = json(self.status(), body.to_string());
+        if matches!(self, RouterError::Busy) {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// Splits `/fn/<user>/<name>[/<rest>]` into its parts; `None` for any other path
+/// or for names that break the naming rules (no decoding: `%2F` or `..` in a
+/// name is simply not a valid name).
+pub fn parse_path(path: &str) -> Option<(&str, &str, &str)> {
+    let rest = path.strip_prefix("/fn/")?;
+    let (user, rest) = rest.split_once('/')?;
+    let (name, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    (is_user_name(user) && is_function_name(name)).then_some((user, name, tail))
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    for h in listed {
+        headers.remove(h);
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    // A TLS-terminating ingress in front sets these; otherwise the router does.
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-forwarded-host") {
+        if let Some(h) = headers.get(HOST).cloned() {
+            headers.insert("x-forwarded-host", h);
+        }
+    }
+}
+
+/// A response body that keeps the instance lease and the concurrency permit
+/// until the last byte has gone out.
+struct Guarded<G> {
+    inner: Incoming,
+    _guard: G,
+}
+
+impl<G: Unpin> Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+pub async fn handle(
+    state: Arc<RouterState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(route(&state, peer, req)
+        .await
+        .unwrap_or_else(RouterError::into_response))
+}
+
+async fn route(
+    state: &RouterState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, RouterError> {
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
+    if path == "/healthz" {
+        return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()));
+    }
+    let (user, name, tail) = parse_path(path).ok_or(RouterError::NotFound)?;
+    let function = state
+        .directory
+        .lookup(user, name)
+        .ok_or(RouterError::NotFound)?;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
+    }
+    let permit: OwnedSemaphorePermit = state.limits.acquire(function.function_id).await?;
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_owned(),
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, peer);
+    let body = Limited::new(body, usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX))
+        .boxed_unsync();
+
+    let upstream = state.upstream(&function).await?;
+    let uri: Uri = format!("{}{}", upstream.base(), path_and_query)
+        .parse()
+        .map_err(|_| RouterError::NotFound)?;
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let up_req = Request::from_parts(parts, body);
+    let sent = match &upstream {
+        Upstream::Process { lease } => lease.instance.client.request(up_req),
+        Upstream::Tcp { client, .. } => client.request(up_req),
+    };
+    let resp = match tokio::time::timeout(state.request_timeout, sent).await {
+        Err(_) => return Err(RouterError::Timeout(state.request_timeout)),
+        Ok(Err(e)) => {
+            if is_length_limit(&e) {
+                return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
+            }
+            tracing::debug!(user, function = name, error = %e, "upstream failed");
+            return Err(RouterError::BadGateway);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Guarded {
+        inner: body,
+        _guard: (upstream, permit),
+    }
+    .map_err(|e| -> BoxError { Box::new(e) })
+    .boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_only_for_valid_names() {
+        assert_eq!(parse_path("/fn/alice/hello"), Some(("alice", "hello", "/")));
+        assert_eq!(parse_path("/fn/alice/hello/"), Some(("alice", "hello", "/")));
+        assert_eq!(
+            parse_path("/fn/alice/hello/a/b%2F"),
+            Some(("alice", "hello", "/a/b%2F"))
+        );
+        for bad in [
+            "/fn/alice",
+            "/fn/alice/",
+            "/fn/../bob/x",
+            "/fn/a%2Fb/x",
+            "/fn/alice/..%2Fbob",
+            "/fn//hello",
+            "/fn/Alice/hello",
+            "/x/alice/hello",
+            "/fn/alice/%2e%2e",
+        ] {
+            assert_eq!(parse_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_listed_ones() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+}

@@ -1,0 +1,115 @@
+//! What the request path shares: the function directory, the per-function
+//! concurrency limits and the backend that yields an upstream for a function.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::directory::{Directory, FunctionRef};
+use crate::error::RouterError;
+use crate::process::{Lease, ProcessRuntime, StartError};
+use crate::proxy::ProxyBody;
+
+/// Where a function's instances are.
+pub enum Backend {
+    Process(Arc<ProcessRuntime>),
+    /// Kubernetes: the function's Service, reached over the cluster network.
+    Kubernetes {
+        client: Client<HttpConnector, ProxyBody>,
+        namespace: String,
+    },
+}
+
+/// An instance to send one request to.
+pub enum Upstream {
+    Process { lease: Lease },
+    Tcp {
+        client: Client<HttpConnector, ProxyBody>,
+        base: String,
+    },
+}
+
+impl Upstream {
+    /// Scheme and authority of the upstream URI (a Unix socket ignores it).
+    pub fn base(&self) -> &str {
+        match self {
+            Self::Process { .. } => "http://function",
+            Self::Tcp { base, .. } => base,
+        }
+    }
+}
+
+/// Per-function in-flight limits: up to `max` requests run, the rest wait up to
+/// `wait` for a slot and then get 429.
+pub struct Limits {
+    max: usize,
+    wait: Duration,
+    by_function: Mutex<HashMap<i64, Arc<Semaphore>>>,
+}
+
+impl Limits {
+    pub fn new(max: usize, wait: Duration) -> Self {
+        Self {
+            max,
+            wait,
+            by_function: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn acquire(&self, function_id: i64) -> Result<OwnedSemaphorePermit, RouterError> {
+        let sem = {
+            let mut m = self.by_function.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(function_id)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max)))
+                .clone()
+        };
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        match tokio::time::timeout(self.wait, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(RouterError::Busy),
+        }
+    }
+
+    pub fn forget(&self, function_id: i64) {
+        self.by_function
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&function_id);
+    }
+}
+
+pub struct RouterState {
+    pub directory: Arc<Directory>,
+    pub limits: Limits,
+    pub backend: Backend,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+/// Port every function Service listens on in Kubernetes mode.
+pub const K8S_FUNCTION_PORT: u16 = 80;
+
+impl RouterState {
+    pub async fn upstream(&self, f: &Arc<FunctionRef>) -> Result<Upstream, RouterError> {
+        match &self.backend {
+            Backend::Process(rt) => match rt.acquire(f).await {
+                Ok(lease) => Ok(Upstream::Process { lease }),
+                Err(StartError::Gone) => Err(RouterError::NotFound),
+                Err(e) => Err(RouterError::StartFailed(e)),
+            },
+            Backend::Kubernetes { client, namespace } => Ok(Upstream::Tcp {
+                client: client.clone(),
+                base: format!(
+                    "http://{}:{K8S_FUNCTION_PORT}",
+                    crate::k8s::service_host(namespace, &f.user, &f.name)
+                ),
+            }),
+        }
+    }
+}
