@@ -93,6 +93,8 @@ interface Args {
   module: string;
   listen: Listen;
   healthPort?: number;
+  /** Exit when stdin reaches EOF (the process runtime's parent-death signal). */
+  exitWithParent: boolean;
 }
 
 function parsePort(s: string, what: string): number {
@@ -135,8 +137,13 @@ function parseListen(s: string): Listen {
 function parseArgs(argv: string[]): Args {
   const values = new Map<string, string>();
   const known = ["--module", "--listen", "--health-port"];
+  let exitWithParent = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (arg === "--exit-with-parent") {
+      exitWithParent = true;
+      continue;
+    }
     const eq = arg.indexOf("=");
     const name = eq >= 0 ? arg.slice(0, eq) : arg;
     if (!known.includes(name)) {
@@ -165,6 +172,7 @@ function parseArgs(argv: string[]): Args {
     module,
     listen: parseListen(listen),
     healthPort: hp === undefined ? undefined : parsePort(hp, "--health-port"),
+    exitWithParent,
   };
 }
 
@@ -363,6 +371,18 @@ function removeStaleSocket(path: string): void {
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args);
   let ready = false;
+  if (args.exitWithParent) {
+    // The platform holds our stdin open; EOF means it is gone (even if it was
+    // SIGKILLed), so an orphaned instance never lingers.
+    (async () => {
+      const buf = new Uint8Array(256);
+      try {
+        while ((await Deno.stdin.read(buf)) !== null) { /* keep reading */ }
+      } catch { /* treat errors as EOF */ }
+      log(`${PREFIX} platform gone (stdin closed): exiting`);
+      Deno.exit(0);
+    })();
+  }
   const servers: Deno.HttpServer[] = [];
 
   // Registered before listening, so a SIGTERM right after "listening on"

@@ -26,8 +26,12 @@ pub fn path() -> anyhow::Result<PathBuf> {
 pub fn load() -> anyhow::Result<Saved> {
     let p = path()?;
     match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid JSON; delete it and log in again", p.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not valid JSON; delete it and log in again",
+                p.display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }

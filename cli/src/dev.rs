@@ -53,7 +53,10 @@ fn dev_secret(dir: &Path) -> anyhow::Result<Secret> {
     let path = dir.join("jwt-secret");
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => return Ok(Secret::new(s.trim())),
-        Ok(_) => anyhow::bail!("{} is too short; delete it to make a new one", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} is too short; delete it to make a new one",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -103,7 +106,9 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         Some(u) => u.expose().to_owned(),
         None => format!("sqlite://{}", sqlite_path.display()),
     };
-    let store = Store::connect(&url, 8).await.context("opening the database")?;
+    let store = Store::connect(&url, 8)
+        .await
+        .context("opening the database")?;
     store.migrate().await.context("migrating the database")?;
     if args.database_url.is_none() {
         restrict_sqlite_files(&sqlite_path);
@@ -134,7 +139,10 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
 
     println!("Skiff dev is running");
     println!("  API:     http://{}:{manager_port}", args.api_addr.ip());
-    println!("  Router:  http://{}:{router_port}/fn/<user>/<name>", args.router_addr.ip());
+    println!(
+        "  Router:  http://{}:{router_port}/fn/<user>/<name>",
+        args.router_addr.ip()
+    );
     println!("  Public:  {public_url}");
     println!("  Data:    {}", data_dir.display());
     println!("Press Ctrl-C to stop.");

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use api::Api;
 
 #[derive(Parser)]
-#[command(version, about = "Skiff: deploy TypeScript functions and call them over HTTP")]
+#[command(
+    version,
+    about = "Skiff: deploy TypeScript functions and call them over HTTP"
+)]
 struct Cli {
     /// Manager API URL [default: the saved one, else http://127.0.0.1:8080]
     #[arg(long, env = "SKIFF_SERVER", global = true)]
@@ -108,7 +111,10 @@ fn credentials(c: &Credentials) -> anyhow::Result<(String, String)> {
 
 fn print(json_mode: bool, value: &Value, human: impl FnOnce() -> String) {
     if json_mode {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         println!("{}", human());
     }
@@ -131,13 +137,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register(c) => {
             let (username, password) = credentials(c)?;
             let body = json!({"username": username, "password": password});
-            let a = api.ok("POST", "/register", Some(("application/json", body.to_string().into_bytes())), false)?;
-            print(j, &a.json()?, || format!("registered {username}; now run `skiff login`"));
+            let a = api.ok(
+                "POST",
+                "/register",
+                Some(("application/json", body.to_string().into_bytes())),
+                false,
+            )?;
+            print(j, &a.json()?, || {
+                format!("registered {username}; now run `skiff login`")
+            });
         }
         Command::Login(c) => {
             let (username, password) = credentials(c)?;
             let body = json!({"username": username, "password": password});
-            let a = api.ok("POST", "/login", Some(("application/json", body.to_string().into_bytes())), false)?;
+            let a = api.ok(
+                "POST",
+                "/login",
+                Some(("application/json", body.to_string().into_bytes())),
+                false,
+            )?;
             let v = a.json()?;
             saved.server = Some(server.clone());
             saved.username = Some(username.clone());
@@ -148,9 +166,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .to_owned(),
             );
             let path = config_file::save(&saved)?;
-            let out = json!({"username": username, "server": server, "expires_at": v["expires_at"]});
+            let out =
+                json!({"username": username, "server": server, "expires_at": v["expires_at"]});
             print(j, &out, || {
-                format!("logged in as {username} (token saved in {}, valid until {})", path.display(), s(&v["expires_at"]))
+                format!(
+                    "logged in as {username} (token saved in {}, valid until {})",
+                    path.display(),
+                    s(&v["expires_at"])
+                )
             });
         }
         Command::Deploy { file, name } => {
@@ -160,9 +183,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .map(str::to_owned)
-                    .ok_or_else(|| anyhow!("cannot take a name from {}; use --name", file.display()))?,
+                    .ok_or_else(|| {
+                        anyhow!("cannot take a name from {}; use --name", file.display())
+                    })?,
             };
-            let source = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let source =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let a = api.ok(
                 "POST",
                 &format!("/func?name={name}"),
@@ -170,8 +196,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 true,
             )?;
             let v = a.json()?;
-            let verb = if a.status == 201 { "created" } else { "updated" };
-            print(j, &v, || format!("{verb} {} version {}\n{}", s(&v["name"]), s(&v["version"]), s(&v["url"])));
+            let verb = if a.status == 201 {
+                "created"
+            } else {
+                "updated"
+            };
+            print(j, &v, || {
+                format!(
+                    "{verb} {} version {}\n{}",
+                    s(&v["name"]),
+                    s(&v["version"]),
+                    s(&v["url"])
+                )
+            });
         }
         Command::Ls => {
             let v = api.ok("GET", "/func", None, true)?.json()?;
@@ -194,12 +231,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Info { name } => {
-            let v = api.ok("GET", &format!("/func/{name}"), None, true)?.json()?;
+            let v = api
+                .ok("GET", &format!("/func/{name}"), None, true)?
+                .json()?;
             print(j, &v, || {
                 let mut out = format!(
                     "name:     {}\nversion:  {} (latest {})\nurl:      {}\ncreated:  {}\nupdated:  {}\nsha256:   {}\nsize:     {} bytes",
-                    s(&v["name"]), s(&v["version"]), s(&v["latest_version"]), s(&v["url"]),
-                    s(&v["created_at"]), s(&v["updated_at"]), s(&v["sha256"]), s(&v["size"])
+                    s(&v["name"]),
+                    s(&v["version"]),
+                    s(&v["latest_version"]),
+                    s(&v["url"]),
+                    s(&v["created_at"]),
+                    s(&v["updated_at"]),
+                    s(&v["sha256"]),
+                    s(&v["size"])
                 );
                 if let Some(rt) = v.get("runtime") {
                     out.push_str(&format!("\nruntime:  {rt}"));
@@ -208,7 +253,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for ver in v["versions"].as_array().cloned().unwrap_or_default() {
                     out.push_str(&format!(
                         "\n  v{:<5} {}  {} bytes  {}",
-                        s(&ver["version"]), s(&ver["created_at"]), s(&ver["size"]), s(&ver["sha256"])
+                        s(&ver["version"]),
+                        s(&ver["created_at"]),
+                        s(&ver["size"]),
+                        s(&ver["sha256"])
                     ));
                 }
                 out
@@ -217,17 +265,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { name, tail } => {
             let a = api.ok("GET", &format!("/func/{name}/logs?tail={tail}"), None, true)?;
             let text = a.text();
-            print(j, &json!({"name": name, "lines": text.lines().collect::<Vec<_>>()}), || {
-                text.trim_end().to_owned()
-            });
+            print(
+                j,
+                &json!({"name": name, "lines": text.lines().collect::<Vec<_>>()}),
+                || text.trim_end().to_owned(),
+            );
         }
         Command::Rm { name } => {
             api.ok("DELETE", &format!("/func/{name}"), None, true)?;
             print(j, &json!({"deleted": name}), || format!("deleted {name}"));
         }
-        Command::Invoke { name, path, method, data } => {
-            let info = api.ok("GET", &format!("/func/{name}"), None, true)?.json()?;
-            let base = info["url"].as_str().ok_or_else(|| anyhow!("the server sent no url"))?;
+        Command::Invoke {
+            name,
+            path,
+            method,
+            data,
+        } => {
+            let info = api
+                .ok("GET", &format!("/func/{name}"), None, true)?
+                .json()?;
+            let base = info["url"]
+                .as_str()
+                .ok_or_else(|| anyhow!("the server sent no url"))?;
             let path = path.clone().unwrap_or_default();
             let path = if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
                 path
@@ -254,7 +313,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 false,
             )?;
             if j {
-                print(true, &json!({"status": a.status, "body": a.text()}), String::new);
+                print(
+                    true,
+                    &json!({"status": a.status, "body": a.text()}),
+                    String::new,
+                );
             } else {
                 use std::io::Write;
                 std::io::stdout().write_all(&a.body)?;

@@ -37,7 +37,10 @@ impl Layout {
     }
 
     pub fn log_file(&self, user: &str, name: &str) -> PathBuf {
-        self.root.join("logs").join(user).join(format!("{name}.log"))
+        self.root
+            .join("logs")
+            .join(user)
+            .join(format!("{name}.log"))
     }
 
     /// The rotated predecessor of `log_file`.

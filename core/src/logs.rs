@@ -40,7 +40,10 @@ impl LogWriter {
                 let _ = std::fs::set_permissions(logs_root, std::fs::Permissions::from_mode(0o700));
             }
         }
-        let f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         let len = f.metadata()?.len();
         Ok((f, len))
     }
@@ -121,8 +124,12 @@ mod tests {
         for i in 0..100 {
             w.line("stdout", &format!("line {i}")).unwrap();
         }
-        let cur = std::fs::metadata(layout.log_file("alice", "f")).unwrap().len();
-        let old = std::fs::metadata(layout.old_log_file("alice", "f")).unwrap().len();
+        let cur = std::fs::metadata(layout.log_file("alice", "f"))
+            .unwrap()
+            .len();
+        let old = std::fs::metadata(layout.old_log_file("alice", "f"))
+            .unwrap()
+            .len();
         assert!(cur <= 2000 && old <= 2000);
         let t = tail(&layout, "alice", "f", 3).unwrap();
         assert_eq!(t.len(), 3);

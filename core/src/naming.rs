@@ -83,10 +83,7 @@ pub fn service_host(namespace: &str, user: &str, function: &str) -> String {
 
 /// `host:port` of the function's Service, what the router connects to.
 pub fn service_authority(namespace: &str, user: &str, function: &str) -> String {
-    format!(
-        "{}:{SERVICE_PORT}",
-        service_host(namespace, user, function)
-    )
+    format!("{}:{SERVICE_PORT}", service_host(namespace, user, function))
 }
 
 /// Whether `s` is a DNS-1123 label (and so also a DNS-1035 label when it

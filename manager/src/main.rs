@@ -51,7 +51,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Render(args) => {
-            print!("{}", skiff_manager::kube::render::run(&cli.settings.kubernetes, &args)?);
+            print!(
+                "{}",
+                skiff_manager::kube::render::run(&cli.settings.kubernetes, &args)?
+            );
         }
         Command::User(cmd) => {
             let store = store(&cli.settings).await?;

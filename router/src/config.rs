@@ -118,7 +118,10 @@ impl RouterSettings {
             ("SKIFF_IDLE_TIMEOUT_SECS", self.idle_timeout_secs),
             ("SKIFF_START_TIMEOUT_SECS", self.start_timeout_secs),
             ("SKIFF_POLL_INTERVAL_MS", self.poll_interval_ms),
-            ("SKIFF_FUNCTION_CONCURRENCY", self.function_concurrency as u64),
+            (
+                "SKIFF_FUNCTION_CONCURRENCY",
+                self.function_concurrency as u64,
+            ),
             ("SKIFF_FUNCTION_HEAP_MB", u64::from(self.heap_mb)),
         ] {
             if v == 0 {

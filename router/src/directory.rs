@@ -142,7 +142,10 @@ pub struct Syncer {
 
 impl Syncer {
     /// Loads everything. Returns the syncer, ready to poll.
-    pub async fn load(store: Store, directory: Arc<Directory>) -> anyhow::Result<(Self, Vec<Update>)> {
+    pub async fn load(
+        store: Store,
+        directory: Arc<Directory>,
+    ) -> anyhow::Result<(Self, Vec<Update>)> {
         let mut s = Self {
             store,
             directory,

@@ -44,7 +44,8 @@ impl RouterError {
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut r = json(self.status(), body.to_string());
         if matches!(self, RouterError::Busy) {
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         r
     }
@@ -191,8 +192,11 @@ async fn route(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
-    let body = Limited::new(body, usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX))
-        .boxed_unsync();
+    let body = Limited::new(
+        body,
+        usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX),
+    )
+    .boxed_unsync();
 
     let upstream = state.upstream(&function).await?;
     let uri: Uri = format!("{}{}", upstream.base(), path_and_query)
@@ -212,6 +216,9 @@ async fn route(
                 return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
             }
             tracing::debug!(user, function = name, error = %e, "upstream failed");
+            if let Upstream::Process { lease } = &upstream {
+                lease.instance.after_error(e.is_connect()).await;
+            }
             return Err(RouterError::BadGateway);
         }
         Ok(Ok(r)) => r,
@@ -234,7 +241,10 @@ mod tests {
     #[test]
     fn paths_split_only_for_valid_names() {
         assert_eq!(parse_path("/fn/alice/hello"), Some(("alice", "hello", "/")));
-        assert_eq!(parse_path("/fn/alice/hello/"), Some(("alice", "hello", "/")));
+        assert_eq!(
+            parse_path("/fn/alice/hello/"),
+            Some(("alice", "hello", "/"))
+        );
         assert_eq!(
             parse_path("/fn/alice/hello/a/b%2F"),
             Some(("alice", "hello", "/a/b%2F"))
@@ -257,7 +267,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_listed_ones() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));

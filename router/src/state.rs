@@ -26,7 +26,9 @@ pub enum Backend {
 
 /// An instance to send one request to.
 pub enum Upstream {
-    Process { lease: Lease },
+    Process {
+        lease: Lease,
+    },
     Tcp {
         client: Client<HttpConnector, ProxyBody>,
         base: String,

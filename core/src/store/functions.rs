@@ -248,7 +248,9 @@ impl Store {
 
     /// Every function's live version with its owner's name: the router's
     /// directory is loaded from this at start and on a full resync.
-    pub async fn all_live_functions(&self) -> Result<Vec<(String, String, LiveFunction)>, StoreError> {
+    pub async fn all_live_functions(
+        &self,
+    ) -> Result<Vec<(String, String, LiveFunction)>, StoreError> {
         let rows = sqlx::query(
             "SELECT u.username, f.name, f.id, f.live_version, v.sha256 \
              FROM users u JOIN functions f ON f.user_id = u.id \

@@ -120,7 +120,9 @@ mod tests {
             resource_of::<NetworkPolicy>(),
         ] {
             assert!(
-                API_CALLS.iter().any(|c| c.group == group && c.resource == resource),
+                API_CALLS
+                    .iter()
+                    .any(|c| c.group == group && c.resource == resource),
                 "{group}/{resource}"
             );
         }
@@ -141,6 +143,10 @@ mod tests {
         let grants = rbac_grants();
         assert!(grants.contains(&("apps".into(), "deployments".into(), "create".into())));
         assert!(grants.contains(&("apps".into(), "deployments".into(), "patch".into())));
-        assert!(!grants.iter().any(|(_, _, v)| v == "get" || v == "update" || v == "watch"));
+        assert!(
+            !grants
+                .iter()
+                .any(|(_, _, v)| v == "get" || v == "update" || v == "watch")
+        );
     }
 }

@@ -110,13 +110,20 @@ impl KubeApi {
     }
 
     /// Deletes the function's code ConfigMaps of every version not in `keep`.
-    pub async fn prune_code(&self, user: &str, function: &str, keep: &[i64]) -> Result<(), KubeError> {
+    pub async fn prune_code(
+        &self,
+        user: &str,
+        function: &str,
+        keep: &[i64],
+    ) -> Result<(), KubeError> {
         permitted::<ConfigMap>(Verb::DeleteCollection)?;
         let selector = labels::stale_code_selector(user, function, keep);
         self.bounded(
             format!("deleting old code ConfigMaps of {user}/{function}"),
-            self.api::<ConfigMap>()
-                .delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)),
+            self.api::<ConfigMap>().delete_collection(
+                &DeleteParams::background(),
+                &ListParams::default().labels(&selector),
+            ),
         )
         .await
         .map(|_| ())
@@ -148,14 +155,19 @@ impl KubeApi {
         let selector = labels::function_selector(user, function);
         self.bounded(
             format!("deleting the code ConfigMaps of {user}/{function}"),
-            self.api::<ConfigMap>()
-                .delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)),
+            self.api::<ConfigMap>().delete_collection(
+                &DeleteParams::background(),
+                &ListParams::default().labels(&selector),
+            ),
         )
         .await?;
         self.delete_named::<NetworkPolicy>(&name).await
     }
 
-    async fn owners_of<K: Kind>(&self, into: &mut BTreeSet<(String, String)>) -> Result<(), KubeError> {
+    async fn owners_of<K: Kind>(
+        &self,
+        into: &mut BTreeSet<(String, String)>,
+    ) -> Result<(), KubeError> {
         permitted::<K>(Verb::List)?;
         let params = ListParams::default().labels(&labels::managed_selector());
         // Metadata only: code ConfigMaps can be a megabyte each.
@@ -174,7 +186,8 @@ impl KubeApi {
         let mut owners = BTreeSet::new();
         self.owners_of::<Deployment>(&mut owners).await?;
         self.owners_of::<Service>(&mut owners).await?;
-        self.owners_of::<HorizontalPodAutoscaler>(&mut owners).await?;
+        self.owners_of::<HorizontalPodAutoscaler>(&mut owners)
+            .await?;
         self.owners_of::<NetworkPolicy>(&mut owners).await?;
         self.owners_of::<ConfigMap>(&mut owners).await?;
         Ok(owners)

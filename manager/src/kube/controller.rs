@@ -157,24 +157,25 @@ impl KubeRuntime {
             .store
             .version_source(t.function_id, t.version)
             .await
-            .map_err(|e| KubeError::Unreachable {
-                action: format!("reading version {} from the database", t.version),
+            .map_err(|e| KubeError::Store {
+                version: t.version,
                 detail: e.to_string(),
             })?
         else {
             // Deleted between the two reads; the next sync deletes the objects.
             return Ok(());
         };
-        let source = String::from_utf8(source).map_err(|_| KubeError::SourceNotText {
-            version: t.version,
-        })?;
+        let source = String::from_utf8(source)
+            .map_err(|_| KubeError::SourceNotText { version: t.version })?;
         let spec = FunctionSpec {
             user: &t.user,
             function: &t.name,
             version: t.version,
             source: &source,
         };
-        self.api.apply_function(&build(&self.settings, &spec)).await?;
+        self.api
+            .apply_function(&build(&self.settings, &spec))
+            .await?;
         let keep: Vec<i64> = (0..KEEP_VERSIONS)
             .map(|back| t.version - back)
             .filter(|v| *v >= 1)
@@ -202,8 +203,10 @@ impl KubeRuntime {
                 return report;
             }
         };
-        let wanted: BTreeSet<(String, String)> =
-            targets.iter().map(|t| (t.user.clone(), t.name.clone())).collect();
+        let wanted: BTreeSet<(String, String)> = targets
+            .iter()
+            .map(|t| (t.user.clone(), t.name.clone()))
+            .collect();
         let orphans = managed
             .unwrap_or_default()
             .into_iter()

@@ -38,7 +38,10 @@ mod tests {
     #[test]
     fn never_denies_the_bind_address_and_has_no_ipv6_cidr() {
         for entry in kubernetes_deny_net() {
-            assert!(!entry.starts_with("0."), "{entry} would deny binding 0.0.0.0");
+            assert!(
+                !entry.starts_with("0."),
+                "{entry} would deny binding 0.0.0.0"
+            );
             assert_ne!(*entry, "[::]");
             if entry.starts_with('[') {
                 assert!(!entry.contains('/'), "Deno rejects IPv6 CIDRs: {entry}");

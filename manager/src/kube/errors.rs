@@ -17,12 +17,17 @@ pub enum KubeError {
     },
     #[error("{action}: the Kubernetes API did not answer within {} s", .after.as_secs_f64())]
     Timeout { action: String, after: Duration },
-    #[error("{action}: cannot reach the Kubernetes API: {detail}")]
-    Unreachable { action: String, detail: String },
+    /// No usable answer: connection, TLS or decoding failure.
+    #[error("{action}: the Kubernetes API call failed: {detail}")]
+    Transport { action: String, detail: String },
     /// A bug: the code made a call missing from `api_calls::API_CALLS`.
     #[error("internal error: {call} is not in the manager's list of API calls")]
     NotListed { call: String },
-    #[error("the stored source of version {version} is not UTF-8 text, so it cannot go into a ConfigMap")]
+    #[error("reading version {version} from the database: {detail}")]
+    Store { version: i64, detail: String },
+    #[error(
+        "the stored source of version {version} is not UTF-8 text, so it cannot go into a ConfigMap"
+    )]
     SourceNotText { version: i64 },
 }
 
@@ -59,7 +64,7 @@ impl KubeError {
                     hint,
                 }
             }
-            other => Self::Unreachable {
+            other => Self::Transport {
                 action,
                 detail: other.to_string(),
             },
@@ -83,21 +88,36 @@ mod tests {
 
     fn api(code: u16, reason: &str, message: &str) -> KubeError {
         let status = Status::failure(message, reason).with_code(code);
-        KubeError::from_kube("applying Deployment ns/x".into(), kube::Error::Api(status.boxed()))
+        KubeError::from_kube(
+            "applying Deployment ns/x".into(),
+            kube::Error::Api(status.boxed()),
+        )
     }
 
     #[test]
     fn each_answer_reads_clearly() {
         let conflict = api(409, "Conflict", "Apply failed with 1 conflict").to_string();
-        assert!(conflict.starts_with("applying Deployment ns/x: conflict (409 Conflict)"), "{conflict}");
+        assert!(
+            conflict.starts_with("applying Deployment ns/x: conflict (409 Conflict)"),
+            "{conflict}"
+        );
         let invalid = api(422, "Invalid", "spec.template: Invalid value").to_string();
-        assert!(invalid.contains("invalid (422 Invalid): spec.template: Invalid value"), "{invalid}");
+        assert!(
+            invalid.contains("invalid (422 Invalid): spec.template: Invalid value"),
+            "{invalid}"
+        );
         let failed = api(500, "InternalError", "etcdserver: request timed out").to_string();
-        assert!(failed.contains("the Kubernetes API failed (500 InternalError)"), "{failed}");
+        assert!(
+            failed.contains("the Kubernetes API failed (500 InternalError)"),
+            "{failed}"
+        );
         let t = KubeError::Timeout {
             action: "applying Service ns/x".into(),
             after: Duration::from_millis(1500),
         };
-        assert_eq!(t.to_string(), "applying Service ns/x: the Kubernetes API did not answer within 1.5 s");
+        assert_eq!(
+            t.to_string(),
+            "applying Service ns/x: the Kubernetes API did not answer within 1.5 s"
+        );
     }
 }

@@ -82,7 +82,10 @@ pub fn stale_code_selector(user: &str, function: &str, keep: &[i64]) -> String {
 
 /// The (user, function) an object belongs to, read from its labels.
 pub fn owner(labels: &Labels) -> Option<(String, String)> {
-    Some((labels.get(LABEL_USER)?.clone(), labels.get(LABEL_FUNCTION)?.clone()))
+    Some((
+        labels.get(LABEL_USER)?.clone(),
+        labels.get(LABEL_FUNCTION)?.clone(),
+    ))
 }
 
 #[cfg(test)]
@@ -95,12 +98,19 @@ mod tests {
             function_selector("alice", "hello"),
             "app.kubernetes.io/managed-by=skiff-manager,skiff.dev/user=alice,skiff.dev/function=hello"
         );
-        assert!(stale_code_selector("alice", "hello", &[3, 2]).ends_with(",skiff.dev/version notin (3,2)"));
+        assert!(
+            stale_code_selector("alice", "hello", &[3, 2])
+                .ends_with(",skiff.dev/version notin (3,2)")
+        );
         let c = common("alice", "hello");
         assert_eq!(owner(&c), Some(("alice".into(), "hello".into())));
         // The pod selector is a subset of the labels every pod carries.
         let pods = versioned("alice", "hello", 7);
-        assert!(pod_selector("alice", "hello").iter().all(|(k, v)| pods.get(k) == Some(v)));
+        assert!(
+            pod_selector("alice", "hello")
+                .iter()
+                .all(|(k, v)| pods.get(k) == Some(v))
+        );
         assert_eq!(pods.get(LABEL_VERSION).map(String::as_str), Some("7"));
     }
 
@@ -110,7 +120,11 @@ mod tests {
         let function = "f".repeat(40);
         for (k, v) in versioned(&user, &function, i64::MAX) {
             assert!(v.len() <= 63, "{k}={v}");
-            assert!(v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{k}={v}");
+            assert!(
+                v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "{k}={v}"
+            );
         }
     }
 }

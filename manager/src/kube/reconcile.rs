@@ -17,7 +17,11 @@ pub async fn run(runtime: Arc<KubeRuntime>, every: Duration) {
         tick.tick().await;
         let report = runtime.reconcile_once().await;
         if report.errors.is_empty() {
-            tracing::debug!(applied = report.applied, deleted = report.deleted, "reconciled");
+            tracing::debug!(
+                applied = report.applied,
+                deleted = report.deleted,
+                "reconciled"
+            );
         } else {
             tracing::warn!(
                 applied = report.applied,

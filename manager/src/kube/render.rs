@@ -69,7 +69,13 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["NetworkPolicy", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler"]
+            [
+                "NetworkPolicy",
+                "ConfigMap",
+                "Service",
+                "Deployment",
+                "HorizontalPodAutoscaler"
+            ]
         );
         assert_eq!(yaml.matches("---\n").count(), 5);
         for doc in serde_yaml::Deserializer::from_str(&yaml) {
@@ -86,7 +92,9 @@ mod tests {
             file: "/nonexistent".into(),
             version: 1,
         };
-        let err = run(&KubeSettings::default(), &args).unwrap_err().to_string();
+        let err = run(&KubeSettings::default(), &args)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("user name"), "{err}");
     }
 

@@ -20,37 +20,77 @@ pub struct KubeSettings {
     #[arg(long = "k8s-runtime-image", env = "SKIFF_K8S_RUNTIME_IMAGE", default_value = DEFAULT_RUNTIME_IMAGE)]
     pub runtime_image: String,
     /// Fewest replicas the autoscaler keeps per function
-    #[arg(long = "k8s-min-replicas", env = "SKIFF_K8S_MIN_REPLICAS", default_value_t = 1)]
+    #[arg(
+        long = "k8s-min-replicas",
+        env = "SKIFF_K8S_MIN_REPLICAS",
+        default_value_t = 1
+    )]
     pub min_replicas: i32,
     /// Most replicas the autoscaler starts per function
-    #[arg(long = "k8s-max-replicas", env = "SKIFF_K8S_MAX_REPLICAS", default_value_t = 5)]
+    #[arg(
+        long = "k8s-max-replicas",
+        env = "SKIFF_K8S_MAX_REPLICAS",
+        default_value_t = 5
+    )]
     pub max_replicas: i32,
     /// Average CPU use (percent of the request) the autoscaler aims for
-    #[arg(long = "k8s-cpu-target-percent", env = "SKIFF_K8S_CPU_TARGET_PERCENT", default_value_t = 70)]
+    #[arg(
+        long = "k8s-cpu-target-percent",
+        env = "SKIFF_K8S_CPU_TARGET_PERCENT",
+        default_value_t = 70
+    )]
     pub cpu_target_percent: i32,
     /// CPU request of a function pod
-    #[arg(long = "k8s-cpu-request", env = "SKIFF_K8S_CPU_REQUEST", default_value = "50m")]
+    #[arg(
+        long = "k8s-cpu-request",
+        env = "SKIFF_K8S_CPU_REQUEST",
+        default_value = "50m"
+    )]
     pub cpu_request: String,
     /// CPU limit of a function pod
-    #[arg(long = "k8s-cpu-limit", env = "SKIFF_K8S_CPU_LIMIT", default_value = "500m")]
+    #[arg(
+        long = "k8s-cpu-limit",
+        env = "SKIFF_K8S_CPU_LIMIT",
+        default_value = "500m"
+    )]
     pub cpu_limit: String,
     /// Memory request of a function pod
-    #[arg(long = "k8s-memory-request", env = "SKIFF_K8S_MEMORY_REQUEST", default_value = "96Mi")]
+    #[arg(
+        long = "k8s-memory-request",
+        env = "SKIFF_K8S_MEMORY_REQUEST",
+        default_value = "96Mi"
+    )]
     pub memory_request: String,
     /// Memory limit of a function pod (keep it above the heap cap)
-    #[arg(long = "k8s-memory-limit", env = "SKIFF_K8S_MEMORY_LIMIT", default_value = "256Mi")]
+    #[arg(
+        long = "k8s-memory-limit",
+        env = "SKIFF_K8S_MEMORY_LIMIT",
+        default_value = "256Mi"
+    )]
     pub memory_limit: String,
     /// V8 heap cap of a function, in MiB
     #[arg(long = "k8s-heap-mb", env = "SKIFF_K8S_HEAP_MB", default_value_t = 128)]
     pub heap_mb: u32,
     /// Size limit of a function pod's temporary directory
-    #[arg(long = "k8s-tmp-size", env = "SKIFF_K8S_TMP_SIZE", default_value = "64Mi")]
+    #[arg(
+        long = "k8s-tmp-size",
+        env = "SKIFF_K8S_TMP_SIZE",
+        default_value = "64Mi"
+    )]
     pub tmp_size: String,
     /// Seconds between two passes of the reconcile loop
-    #[arg(long = "k8s-reconcile-secs", env = "SKIFF_K8S_RECONCILE_SECS", default_value_t = 30)]
+    #[arg(
+        long = "k8s-reconcile-secs",
+        env = "SKIFF_K8S_RECONCILE_SECS",
+        default_value_t = 30
+    )]
     pub reconcile_secs: u64,
     /// Seconds one Kubernetes API call may take before it counts as failed
-    #[arg(long = "k8s-api-timeout-secs", env = "SKIFF_K8S_API_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long = "k8s-api-timeout-secs",
+        env = "SKIFF_K8S_API_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
     pub api_timeout_secs: u64,
 }
 
@@ -100,7 +140,10 @@ fn quantity(setting: &'static str, value: &str) -> Result<(), KubeSettingsError>
     if ok {
         Ok(())
     } else {
-        Err(bad(setting, format!("{value:?} is not a Kubernetes quantity such as 500m or 256Mi")))
+        Err(bad(
+            setting,
+            format!("{value:?} is not a Kubernetes quantity such as 500m or 256Mi"),
+        ))
     }
 }
 
@@ -112,20 +155,30 @@ impl KubeSettings {
             ("SKIFF_K8S_ROUTER_NAMESPACE", &self.router_namespace),
         ] {
             if !skiff_core::naming::is_dns_label(ns) {
-                return Err(bad(setting, format!("{ns:?} is not a valid namespace name")));
+                return Err(bad(
+                    setting,
+                    format!("{ns:?} is not a valid namespace name"),
+                ));
             }
         }
-        if self.runtime_image.trim().is_empty() || self.runtime_image.contains(char::is_whitespace) {
+        if self.runtime_image.trim().is_empty() || self.runtime_image.contains(char::is_whitespace)
+        {
             return Err(bad("SKIFF_K8S_RUNTIME_IMAGE", "must name an image"));
         }
         if self.min_replicas < 1 {
             return Err(bad("SKIFF_K8S_MIN_REPLICAS", "must be at least 1"));
         }
         if self.max_replicas < self.min_replicas {
-            return Err(bad("SKIFF_K8S_MAX_REPLICAS", "must be at least SKIFF_K8S_MIN_REPLICAS"));
+            return Err(bad(
+                "SKIFF_K8S_MAX_REPLICAS",
+                "must be at least SKIFF_K8S_MIN_REPLICAS",
+            ));
         }
         if !(1..=1000).contains(&self.cpu_target_percent) {
-            return Err(bad("SKIFF_K8S_CPU_TARGET_PERCENT", "must be between 1 and 1000"));
+            return Err(bad(
+                "SKIFF_K8S_CPU_TARGET_PERCENT",
+                "must be between 1 and 1000",
+            ));
         }
         quantity("SKIFF_K8S_CPU_REQUEST", &self.cpu_request)?;
         quantity("SKIFF_K8S_CPU_LIMIT", &self.cpu_limit)?;
@@ -139,7 +192,10 @@ impl KubeSettings {
             return Err(bad("SKIFF_K8S_RECONCILE_SECS", "must be greater than zero"));
         }
         if self.api_timeout_secs == 0 {
-            return Err(bad("SKIFF_K8S_API_TIMEOUT_SECS", "must be greater than zero"));
+            return Err(bad(
+                "SKIFF_K8S_API_TIMEOUT_SECS",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }
@@ -169,7 +225,10 @@ mod tests {
     fn default_matches_the_flag_defaults() {
         let parsed = Cli::try_parse_from(["x"]).map(|c| c.k);
         let parsed = parsed.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(format!("{parsed:?}"), format!("{:?}", KubeSettings::default()));
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", KubeSettings::default())
+        );
         assert_eq!(KubeSettings::default().validate(), Ok(()));
     }
 
@@ -180,12 +239,24 @@ mod tests {
             f(&mut s);
             s.validate().map_err(|e| e.setting)
         };
-        assert_eq!(with(|s| s.namespace = "Bad_NS".into()), Err("SKIFF_K8S_NAMESPACE"));
+        assert_eq!(
+            with(|s| s.namespace = "Bad_NS".into()),
+            Err("SKIFF_K8S_NAMESPACE")
+        );
         assert_eq!(with(|s| s.max_replicas = 0), Err("SKIFF_K8S_MAX_REPLICAS"));
         assert_eq!(with(|s| s.min_replicas = 0), Err("SKIFF_K8S_MIN_REPLICAS"));
-        assert_eq!(with(|s| s.cpu_limit = "lots".into()), Err("SKIFF_K8S_CPU_LIMIT"));
-        assert_eq!(with(|s| s.memory_limit = "256 Mi".into()), Err("SKIFF_K8S_MEMORY_LIMIT"));
-        assert_eq!(with(|s| s.reconcile_secs = 0), Err("SKIFF_K8S_RECONCILE_SECS"));
+        assert_eq!(
+            with(|s| s.cpu_limit = "lots".into()),
+            Err("SKIFF_K8S_CPU_LIMIT")
+        );
+        assert_eq!(
+            with(|s| s.memory_limit = "256 Mi".into()),
+            Err("SKIFF_K8S_MEMORY_LIMIT")
+        );
+        assert_eq!(
+            with(|s| s.reconcile_secs = 0),
+            Err("SKIFF_K8S_RECONCILE_SECS")
+        );
         assert_eq!(with(|s| s.cpu_request = "0.25".into()), Ok(()));
     }
 }

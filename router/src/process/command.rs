@@ -61,6 +61,10 @@ mod tests {
         }
         assert_eq!(args.last().map(String::as_str), Some("/c/main.ts"));
         assert!(args.iter().all(|a| !a.contains('{')), "{args:?}");
-        assert!(!args.iter().any(|a| a == "--allow-all" || a == "-A" || a.starts_with("--allow-env")));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == "--allow-all" || a == "-A" || a.starts_with("--allow-env"))
+        );
     }
 }

@@ -104,6 +104,18 @@ impl Instance {
         }
     }
 
+    /// After a failed exchange: an instance that refuses connections is broken and
+    /// is replaced; otherwise give its exit (if it is dying) a moment to register,
+    /// so the next request starts a fresh instance instead of meeting a dead socket.
+    pub async fn after_error(&self, refused_connection: bool) {
+        if refused_connection {
+            self.alive.store(false, Ordering::Release);
+            self.kill();
+        } else {
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.wait_exit()).await;
+        }
+    }
+
     /// Waits until the process is gone.
     pub async fn wait_exit(&self) {
         let mut rx = self.exited.clone();
@@ -207,6 +219,7 @@ pub async fn spawn(
         code_dir.join("fn.ts").display().to_string(),
         "--listen".to_owned(),
         format!("unix:{}", socket.display()),
+        "--exit-with-parent".to_owned(),
     ]);
     let mut cmd = match spec.sandbox.prlimit_args() {
         Some((prlimit, pre)) => {
@@ -222,7 +235,8 @@ pub async fn spawn(
         .env("NO_COLOR", "1")
         .env("DENO_NO_UPDATE_CHECK", "1")
         .current_dir(&tmp_dir)
-        .stdin(Stdio::null())
+        // Held open for the instance's life: EOF tells it the router is gone.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -231,14 +245,21 @@ pub async fn spawn(
         cmd.uid(uid).gid(gid);
     }
     let mut child = cmd.spawn().map_err(host)?;
-    let cgroup = child.id().and_then(|pid| spec.sandbox.enter_cgroups(id, pid));
+    let cgroup = child
+        .id()
+        .and_then(|pid| spec.sandbox.enter_cgroups(id, pid));
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         pumps.push(pump(out, "stdout", spec.log.clone(), None));
     }
     if let Some(err) = child.stderr.take() {
-        pumps.push(pump(err, "stderr", spec.log.clone(), Some(stderr_tail.clone())));
+        pumps.push(pump(
+            err,
+            "stderr",
+            spec.log.clone(),
+            Some(stderr_tail.clone()),
+        ));
     }
 
     let alive = Arc::new(AtomicBool::new(true));
@@ -248,6 +269,8 @@ pub async fn spawn(
         let alive = alive.clone();
         let log = spec.log.clone();
         let tmp_dir = tmp_dir.clone();
+        // `Child::wait` closes stdin first; keep our end open until the exit.
+        let keep_stdin = child.stdin.take();
         tokio::spawn(async move {
             let (status, asked) = tokio::select! {
                 s = child.wait() => (s, false),
@@ -256,6 +279,7 @@ pub async fn spawn(
                     (child.wait().await, true)
                 }
             };
+            drop(keep_stdin);
             alive.store(false, Ordering::Release);
             // Let the pumps drain the pipes, so the exit is logged after the last words.
             for p in pumps {
@@ -271,7 +295,10 @@ pub async fn spawn(
                 Err(e) => format!("wait failed: {e}"),
             };
             if !asked {
-                let _ = log.line("skiff", &format!("instance {id} stopped unexpectedly: {what}"));
+                let _ = log.line(
+                    "skiff",
+                    &format!("instance {id} stopped unexpectedly: {what}"),
+                );
                 tracing::info!(instance = id, status = %what, "instance exited");
             }
             let _ = tokio::fs::remove_dir_all(&tmp_dir).await;

@@ -19,8 +19,8 @@ use skiff_core::store::Store;
 
 use crate::config::RouterConfig;
 use crate::directory::{FunctionRef, Update};
-pub use instance::{Instance, Lease, StartError};
 use instance::SpawnSpec;
+pub use instance::{Instance, Lease, StartError};
 use sandbox::Sandbox;
 
 /// After a failed start, requests for that version fail fast for this long
@@ -125,7 +125,12 @@ impl ProcessRuntime {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.entry((f.user.clone(), f.name.clone()))
             .or_insert_with(|| {
-                Arc::new(LogWriter::new(&self.layout, &f.user, &f.name, DEFAULT_MAX_BYTES))
+                Arc::new(LogWriter::new(
+                    &self.layout,
+                    &f.user,
+                    &f.name,
+                    DEFAULT_MAX_BYTES,
+                ))
             })
             .clone()
     }
@@ -154,7 +159,10 @@ impl ProcessRuntime {
             Err(e) => {
                 tracing::warn!(user = %f.user, function = %f.name, version = f.version, error = %e, "start failed");
                 let log = self.log_for(f);
-                let _ = log.line("skiff", &format!("version {} could not start: {e}", f.version));
+                let _ = log.line(
+                    "skiff",
+                    &format!("version {} could not start: {e}", f.version),
+                );
                 *slot.failure.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((f.version, Instant::now(), e.clone()));
                 Err(e)
@@ -232,7 +240,8 @@ impl ProcessRuntime {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&(user.clone(), name.clone()));
-                let old = slot.and_then(|s| s.current.lock().unwrap_or_else(|p| p.into_inner()).take());
+                let old =
+                    slot.and_then(|s| s.current.lock().unwrap_or_else(|p| p.into_inner()).take());
                 let layout = self.layout.clone();
                 tokio::spawn(async move {
                     if let Some(old) = old {

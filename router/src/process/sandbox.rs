@@ -18,8 +18,13 @@ use crate::config::RouterConfig;
 pub enum Identity {
     /// Not root: instances run as the router's own user.
     Inherit,
-    Shared { uid: u32, gid: u32 },
-    PerFunction { base: u32 },
+    Shared {
+        uid: u32,
+        gid: u32,
+    },
+    PerFunction {
+        base: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -212,7 +217,11 @@ impl Sandbox {
                 let m = memory.join(instance.to_string());
                 let p = pids.join(instance.to_string());
                 let ok = std::fs::create_dir(&m).is_ok()
-                    && std::fs::write(m.join("memory.limit_in_bytes"), self.memory_bytes.to_string()).is_ok()
+                    && std::fs::write(
+                        m.join("memory.limit_in_bytes"),
+                        self.memory_bytes.to_string(),
+                    )
+                    .is_ok()
                     && std::fs::write(m.join("cgroup.procs"), pid.to_string()).is_ok()
                     && std::fs::create_dir(&p).is_ok()
                     && std::fs::write(p.join("pids.max"), "256").is_ok()

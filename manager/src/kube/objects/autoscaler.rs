@@ -59,6 +59,9 @@ mod tests {
         let metric = &hpa.metrics.unwrap()[0];
         let target = &metric.resource.as_ref().unwrap().target;
         assert_eq!(metric.resource.as_ref().unwrap().name, "cpu");
-        assert_eq!((target.type_.as_str(), target.average_utilization), ("Utilization", Some(60)));
+        assert_eq!(
+            (target.type_.as_str(), target.average_utilization),
+            ("Utilization", Some(60))
+        );
     }
 }

@@ -38,7 +38,10 @@ mod tests {
     fn holds_the_source_under_a_versioned_name() {
         let cm = code_config_map(&KubeSettings::default(), &spec());
         let name = cm.metadata.name.clone().unwrap_or_default();
-        assert!(name.starts_with("fn-alice-hello-") && name.ends_with("-v3"), "{name}");
+        assert!(
+            name.starts_with("fn-alice-hello-") && name.ends_with("-v3"),
+            "{name}"
+        );
         assert_eq!(cm.metadata.namespace.as_deref(), Some("skiff-functions"));
         assert_eq!(cm.data.unwrap()[MODULE_FILE], SOURCE);
         assert_eq!(cm.immutable, Some(true));
@@ -55,7 +58,10 @@ mod tests {
         s.user = &user;
         s.function = &function;
         s.version = i64::MAX;
-        let name = code_config_map(&KubeSettings::default(), &s).metadata.name.unwrap();
+        let name = code_config_map(&KubeSettings::default(), &s)
+            .metadata
+            .name
+            .unwrap();
         assert!(skiff_core::naming::is_dns_label(&name), "{name}");
     }
 }

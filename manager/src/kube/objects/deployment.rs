@@ -303,7 +303,11 @@ mod tests {
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         // Restricted allows only these volume types: configMap and emptyDir.
         for v in p.volumes.unwrap() {
-            assert!(v.config_map.is_some() || v.empty_dir.is_some(), "{}", v.name);
+            assert!(
+                v.config_map.is_some() || v.empty_dir.is_some(),
+                "{}",
+                v.name
+            );
         }
     }
 
@@ -319,7 +323,11 @@ mod tests {
         assert_eq!(ready.port, IntOrString::String("health".into()));
         let live = c.liveness_probe.unwrap().http_get.unwrap();
         assert_eq!(live.path.as_deref(), Some("/healthz"));
-        let health = c.ports.unwrap().into_iter().find(|p| p.name.as_deref() == Some("health"));
+        let health = c
+            .ports
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name.as_deref() == Some("health"));
         assert_eq!(health.map(|p| p.container_port), Some(8081));
     }
 
@@ -331,7 +339,14 @@ mod tests {
         assert_eq!(c.command, Some(vec![RUN_SH.to_owned()]));
         assert_eq!(
             c.args.clone().unwrap(),
-            ["--module", "/code/fn.ts", "--listen", "tcp:0.0.0.0:8080", "--health-port", "8081"]
+            [
+                "--module",
+                "/code/fn.ts",
+                "--listen",
+                "tcp:0.0.0.0:8080",
+                "--health-port",
+                "8081"
+            ]
         );
         assert_eq!(c.image.as_deref(), Some(settings.runtime_image.as_str()));
         let env: BTreeMap<_, _> = c
@@ -347,11 +362,20 @@ mod tests {
         assert_eq!(env["SKIFF_DENY_NET"], deny_net_value());
         let mounts = c.volume_mounts.clone().unwrap();
         let code = mounts.iter().find(|m| m.name == "code").unwrap();
-        assert_eq!((code.mount_path.as_str(), code.read_only), (CODE_DIR, Some(true)));
+        assert_eq!(
+            (code.mount_path.as_str(), code.read_only),
+            (CODE_DIR, Some(true))
+        );
         let tmp = mounts.iter().find(|m| m.name == "tmp").unwrap();
         assert_eq!(tmp.mount_path, TMP_DIR);
         let vols = p.volumes.unwrap();
-        let cm = vols.iter().find(|v| v.name == "code").unwrap().config_map.clone().unwrap();
+        let cm = vols
+            .iter()
+            .find(|v| v.name == "code")
+            .unwrap()
+            .config_map
+            .clone()
+            .unwrap();
         assert_eq!(cm.name, code_config_map_name("alice", "hello", 3));
         let tmp = vols.iter().find(|v| v.name == "tmp").unwrap();
         assert!(tmp.empty_dir.as_ref().unwrap().size_limit.is_some());
@@ -377,7 +401,14 @@ mod tests {
     fn a_new_version_changes_only_the_code_and_version() {
         let settings = KubeSettings::default();
         let v3 = serde_json::to_value(deployment(&settings, &spec())).unwrap();
-        let v4 = serde_json::to_value(deployment(&settings, &FunctionSpec { version: 4, ..spec() })).unwrap();
+        let v4 = serde_json::to_value(deployment(
+            &settings,
+            &FunctionSpec {
+                version: 4,
+                ..spec()
+            },
+        ))
+        .unwrap();
         assert_eq!(v3["metadata"], v4["metadata"]);
         assert_eq!(v3["spec"]["selector"], v4["spec"]["selector"]);
         assert_ne!(v3["spec"]["template"], v4["spec"]["template"]);
@@ -390,10 +421,17 @@ mod tests {
     #[test]
     fn the_longest_names_give_valid_object_names() {
         let (user, function) = longest();
-        let s = FunctionSpec { user: &user, function: &function, ..spec() };
+        let s = FunctionSpec {
+            user: &user,
+            function: &function,
+            ..spec()
+        };
         let d = deployment(&KubeSettings::default(), &s);
         let name = d.metadata.name.unwrap();
-        assert!(skiff_core::naming::is_dns_label(&name) && name.len() <= 40, "{name}");
+        assert!(
+            skiff_core::naming::is_dns_label(&name) && name.len() <= 40,
+            "{name}"
+        );
         let labels = d.metadata.labels.unwrap();
         assert_eq!(labels["skiff.dev/user"], user);
         assert_eq!(labels["skiff.dev/function"], function);

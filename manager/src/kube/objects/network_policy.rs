@@ -44,7 +44,10 @@ fn selector(labels: Labels) -> Option<LabelSelector> {
 }
 
 fn namespace(name: &str) -> Option<LabelSelector> {
-    selector(BTreeMap::from([(NAMESPACE_NAME.to_owned(), name.to_owned())]))
+    selector(BTreeMap::from([(
+        NAMESPACE_NAME.to_owned(),
+        name.to_owned(),
+    )]))
 }
 
 fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
@@ -110,12 +113,17 @@ mod tests {
 
     #[test]
     fn fences_exactly_this_function_both_ways() {
-        let np = network_policy(&KubeSettings::default(), &spec()).spec.unwrap();
+        let np = network_policy(&KubeSettings::default(), &spec())
+            .spec
+            .unwrap();
         assert_eq!(
             np.pod_selector.unwrap().match_labels,
             Some(labels::pod_selector("alice", "hello"))
         );
-        assert_eq!(np.policy_types, Some(vec!["Ingress".to_owned(), "Egress".to_owned()]));
+        assert_eq!(
+            np.policy_types,
+            Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
+        );
     }
 
     #[test]
@@ -124,14 +132,22 @@ mod tests {
             router_namespace: "platform".into(),
             ..KubeSettings::default()
         };
-        let ingress = network_policy(&settings, &spec()).spec.unwrap().ingress.unwrap();
+        let ingress = network_policy(&settings, &spec())
+            .spec
+            .unwrap()
+            .ingress
+            .unwrap();
         assert_eq!(ingress.len(), 1);
         let peers = ingress[0].from.clone().unwrap();
         assert_eq!(peers.len(), 1);
         let peer = &peers[0];
         // Both selectors in ONE peer: router pods AND in the router namespace.
         assert_eq!(
-            peer.namespace_selector.clone().unwrap().match_labels.unwrap()[NAMESPACE_NAME],
+            peer.namespace_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap()[NAMESPACE_NAME],
             "platform"
         );
         assert_eq!(
@@ -139,16 +155,32 @@ mod tests {
             Some(labels::router_pods())
         );
         assert!(peer.ip_block.is_none());
-        assert_eq!(ingress[0].ports.clone().unwrap()[0].port, Some(IntOrString::Int(8080)));
+        assert_eq!(
+            ingress[0].ports.clone().unwrap()[0].port,
+            Some(IntOrString::Int(8080))
+        );
     }
 
     #[test]
     fn lets_out_dns_and_the_internet_but_no_private_range() {
-        let egress = network_policy(&KubeSettings::default(), &spec()).spec.unwrap().egress.unwrap();
+        let egress = network_policy(&KubeSettings::default(), &spec())
+            .spec
+            .unwrap()
+            .egress
+            .unwrap();
         assert_eq!(egress.len(), 2);
         let dns = &egress[0];
-        let ports: Vec<_> = dns.ports.clone().unwrap().into_iter().map(|p| p.port).collect();
-        assert_eq!(ports, [Some(IntOrString::Int(53)), Some(IntOrString::Int(53))]);
+        let ports: Vec<_> = dns
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(
+            ports,
+            [Some(IntOrString::Int(53)), Some(IntOrString::Int(53))]
+        );
         let blocks: Vec<IPBlock> = egress[1]
             .to
             .clone()
@@ -158,10 +190,22 @@ mod tests {
             .collect();
         assert_eq!(blocks[0].cidr, "0.0.0.0/0");
         let v4 = blocks[0].except.clone().unwrap();
-        for must in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"] {
+        for must in [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+        ] {
             assert!(v4.iter().any(|c| c == must), "{must}");
         }
         assert_eq!(blocks[1].cidr, "::/0");
-        assert!(blocks[1].except.clone().unwrap().iter().any(|c| c == "fc00::/7"));
+        assert!(
+            blocks[1]
+                .except
+                .clone()
+                .unwrap()
+                .iter()
+                .any(|c| c == "fc00::/7")
+        );
     }
 }

@@ -1,0 +1,129 @@
+//! Through the HTTP API: a deploy applies (and is answered normally even when
+//! the apply fails), `GET /func/<name>` shows the runtime state, and a delete
+//! removes the objects.
+
+use actix_web::{App, test, web};
+use serde_json::Value;
+use skiff_core::naming::{code_config_map_name, object_name};
+use skiff_core::secret::Secret;
+use skiff_core::store::testing::TestBackend;
+use skiff_core::tokens::TokenKeys;
+use skiff_manager::config::ManagerConfig;
+use skiff_manager::runtime::SharedRuntime;
+use skiff_manager::state::AppState;
+use skiff_manager::typecheck::TypeChecker;
+
+use crate::harness::{HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
+
+const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+
+#[actix_web::test]
+async fn deploy_get_and_delete_drive_the_runtime() {
+    let mut env = env(TestBackend::Sqlite, settings()).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let deno = skiff_core::deno::locate(None)
+        .await
+        .map_err(|e| e.to_string());
+    let checker = TypeChecker::new(deno, data_dir.path());
+    let config = ManagerConfig::new(
+        "sqlite://unused",
+        Secret::new(SECRET),
+        data_dir.path().into(),
+    );
+    let tokens = TokenKeys::new(&Secret::new(SECRET), 3600).unwrap();
+    let runtime: SharedRuntime = env.runtime.clone();
+    let state =
+        AppState::new(env.store.clone(), tokens, checker, config).with_runtime(Some(runtime));
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(state))
+            .configure(skiff_manager::routes::configure),
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let (token, _) = TokenKeys::new(&Secret::new(SECRET), 3600)
+        .unwrap()
+        .issue("alice", env.user_id, 0, now)
+        .unwrap();
+    let auth = ("Authorization", format!("Bearer {token}"));
+    let deploy = |source: &'static str| {
+        test::TestRequest::post()
+            .uri("/func?name=hello")
+            .insert_header(auth.clone())
+            .set_payload(source)
+            .to_request()
+    };
+    let get = || {
+        test::TestRequest::get()
+            .uri("/func/hello")
+            .insert_header(auth.clone())
+            .to_request()
+    };
+
+    // Deploy v1: applied before the answer.
+    let (resp, _) = tokio::join!(
+        test::call_service(&app, deploy(HELLO_V1)),
+        env.api.expect_version("alice", "hello", 1)
+    );
+    assert_eq!(resp.status(), 201);
+    let info: Value = test::read_body_json(test::call_service(&app, get()).await).await;
+    assert_eq!(info["runtime"]["state"], "ready", "{info}");
+    assert_eq!(info["runtime"]["version"], 1);
+    assert!(info["runtime"].get("error").is_none());
+
+    // Deploy v2 while the API refuses the Deployment: still a normal 200.
+    let name = object_name("alice", "hello");
+    let refuse = async {
+        env.api
+            .expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
+            .await;
+        env.api
+            .expect_apply(
+                Kind::ConfigMap,
+                &code_config_map_name("alice", "hello", 2),
+                Reply::Created,
+            )
+            .await;
+        env.api.expect_apply(Kind::Service, &name, Reply::Ok).await;
+        env.api
+            .expect_apply(
+                Kind::Deployment,
+                &name,
+                Reply::Fail(
+                    422,
+                    "Invalid",
+                    "spec.template.spec.containers[0].image: Required value",
+                ),
+            )
+            .await;
+    };
+    let (resp, _) = tokio::join!(test::call_service(&app, deploy(HELLO_V2)), refuse);
+    assert_eq!(resp.status(), 200);
+    let body: Value = test::read_body_json(resp).await;
+    assert_eq!(body["version"], 2);
+    let info: Value = test::read_body_json(test::call_service(&app, get()).await).await;
+    assert_eq!(info["version"], 2, "the version is stored");
+    assert_eq!(info["runtime"]["state"], "error", "{info}");
+    assert_eq!(info["runtime"]["version"], 2);
+    let error = info["runtime"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("applying Deployment") && error.contains("422 Invalid"),
+        "{error}"
+    );
+    assert!(
+        error.contains("containers[0].image: Required value"),
+        "{error}"
+    );
+
+    // Delete: the objects go too.
+    let del = test::TestRequest::delete()
+        .uri("/func/hello")
+        .insert_header(auth.clone())
+        .to_request();
+    let (resp, _) = tokio::join!(
+        test::call_service(&app, del),
+        env.api.expect_delete_all("alice", "hello", false)
+    );
+    assert_eq!(resp.status(), 204);
+    env.api.expect_silence().await;
+}

@@ -1,0 +1,429 @@
+//! The fake API server and a runtime wired to it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use skiff_core::names::{FunctionName, UserName};
+use skiff_core::naming::{code_config_map_name, object_name};
+use skiff_core::store::Store;
+use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_manager::kube::api_calls::{API_CALLS, ApiCall, Verb};
+use skiff_manager::kube::{KubeRuntime, KubeSettings, SyncOutcome};
+
+pub const NS: &str = "skiff-functions";
+pub const HELLO_V1: &str = "export default () => new Response('one');\n";
+pub const HELLO_V2: &str = "export default () => new Response('two');\n";
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+/// The object kinds a function has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    NetworkPolicy,
+    ConfigMap,
+    Service,
+    Deployment,
+    Autoscaler,
+}
+
+impl Kind {
+    pub fn resource(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "configmaps",
+            Self::Service => "services",
+            Self::Deployment => "deployments",
+            Self::Autoscaler => "horizontalpodautoscalers",
+            Self::NetworkPolicy => "networkpolicies",
+        }
+    }
+
+    pub fn collection(self) -> String {
+        let prefix = match self {
+            Self::ConfigMap | Self::Service => "/api/v1".to_owned(),
+            Self::Deployment => "/apis/apps/v1".to_owned(),
+            Self::Autoscaler => "/apis/autoscaling/v2".to_owned(),
+            Self::NetworkPolicy => "/apis/networking.k8s.io/v1".to_owned(),
+        };
+        format!("{prefix}/namespaces/{NS}/{}", self.resource())
+    }
+
+    pub fn api_kind(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "ConfigMap",
+            Self::Service => "Service",
+            Self::Deployment => "Deployment",
+            Self::Autoscaler => "HorizontalPodAutoscaler",
+            Self::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+}
+
+/// One request as the fake server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Seen {
+    /// The API call this request is, by the same (group, resource, verb)
+    /// vocabulary as `API_CALLS`.
+    pub fn call(&self) -> ApiCall {
+        let parts: Vec<&str> = self.path.trim_start_matches('/').split('/').collect();
+        // api/v1/namespaces/NS/RES[/NAME] or apis/GROUP/VERSION/namespaces/NS/RES[/NAME]
+        let (group, rest) = match parts.first() {
+            Some(&"api") => ("", &parts[2..]),
+            _ => (parts[1], &parts[3..]),
+        };
+        assert_eq!(rest[0], "namespaces", "{}", self.path);
+        assert_eq!(rest[1], NS, "every call stays in the functions namespace");
+        let resource = rest[2];
+        let named = rest.len() > 3;
+        let verb = match (&self.method, named) {
+            (&Method::PATCH, true) => Verb::Apply,
+            (&Method::GET, false) => Verb::List,
+            (&Method::DELETE, true) => Verb::Delete,
+            (&Method::DELETE, false) => Verb::DeleteCollection,
+            other => panic!("unexpected call {other:?} {}", self.path),
+        };
+        let listed = API_CALLS
+            .iter()
+            .find(|c| c.group == group && c.resource == resource && c.verb == verb);
+        *listed.unwrap_or_else(|| panic!("{verb:?} {resource}.{group} is not in API_CALLS"))
+    }
+
+    pub fn query_value(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// How the fake server answers one request.
+pub enum Reply {
+    /// 201 with the applied object (server-side apply created it).
+    Created,
+    /// 200 with the applied object.
+    Ok,
+    /// A `Status` failure with this code, reason and message.
+    Fail(u16, &'static str, &'static str),
+    /// `Status` success (deletes).
+    Deleted,
+    /// A metadata list of objects owned by these (user, function) pairs.
+    List(Vec<(String, String)>),
+    /// Never answer (until the test ends).
+    Hang,
+}
+
+pub struct FakeApi {
+    handle: Handle,
+    parked: Vec<Responder>,
+    pub seen: Vec<Seen>,
+}
+
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": if code < 400 { "Success" } else { "Failure" },
+        "code": code, "reason": reason, "message": message,
+    })
+}
+
+fn respond(send: Responder, status: u16, body: &Value) {
+    let resp = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap();
+    send.send_response(resp);
+}
+
+impl FakeApi {
+    /// The next request, which must come within 5 s.
+    pub async fn next(&mut self) -> (Seen, Responder) {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
+            .await
+            .expect("the runtime made no further API call within 5 s")
+            .expect("the client was dropped");
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect_bytes().await.unwrap();
+        let seen = Seen {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            content_type: parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap()
+            },
+        };
+        // Every request must be a listed call.
+        seen.call();
+        self.seen.push(seen.clone());
+        (seen, send)
+    }
+
+    /// Answers the next request with `reply` and returns it.
+    pub async fn answer(&mut self, reply: Reply) -> Seen {
+        let (seen, send) = self.next().await;
+        match reply {
+            Reply::Created => respond(send, 201, &seen.body),
+            Reply::Ok => respond(send, 200, &seen.body),
+            Reply::Fail(code, reason, message) => {
+                respond(send, code, &status_body(code, reason, message))
+            }
+            Reply::Deleted => respond(send, 200, &status_body(200, "", "")),
+            Reply::List(owners) => {
+                let items: Vec<Value> = owners
+                    .iter()
+                    .map(|(u, f)| {
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                               "metadata": {"name": object_name(u, f), "namespace": NS,
+                                 "labels": {"app.kubernetes.io/managed-by": "skiff-manager",
+                                            "skiff.dev/user": u, "skiff.dev/function": f}}})
+                    })
+                    .collect();
+                respond(
+                    send,
+                    200,
+                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                            "metadata": {}, "items": items}),
+                )
+            }
+            Reply::Hang => self.parked.push(send),
+        }
+        seen
+    }
+
+    /// Expects a server-side apply of `kind` named `name` and answers it.
+    pub async fn expect_apply(&mut self, kind: Kind, name: &str, reply: Reply) -> Seen {
+        let seen = self.answer(reply).await;
+        assert_eq!(seen.method, Method::PATCH, "{seen:?}");
+        assert_eq!(seen.path, format!("{}/{name}", kind.collection()));
+        assert_eq!(seen.content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            seen.query_value("fieldManager").as_deref(),
+            Some("skiff-manager")
+        );
+        assert_eq!(seen.query_value("force").as_deref(), Some("true"));
+        assert_eq!(seen.body["kind"], kind.api_kind());
+        assert_eq!(seen.body["metadata"]["name"], name);
+        assert_eq!(seen.body["metadata"]["namespace"], NS);
+        seen
+    }
+
+    /// Expects the five applies of one version, all answered `reply_for(kind)`,
+    /// then the prune of old code ConfigMaps; returns the applied bodies.
+    pub async fn expect_version(&mut self, user: &str, function: &str, version: i64) -> Vec<Seen> {
+        let name = object_name(user, function);
+        let mut out = vec![
+            self.expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
+                .await,
+            self.expect_apply(
+                Kind::ConfigMap,
+                &code_config_map_name(user, function, version),
+                Reply::Created,
+            )
+            .await,
+            self.expect_apply(Kind::Service, &name, Reply::Ok).await,
+            self.expect_apply(Kind::Deployment, &name, Reply::Ok).await,
+            self.expect_apply(Kind::Autoscaler, &name, Reply::Ok).await,
+        ];
+        out.push(self.expect_prune(user, function, version).await);
+        out
+    }
+
+    /// Expects the deletion of code ConfigMaps older than `version - 1`.
+    pub async fn expect_prune(&mut self, user: &str, function: &str, version: i64) -> Seen {
+        let seen = self.answer(Reply::Deleted).await;
+        assert_eq!(seen.method, Method::DELETE);
+        assert_eq!(seen.path, Kind::ConfigMap.collection());
+        let keep = if version > 1 {
+            format!("{version},{}", version - 1)
+        } else {
+            "1".to_owned()
+        };
+        assert_eq!(
+            seen.query_value("labelSelector").unwrap(),
+            format!(
+                "app.kubernetes.io/managed-by=skiff-manager,skiff.dev/user={user},\
+                 skiff.dev/function={function},skiff.dev/version notin ({keep})"
+            )
+        );
+        seen
+    }
+
+    /// Expects a list of `kind` by the managed-by label, answered with `owners`.
+    pub async fn expect_list(&mut self, kind: Kind, owners: Vec<(String, String)>) -> Seen {
+        let seen = self.answer(Reply::List(owners)).await;
+        assert_eq!(seen.method, Method::GET);
+        assert_eq!(seen.path, kind.collection());
+        assert_eq!(
+            seen.query_value("labelSelector").as_deref(),
+            Some("app.kubernetes.io/managed-by=skiff-manager")
+        );
+        seen
+    }
+
+    /// Expects every object of `user`/`function` to be deleted.
+    pub async fn expect_delete_all(&mut self, user: &str, function: &str, reply_404: bool) {
+        let name = object_name(user, function);
+        let gone = || {
+            if reply_404 {
+                Reply::Fail(404, "NotFound", "not found")
+            } else {
+                Reply::Deleted
+            }
+        };
+        for kind in [Kind::Autoscaler, Kind::Deployment, Kind::Service] {
+            let seen = self.answer(gone()).await;
+            assert_eq!(
+                (seen.method.clone(), seen.path.clone()),
+                (Method::DELETE, format!("{}/{name}", kind.collection()))
+            );
+        }
+        let seen = self.answer(Reply::Deleted).await;
+        assert_eq!(
+            (seen.method.clone(), seen.path.clone()),
+            (Method::DELETE, Kind::ConfigMap.collection())
+        );
+        assert_eq!(
+            seen.query_value("labelSelector").unwrap(),
+            format!(
+                "app.kubernetes.io/managed-by=skiff-manager,skiff.dev/user={user},skiff.dev/function={function}"
+            )
+        );
+        let seen = self.answer(gone()).await;
+        assert_eq!(
+            (seen.method.clone(), seen.path.clone()),
+            (
+                Method::DELETE,
+                format!("{}/{name}", Kind::NetworkPolicy.collection())
+            )
+        );
+    }
+
+    /// Asserts the runtime makes no further call for a moment.
+    pub async fn expect_silence(&mut self) {
+        let more =
+            tokio::time::timeout(Duration::from_millis(200), self.handle.next_request()).await;
+        if let Ok(Some((req, _))) = more {
+            panic!("unexpected call {} {}", req.method(), req.uri());
+        }
+    }
+
+    pub fn calls(&self) -> BTreeSet<ApiCall> {
+        self.seen.iter().map(Seen::call).collect()
+    }
+}
+
+pub struct Env {
+    pub runtime: Arc<KubeRuntime>,
+    pub store: Store,
+    pub api: FakeApi,
+    pub user_id: i64,
+    _db: TestDb,
+}
+
+pub fn settings() -> KubeSettings {
+    KubeSettings {
+        namespace: NS.into(),
+        api_timeout_secs: 2,
+        ..KubeSettings::default()
+    }
+}
+
+/// A runtime on a fresh database holding user `alice`, talking to a fake API.
+pub async fn env(backend: TestBackend, settings: KubeSettings) -> Env {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let user = store
+        .create_user(&UserName::parse("alice").unwrap(), "not-a-real-hash")
+        .await
+        .unwrap();
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let runtime = Arc::new(KubeRuntime::new(client, store.clone(), settings));
+    Env {
+        runtime,
+        store,
+        api: FakeApi {
+            handle,
+            parked: Vec::new(),
+            seen: Vec::new(),
+        },
+        user_id: user.id,
+        _db: db,
+    }
+}
+
+impl Env {
+    /// Stores a new version of alice's function, as a deploy does.
+    pub async fn store_version(&self, function: &str, source: &str) -> i64 {
+        self.store
+            .deploy(
+                self.user_id,
+                "alice",
+                &FunctionName::parse(function).unwrap(),
+                source.as_bytes(),
+            )
+            .await
+            .unwrap()
+            .version
+    }
+
+    /// Starts `sync` of alice's function on its own task (the fake API is
+    /// driven by the test meanwhile).
+    pub fn sync(&self, function: &str, announce: bool) -> tokio::task::JoinHandle<SyncOutcome> {
+        let runtime = self.runtime.clone();
+        let function = function.to_owned();
+        tokio::spawn(async move { runtime.sync("alice", &function, announce).await })
+    }
+
+    pub async fn state(&self, function: &str) -> Option<skiff_core::store::RuntimeState> {
+        self.store
+            .runtime_state(self.user_id, &FunctionName::parse(function).unwrap())
+            .await
+            .unwrap()
+    }
+}

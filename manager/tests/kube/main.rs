@@ -1,0 +1,30 @@
+//! The Kubernetes runtime against kube's tower-test mock: each test plays the
+//! API server, asserting every request (method, path, query, body) and
+//! choosing each answer. A real store (SQLite, and MariaDB where it matters)
+//! holds the desired state.
+
+mod harness;
+
+mod api;
+mod failures;
+mod rbac;
+mod reconcile;
+mod scenarios;
+mod state;
+
+/// Runs each named `async fn(TestBackend)` on SQLite and on MySQL/MariaDB.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() {
+                super::$case(skiff_core::store::testing::TestBackend::Sqlite).await
+            })*
+        }
+        mod mysql {
+            $(#[tokio::test] async fn $case() {
+                super::$case(skiff_core::store::testing::TestBackend::MySql).await
+            })*
+        }
+    };
+}

@@ -1,0 +1,121 @@
+//! The manager's Role in k8s/ grants exactly the calls its code makes: the
+//! calls observed across every kind of operation equal `API_CALLS`, and the
+//! Role's rules expand to exactly `rbac_grants()` (derived from that list).
+
+use std::collections::BTreeSet;
+
+use serde_yaml::Value;
+use skiff_core::store::testing::TestBackend;
+use skiff_manager::kube::api_calls::{API_CALLS, rbac_grants};
+
+use crate::harness::{HELLO_V1, Kind, env, settings};
+
+const RBAC_YAML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/rbac.yaml"));
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("expected a list, got {v:?}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// (apiGroup, resource, verb) granted by the Role `name` in `namespace`.
+fn role_grants(name: &str, namespace: &str) -> BTreeSet<(String, String, String)> {
+    let mut roles = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(RBAC_YAML) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v["kind"] == "Role"
+            && v["metadata"]["name"] == name
+            && v["metadata"]["namespace"] == namespace
+        {
+            roles.push(v);
+        }
+    }
+    assert_eq!(
+        roles.len(),
+        1,
+        "exactly one Role {namespace}/{name} in k8s/rbac.yaml"
+    );
+    let mut grants = BTreeSet::new();
+    for rule in roles[0]["rules"].as_sequence().unwrap() {
+        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    assert!(
+                        ![&group, &resource, &verb].iter().any(|s| s.contains('*')),
+                        "no wildcards"
+                    );
+                    grants.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn the_role_grants_exactly_what_the_code_calls() {
+    let granted = role_grants("skiff-manager", "skiff-functions");
+    let needed = rbac_grants();
+    let extra: Vec<_> = granted.difference(&needed).collect();
+    let missing: Vec<_> = needed.difference(&granted).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "Role grants too much: {extra:?}; too little: {missing:?}"
+    );
+}
+
+#[test]
+fn the_manager_has_no_cluster_wide_grant() {
+    for doc in serde_yaml::Deserializer::from_str(RBAC_YAML) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let kind = v["kind"].as_str().unwrap_or_default();
+        assert!(
+            kind != "ClusterRole" && kind != "ClusterRoleBinding",
+            "{kind}"
+        );
+        if kind == "RoleBinding" {
+            assert_eq!(v["metadata"]["namespace"], "skiff-functions");
+            assert_eq!(v["roleRef"]["kind"], "Role");
+            assert_eq!(v["roleRef"]["name"], "skiff-manager");
+            assert_eq!(v["subjects"][0]["name"], "skiff-manager");
+            assert_eq!(v["subjects"][0]["namespace"], "skiff");
+        }
+    }
+}
+
+/// Create, update with a prune, a reconcile pass with an orphan, and a
+/// delete together make every call in `API_CALLS`, and nothing else (the
+/// fake API panics on any unlisted call).
+#[tokio::test]
+async fn every_listed_call_is_made_by_the_code() {
+    let mut env = env(TestBackend::Sqlite, settings()).await;
+    env.store_version("hello", HELLO_V1).await;
+    let task = env.sync("hello", true);
+    env.api.expect_version("alice", "hello", 1).await;
+    task.await.unwrap();
+
+    let runtime = env.runtime.clone();
+    let pass = tokio::spawn(async move { runtime.reconcile_once().await });
+    let both = vec![
+        ("alice".to_owned(), "hello".to_owned()),
+        ("alice".to_owned(), "old".to_owned()),
+    ];
+    for kind in [
+        Kind::Deployment,
+        Kind::Service,
+        Kind::Autoscaler,
+        Kind::NetworkPolicy,
+        Kind::ConfigMap,
+    ] {
+        env.api.expect_list(kind, both.clone()).await;
+    }
+    env.api.expect_version("alice", "hello", 1).await;
+    env.api.expect_delete_all("alice", "old", false).await;
+    pass.await.unwrap();
+
+    let listed: BTreeSet<_> = API_CALLS.iter().copied().collect();
+    assert_eq!(env.api.calls(), listed);
+}

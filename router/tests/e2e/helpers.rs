@@ -1,0 +1,222 @@
+//! Spawns a whole Skiff — the real manager and the real router, each with its
+//! own connection to one fresh database, as separate processes would have — and
+//! deploys and calls real Deno functions through them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skiff_core::secret::Secret;
+use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_manager::config::ManagerConfig;
+use skiff_manager::startup::Application;
+use skiff_router::config::RouterConfig;
+use skiff_router::{RouterApp, RouterHandle};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct Stack {
+    pub api: String,
+    pub router: String,
+    pub router_addr: SocketAddr,
+    pub manager_port: u16,
+    pub client: reqwest::Client,
+    pub handle: RouterHandle,
+    pub data_dir: PathBuf,
+    pub db: TestDb,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.handle.stop();
+    }
+}
+
+pub struct Opts {
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub concurrency: usize,
+    pub queue_wait: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 128 * 1024 * 1024,
+            concurrency: 256,
+            queue_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+pub async fn stack(b: TestBackend) -> Stack {
+    stack_with(b, Opts::default()).await
+}
+
+pub async fn stack_with(b: TestBackend, o: Opts) -> Stack {
+    let db = TestDb::new(b).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("d");
+    std::fs::create_dir_all(&data_dir).unwrap();
+
+    let mut m = ManagerConfig::new(
+        &db.url,
+        Secret::new("e2e-secret-that-is-long-enough-0123456789"),
+        data_dir.clone(),
+    );
+    m.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    m.allow_signup = true;
+    let manager = Application::build(m).await.expect("manager");
+    let manager_port = manager.port();
+    tokio::spawn(manager.run_until_stopped());
+
+    let mut r = RouterConfig::new(data_dir.clone());
+    r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    r.idle_timeout = o.idle_timeout;
+    r.request_timeout = o.request_timeout;
+    r.max_body_bytes = o.max_body_bytes;
+    r.function_concurrency = o.concurrency;
+    r.queue_wait = o.queue_wait;
+    // Its own connection: it learns of deploys only through the change feed.
+    let store = skiff_core::store::Store::connect(&db.url, 2).await.unwrap();
+    let router = RouterApp::build(r, store).await.expect("router");
+    let router_addr = router.local_addr().unwrap();
+    let handle = router.handle();
+    tokio::spawn(router.run_until_stopped());
+
+    Stack {
+        api: format!("http://127.0.0.1:{manager_port}"),
+        router: format!("http://{router_addr}"),
+        router_addr,
+        manager_port,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        handle,
+        data_dir,
+        db,
+        _tmp: tmp,
+    }
+}
+
+impl Stack {
+    pub async fn token(&self, user: &str) -> String {
+        let body = json!({"username": user, "password": PASSWORD});
+        let r = self
+            .client
+            .post(format!("{}/register", self.api))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = self
+            .client
+            .post(format!("{}/login", self.api))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Deploys and returns the new version number.
+    pub async fn deploy(&self, token: &str, name: &str, source: &str) -> i64 {
+        let r = self
+            .client
+            .post(format!("{}/func?name={name}", self.api))
+            .bearer_auth(token)
+            .body(source.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "deploy {name}: {status} {body}");
+        body["version"].as_i64().unwrap()
+    }
+
+    pub async fn delete(&self, token: &str, name: &str) {
+        let r = self
+            .client
+            .delete(format!("{}/func/{name}", self.api))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    pub fn url(&self, user: &str, name: &str, rest: &str) -> String {
+        format!("{}/fn/{user}/{name}{rest}", self.router)
+    }
+
+    pub async fn get(&self, user: &str, name: &str, rest: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(user, name, rest))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Calls until the answer satisfies `ok` (the router learns of changes by
+    /// polling); panics after 10 s. Returns the satisfying status and body.
+    pub async fn until(
+        &self,
+        user: &str,
+        name: &str,
+        ok: impl Fn(u16, &str) -> bool,
+    ) -> (u16, String) {
+        let start = Instant::now();
+        loop {
+            let r = self.get(user, name, "/").await;
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            if ok(status, &text) {
+                return (status, text);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let log =
+                    std::fs::read_to_string(self.data_dir.join(format!("logs/{user}/{name}.log")))
+                        .unwrap_or_default();
+                panic!("gave up waiting; last answer {status} {text}\nfunction log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Deploys and waits until the router serves that version (`marker` in the body).
+    pub async fn deploy_live(
+        &self,
+        token: &str,
+        user: &str,
+        name: &str,
+        source: &str,
+        marker: &str,
+    ) {
+        self.deploy(token, name, source).await;
+        self.until(user, name, |s, t| s == 200 && t.contains(marker))
+            .await;
+    }
+
+    pub fn running_instances(&self) -> usize {
+        self.handle
+            .process_runtime()
+            .map(|rt| rt.running().len())
+            .unwrap_or(0)
+    }
+}
+
+/// A function answering `text` to every request.
+pub fn replies(text: &str) -> String {
+    format!("export default (_req: Request) => new Response({text:?});\n")
+}

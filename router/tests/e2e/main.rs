@@ -1,0 +1,25 @@
+//! End to end: the real manager, the real router and real Deno instances, on
+//! SQLite and on MariaDB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod calls;
+mod faults;
+mod helpers;
+mod lifecycle;
+mod sandbox;
+
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $case() {
+                super::$case(skiff_core::store::testing::TestBackend::Sqlite).await
+            })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $case() {
+                super::$case(skiff_core::store::testing::TestBackend::MySql).await
+            })*
+        }
+    };
+}

@@ -1,0 +1,101 @@
+//! A function tries to leave its sandbox; every attempt must be refused and its
+//! request must still get an answer.
+
+use serde_json::Value;
+use skiff_core::store::testing::TestBackend;
+
+use crate::helpers::{replies, stack};
+
+crate::on_both_backends!(escapes_are_refused,);
+
+/// Runs each attempt and reports `{name: "refused: …" | "ALLOWED: …"}`.
+fn prober(targets: &[(String, String)], other_code: &str) -> String {
+    let fetches: String = targets
+        .iter()
+        .map(|(name, url)| format!("  [{name:?}, () => fetch({url:?}).then((r) => r.text())],\n"))
+        .collect();
+    format!(
+        r#"const attempts: [string, () => unknown][] = [
+  ["read /etc/passwd", () => Deno.readTextFileSync("/etc/passwd")],
+  ["read other function", () => Deno.readTextFileSync({other_code:?})],
+  ["env HOME", () => Deno.env.get("HOME")],
+  ["env toObject", () => Deno.env.toObject()],
+  ["spawn id", () => new Deno.Command("id").outputSync()],
+  ["hostname", () => Deno.hostname()],
+{fetches}];
+export default async (_req: Request) => {{
+  const out: Record<string, string> = {{}};
+  for (const [name, run] of attempts) {{
+    try {{
+      const v = await run();
+      out[name] = "ALLOWED: " + String(v).slice(0, 40);
+    }} catch (e) {{
+      out[name] = "refused: " + String(e).slice(0, 80);
+    }}
+  }}
+  return Response.json(out);
+}};
+"#
+    )
+}
+
+async fn escapes_are_refused(b: TestBackend) {
+    let s = stack(b).await;
+    let bob = s.token("bob").await;
+    s.deploy(&bob, "secret", &replies("bob's secret")).await;
+    s.until("bob", "secret", |st, _| st == 200).await;
+    let other_code = s.data_dir.join("functions/bob/secret/v1/fn.ts");
+    assert!(other_code.exists());
+
+    let manager = s.manager_port;
+    let router = s.router_addr.port();
+    let mut ports = vec![("manager", manager), ("router", router)];
+    if b == TestBackend::MySql {
+        let url = skiff_core::store::testing::mysql_server_url();
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        ports.push(("mariadb", port));
+    }
+    let mut targets = Vec::new();
+    for (what, port) in &ports {
+        for host in [
+            "127.0.0.1",
+            "localhost",
+            "0.0.0.0",
+            "[::1]",
+            "127.1",
+            "[::ffff:127.0.0.1]",
+            "2130706433",
+        ] {
+            targets.push((
+                format!("{what} via {host}"),
+                format!("http://{host}:{port}/healthz"),
+            ));
+        }
+    }
+    targets.push((
+        "cloud metadata".into(),
+        "http://169.254.169.254/latest/meta-data/".into(),
+    ));
+    let alice = s.token("alice").await;
+    s.deploy(
+        &alice,
+        "probe",
+        &prober(&targets, &other_code.display().to_string()),
+    )
+    .await;
+    let (status, body) = s.until("alice", "probe", |st, _| st != 404).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let results = v.as_object().unwrap();
+    assert_eq!(results.len(), 6 + targets.len());
+    let allowed: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| !r.as_str().unwrap().starts_with("refused"))
+        .collect();
+    assert!(allowed.is_empty(), "escaped the sandbox: {allowed:#?}");
+    // and the platform still works for everyone
+    assert_eq!(
+        s.get("bob", "secret", "/").await.text().await.unwrap(),
+        "bob's secret"
+    );
+}
