@@ -67,12 +67,12 @@ impl LogWriter {
         if guard.is_none() {
             *guard = Some(self.open()?);
         }
-        if let Some((_, len)) = guard.as_ref() {
-            if *len + entry.len() as u64 > self.max_bytes {
-                *guard = None;
-                std::fs::rename(&self.path, &self.old)?;
-                *guard = Some(self.open()?);
-            }
+        if let Some((_, len)) = guard.as_ref()
+            && *len + entry.len() as u64 > self.max_bytes
+        {
+            *guard = None;
+            std::fs::rename(&self.path, &self.old)?;
+            *guard = Some(self.open()?);
         }
         if let Some((f, len)) = guard.as_mut() {
             f.write_all(entry.as_bytes())?;

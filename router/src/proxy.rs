@@ -106,10 +106,10 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
-    if !headers.contains_key("x-forwarded-host") {
-        if let Some(h) = headers.get(HOST).cloned() {
-            headers.insert("x-forwarded-host", h);
-        }
+    if !headers.contains_key("x-forwarded-host")
+        && let Some(h) = headers.get(HOST).cloned()
+    {
+        headers.insert("x-forwarded-host", h);
     }
 }
 

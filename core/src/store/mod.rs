@@ -73,17 +73,16 @@ fn normalise_url(url: &str, backend: Backend) -> Result<String, StoreError> {
             if path.is_empty() {
                 return Err(StoreError::BadUrl("sqlite:// needs a file path".into()));
             }
-            if path != ":memory:" {
-                if let Some(parent) = std::path::Path::new(path).parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|e| {
-                            StoreError::BadUrl(format!(
-                                "cannot create the directory {}: {e}",
-                                parent.display()
-                            ))
-                        })?;
-                    }
-                }
+            if path != ":memory:"
+                && let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::BadUrl(format!(
+                        "cannot create the directory {}: {e}",
+                        parent.display()
+                    ))
+                })?;
             }
             // Create the file on first use.
             Ok(if url.contains("mode=") {

@@ -108,16 +108,15 @@ impl KubeRuntime {
                 };
             }
         };
-        if announce {
-            if let Err(e) = self
+        if announce
+            && let Err(e) = self
                 .store
                 .set_runtime_state(t.function_id, t.version, RuntimePhase::Pending, None)
                 .await
-            {
-                return SyncOutcome::StoreFailed {
-                    error: e.to_string(),
-                };
-            }
+        {
+            return SyncOutcome::StoreFailed {
+                error: e.to_string(),
+            };
         }
         let result = self.apply_version(t).await;
         let (phase, error) = match &result {
@@ -132,16 +131,15 @@ impl KubeRuntime {
             && before.as_ref().is_some_and(|s: &RuntimeState| {
                 s.version == t.version && s.phase == phase && s.error == error
             });
-        if !unchanged {
-            if let Err(e) = self
+        if !unchanged
+            && let Err(e) = self
                 .store
                 .set_runtime_state(t.function_id, t.version, phase, error.as_deref())
                 .await
-            {
-                return SyncOutcome::StoreFailed {
-                    error: e.to_string(),
-                };
-            }
+        {
+            return SyncOutcome::StoreFailed {
+                error: e.to_string(),
+            };
         }
         match error {
             None => SyncOutcome::Applied { version: t.version },

@@ -2,6 +2,7 @@
 //! API server, asserting every request (method, path, query, body) and
 //! choosing each answer. A real store (SQLite, and MariaDB where it matters)
 //! holds the desired state.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 

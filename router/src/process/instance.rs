@@ -157,11 +157,11 @@ fn pump(
         let mut warned = false;
         let mut emit = |line: &mut Vec<u8>| {
             let text = String::from_utf8_lossy(line).into_owned();
-            if let Err(e) = log.line(stream, &text) {
-                if !warned {
-                    tracing::warn!(error = %e, "cannot write a function log; dropping its lines");
-                    warned = true;
-                }
+            if let Err(e) = log.line(stream, &text)
+                && !warned
+            {
+                tracing::warn!(error = %e, "cannot write a function log; dropping its lines");
+                warned = true;
             }
             if let Some(t) = &tail {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());

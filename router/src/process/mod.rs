@@ -268,13 +268,11 @@ impl ProcessRuntime {
             let idle = cur.as_ref().is_some_and(|i| {
                 !i.alive() || (i.in_flight() == 0 && i.idle_for() >= self.idle_timeout)
             });
-            if idle {
-                if let Some(i) = cur.take() {
-                    if i.alive() {
-                        tracing::debug!(instance = i.id, function = %i.function.name, "stopping idle instance");
-                    }
-                    i.kill();
+            if idle && let Some(i) = cur.take() {
+                if i.alive() {
+                    tracing::debug!(instance = i.id, function = %i.function.name, "stopping idle instance");
                 }
+                i.kill();
             }
         }
     }

@@ -142,11 +142,11 @@ async fn fifty_megabytes_stream_both_ways(b: TestBackend) {
     let base = format!("http://127.0.0.1:{port}/fn/alice/big");
     let mut up = false;
     for _ in 0..200 {
-        if let Ok(r) = s.client.get(format!("{base}/?bytes=1")).send().await {
-            if r.status() == 200 {
-                up = true;
-                break;
-            }
+        if let Ok(r) = s.client.get(format!("{base}/?bytes=1")).send().await
+            && r.status() == 200
+        {
+            up = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
