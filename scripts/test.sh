@@ -39,7 +39,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 "$SKIFF_DENO" lint client-runtime
 
 step "Rust tests (SQLite and MariaDB)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "client-runtime tests (Deno)"
 "$SKIFF_DENO" test -A client-runtime/tests/

@@ -55,17 +55,22 @@ fn pair_hash(user: &str, function: &str) -> String {
     hex
 }
 
+/// At most `n` characters of `s`, without a trailing '-'.
+fn cut(s: &str, n: usize) -> &str {
+    let end = s.char_indices().nth(n).map_or(s.len(), |(i, _)| i);
+    s[..end].trim_end_matches('-')
+}
+
 /// Name of the function's Deployment, Service, HorizontalPodAutoscaler and
-/// NetworkPolicy: `fn-<user>-<function>` cut to fit, then `-<hash>`.
+/// NetworkPolicy: `fn-<user>-<function>-<hash>`, each part cut to fit. When
+/// both are long the user keeps 12 characters, so the name still shows some
+/// of each; the labels carry the full names.
 pub fn object_name(user: &str, function: &str) -> String {
-    let room = OBJECT_NAME_MAX - PREFIX.len() - 1 - HASH_LEN;
-    let readable = dns_safe(&format!("{user}-{function}"));
-    let cut: String = readable.chars().take(room).collect();
-    format!(
-        "{PREFIX}{}-{}",
-        cut.trim_end_matches('-'),
-        pair_hash(user, function)
-    )
+    let room = OBJECT_NAME_MAX - PREFIX.len() - 1 - HASH_LEN - 1;
+    let (u, f) = (dns_safe(user), dns_safe(function));
+    let f_part = cut(&f, room - u.len().min(12));
+    let u_part = cut(&u, room - f_part.len());
+    format!("{PREFIX}{u_part}-{f_part}-{}", pair_hash(user, function))
 }
 
 /// Name of the ConfigMap holding one version's source. Versions are immutable,
@@ -93,7 +98,7 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
         && !s.ends_with('-')
 }
 
@@ -127,11 +132,31 @@ mod tests {
 
     #[test]
     fn a_trailing_dash_is_never_left_at_the_cut() {
-        // 26 readable characters end exactly on the '-' between user and name.
-        let user = format!("{}-x", "a".repeat(23));
-        let n = object_name(&user, "b");
-        assert!(!n.contains("--"), "{n}");
-        assert!(is_dns_label(&n));
+        // Cuts that end on a '-' inside the user or the function name.
+        for (user, function) in [
+            (format!("{}-x", "a".repeat(11)), "f".repeat(40)),
+            ("u".repeat(32), format!("{}-b", "f".repeat(13))),
+        ] {
+            let n = object_name(&user, &function);
+            assert!(!n.contains("--"), "{n}");
+            assert!(is_dns_label(&n));
+        }
+    }
+
+    #[test]
+    fn long_names_keep_some_of_both_parts() {
+        let n = object_name(&"u".repeat(32), &"f".repeat(40));
+        assert!(
+            n.starts_with(&format!("fn-{}-{}-", "u".repeat(12), "f".repeat(13))),
+            "{n}"
+        );
+        // A short function name leaves the room to the user, and vice versa.
+        assert!(
+            object_name(&"u".repeat(32), "f").starts_with(&format!("fn-{}-f-", "u".repeat(24)))
+        );
+        assert!(
+            object_name("abc", &"f".repeat(40)).starts_with(&format!("fn-abc-{}-", "f".repeat(22)))
+        );
     }
 
     #[test]

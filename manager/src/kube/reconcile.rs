@@ -16,20 +16,19 @@ pub async fn run(runtime: Arc<KubeRuntime>, every: Duration) {
     loop {
         tick.tick().await;
         let report = runtime.reconcile_once().await;
-        if report.errors.is_empty() {
-            tracing::debug!(
+        match report.errors.first() {
+            None => tracing::debug!(
                 applied = report.applied,
                 deleted = report.deleted,
                 "reconciled"
-            );
-        } else {
-            tracing::warn!(
+            ),
+            Some(first) => tracing::warn!(
                 applied = report.applied,
                 deleted = report.deleted,
                 failed = report.failed,
-                first_error = %report.errors[0],
+                first_error = %first,
                 "reconcile pass had failures; retrying next pass"
-            );
+            ),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the apply fails), `GET /func/<name>` shows the runtime state, and a delete
 //! removes the objects.
 
-use actix_web::{App, test, web};
+use actix_web::{App, test as actix, web};
 use serde_json::Value;
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::secret::Secret;
@@ -34,7 +34,7 @@ async fn deploy_get_and_delete_drive_the_runtime() {
     let runtime: SharedRuntime = env.runtime.clone();
     let state =
         AppState::new(env.store.clone(), tokens, checker, config).with_runtime(Some(runtime));
-    let app = test::init_service(
+    let app = actix::init_service(
         App::new()
             .app_data(web::Data::new(state))
             .configure(skiff_manager::routes::configure),
@@ -47,14 +47,14 @@ async fn deploy_get_and_delete_drive_the_runtime() {
         .unwrap();
     let auth = ("Authorization", format!("Bearer {token}"));
     let deploy = |source: &'static str| {
-        test::TestRequest::post()
+        actix::TestRequest::post()
             .uri("/func?name=hello")
             .insert_header(auth.clone())
             .set_payload(source)
             .to_request()
     };
     let get = || {
-        test::TestRequest::get()
+        actix::TestRequest::get()
             .uri("/func/hello")
             .insert_header(auth.clone())
             .to_request()
@@ -62,11 +62,11 @@ async fn deploy_get_and_delete_drive_the_runtime() {
 
     // Deploy v1: applied before the answer.
     let (resp, _) = tokio::join!(
-        test::call_service(&app, deploy(HELLO_V1)),
+        actix::call_service(&app, deploy(HELLO_V1)),
         env.api.expect_version("alice", "hello", 1)
     );
     assert_eq!(resp.status(), 201);
-    let info: Value = test::read_body_json(test::call_service(&app, get()).await).await;
+    let info: Value = actix::read_body_json(actix::call_service(&app, get()).await).await;
     assert_eq!(info["runtime"]["state"], "ready", "{info}");
     assert_eq!(info["runtime"]["version"], 1);
     assert!(info["runtime"].get("error").is_none());
@@ -97,11 +97,11 @@ async fn deploy_get_and_delete_drive_the_runtime() {
             )
             .await;
     };
-    let (resp, _) = tokio::join!(test::call_service(&app, deploy(HELLO_V2)), refuse);
+    let (resp, _) = tokio::join!(actix::call_service(&app, deploy(HELLO_V2)), refuse);
     assert_eq!(resp.status(), 200);
-    let body: Value = test::read_body_json(resp).await;
+    let body: Value = actix::read_body_json(resp).await;
     assert_eq!(body["version"], 2);
-    let info: Value = test::read_body_json(test::call_service(&app, get()).await).await;
+    let info: Value = actix::read_body_json(actix::call_service(&app, get()).await).await;
     assert_eq!(info["version"], 2, "the version is stored");
     assert_eq!(info["runtime"]["state"], "error", "{info}");
     assert_eq!(info["runtime"]["version"], 2);
@@ -116,14 +116,26 @@ async fn deploy_get_and_delete_drive_the_runtime() {
     );
 
     // Delete: the objects go too.
-    let del = test::TestRequest::delete()
+    let del = actix::TestRequest::delete()
         .uri("/func/hello")
         .insert_header(auth.clone())
         .to_request();
     let (resp, _) = tokio::join!(
-        test::call_service(&app, del),
+        actix::call_service(&app, del),
         env.api.expect_delete_all("alice", "hello", false)
     );
     assert_eq!(resp.status(), 204);
     env.api.expect_silence().await;
+}
+
+#[test]
+fn the_api_document_describes_the_runtime_state() {
+    use utoipa::OpenApi;
+    let doc = skiff_manager::routes::docs::ApiDoc::openapi();
+    let schemas = doc.components.map(|c| c.schemas).unwrap_or_default();
+    assert!(
+        schemas.contains_key("RuntimeStatus"),
+        "{:?}",
+        schemas.keys().collect::<Vec<_>>()
+    );
 }

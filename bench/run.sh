@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Skiff benchmark suite: one command (issue 5). See bench/README.md.
+#
+#   bash bench/run.sh           full run (~10 min after the build): writes BENCHMARKS.md
+#                               and bench/results.json
+#   bash bench/run.sh --quick   small counts, seconds per step (CI): writes
+#                               bench/out/quick.md and bench/out/quick.json
+#
+# Options: --no-perf (skip the perf profile of the router in a full run).
+# Builds the release binaries (CARGO_TARGET_DIR is honoured), installs wrk, HAProxy
+# and nginx with apt-get and Deno with pip when missing, runs every measurement
+# against 127.0.0.1 only, and stops every process it started. Exits non-zero when
+# a step fails; a missed target is reported, not a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+mode=full
+perf=auto
+for arg in "$@"; do
+    case "$arg" in
+        --quick) mode=quick ;;
+        --no-perf) perf=no ;;
+        -h | --help)
+            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "bench/run.sh: unknown argument $arg (try --help)" >&2
+            exit 64
+            ;;
+    esac
+done
+
+export PATH="$PATH:/usr/sbin:/sbin"
+started=$(date +%s)
+step() { printf '\n== bench: %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
+
+step "tools"
+missing=()
+for tool in wrk haproxy nginx; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "$mode" = full ] && [ "$perf" = auto ] && ! command -v perf >/dev/null 2>&1; then
+    missing+=(linux-perf)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (apt-get)…"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for tool in wrk haproxy nginx python3 cargo; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench/run.sh: $tool is missing" >&2; exit 1; }
+done
+perf_flag=()
+if [ "$mode" = full ] && [ "$perf" = auto ]; then
+    if perf stat -e instructions true >/dev/null 2>&1; then
+        perf_flag=(--perf)
+    else
+        echo "perf cannot count here (perf stat -e instructions true failed): no profile"
+    fi
+fi
+deno=$(bash scripts/ensure-deno.sh)
+echo "deno: $deno"
+
+step "build (release)"
+target=${CARGO_TARGET_DIR:-$root/target}
+cargo build --release --quiet --bin skiff-manager --bin skiff-router
+cargo build --release --quiet --locked --manifest-path bench/loadgen/Cargo.toml \
+    --target-dir "$target/bench-loadgen"
+manager=$target/release/skiff-manager
+router=$target/release/skiff-router
+loadgen=$target/bench-loadgen/release/loadgen
+ls -l "$manager" "$router" "$loadgen" | awk '{print $5, $9}'
+
+out=$root/bench/out
+logdir=$out/logs-$mode
+rm -rf "$logdir"
+mkdir -p "$logdir"
+pidfile=$logdir/pids
+if [ "$mode" = full ]; then
+    json=$root/bench/results.json
+    markdown=$root/BENCHMARKS.md
+else
+    json=$out/quick.json
+    markdown=$out/quick.md
+fi
+
+# Stops whatever the driver started and left behind (it stops them itself
+# normally): each recorded pid leads its own process group.
+cleanup() {
+    [ -f "$pidfile" ] || return 0
+    local pid
+    while read -r pid; do
+        [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null || true
+    done <"$pidfile"
+    sleep 1
+    while read -r pid; do
+        [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true
+    done <"$pidfile"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "measurements ($mode)"
+python3 -u bench/bench.py --mode "$mode" \
+    --manager "$manager" --router "$router" --loadgen "$loadgen" --deno "$deno" \
+    --json "$json" --markdown "$markdown" --out "$out" --logdir "$logdir" \
+    --pidfile "$pidfile" "${perf_flag[@]}"
+
+step "done: $markdown, $json"

@@ -1,0 +1,220 @@
+//! The `skiff` command against a real manager and router: what a user types.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use skiff_core::secret::Secret;
+use skiff_core::store::testing::{TestBackend, TestDb};
+
+struct Env {
+    api: String,
+    dir: tempfile::TempDir,
+    _db: TestDb,
+    router: skiff_router::RouterHandle,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.router.stop();
+    }
+}
+
+async fn start() -> Env {
+    let db = TestDb::new(TestBackend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = db.store().await;
+    let router_cfg = {
+        let mut r = skiff_router::config::RouterConfig::new(data.clone());
+        r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        r
+    };
+    let router = skiff_router::RouterApp::build(router_cfg, store.clone())
+        .await
+        .unwrap();
+    let router_addr = router.local_addr().unwrap();
+    let handle = router.handle();
+    tokio::spawn(router.run_until_stopped());
+    let mut m = skiff_manager::config::ManagerConfig::new(
+        &db.url,
+        Secret::new("cli-test-secret-that-is-long-enough-000"),
+        data,
+    );
+    m.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    m.allow_signup = true;
+    m.public_url = format!("http://{router_addr}");
+    let app = skiff_manager::startup::Application::build_with_store(m, store)
+        .await
+        .unwrap();
+    let api = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    Env {
+        api,
+        dir,
+        _db: db,
+        router: handle,
+    }
+}
+
+impl Env {
+    /// Runs `skiff ARGS` with `stdin`, in its own config file, off the async workers.
+    async fn skiff(&self, args: &[&str], stdin: &str) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.args(args)
+            .env("SKIFF_SERVER", &self.api)
+            .env("SKIFF_CONFIG", self.config())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let input = stdin.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("cfg/skiff.json")
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_session_from_register_to_rm() {
+    let env = start().await;
+    let pw = "a long password\n";
+    ok(&env
+        .skiff(&["register", "--username", "alice", "--password-stdin"], pw)
+        .await);
+    let out = ok(&env
+        .skiff(&["login", "--username", "alice", "--password-stdin"], pw)
+        .await);
+    assert!(out.contains("logged in as alice"), "{out}");
+    let mode = std::fs::metadata(env.config())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the token file must be private");
+    let saved: Value = serde_json::from_slice(&std::fs::read(env.config()).unwrap()).unwrap();
+    assert!(saved["token"].as_str().unwrap().len() > 20);
+
+    // a wrong password is an error with the server's message, and keeps the saved token
+    let bad = env
+        .skiff(
+            &["login", "--username", "alice", "--password-stdin"],
+            "wrong password\n",
+        )
+        .await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("wrong username or password"));
+
+    let file = env.dir.path().join("greet.ts");
+    std::fs::write(
+        &file,
+        "export default async (req: Request) => { console.log('called'); return new Response('hi ' + req.method + ' ' + new URL(req.url).pathname + ' ' + await req.text()); };\n",
+    )
+    .unwrap();
+    let out = ok(&env.skiff(&["deploy", file.to_str().unwrap()], "").await);
+    assert!(out.contains("created greet version 1"), "{out}");
+    let out = ok(&env
+        .skiff(
+            &[
+                "deploy",
+                file.to_str().unwrap(),
+                "--name",
+                "other",
+                "--json",
+            ],
+            "",
+        )
+        .await);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["version"].as_i64()),
+        (Some("other"), Some(1))
+    );
+
+    let out = ok(&env.skiff(&["ls", "--json"], "").await);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<_> = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["greet", "other"]);
+    let out = ok(&env.skiff(&["ls"], "").await);
+    assert!(out.starts_with("NAME") && out.contains("greet"), "{out}");
+    let out = ok(&env.skiff(&["info", "greet"], "").await);
+    assert!(
+        out.contains("version:  1") && out.contains("/fn/alice/greet"),
+        "{out}"
+    );
+
+    // the router learns of the deploy within a poll; invoke until it answers
+    let mut answer = String::new();
+    for _ in 0..100 {
+        let o = env
+            .skiff(
+                &["invoke", "greet", "/path", "-X", "POST", "-d", "data"],
+                "",
+            )
+            .await;
+        if o.status.success() {
+            answer = String::from_utf8_lossy(&o.stdout).into_owned();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, "hi POST /path data");
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = ok(&env.skiff(&["logs", "greet"], "").await);
+        if logs.contains("called") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(logs.contains("stdout | called"), "{logs}");
+
+    let out = ok(&env.skiff(&["rm", "greet"], "").await);
+    assert!(out.contains("deleted greet"));
+    let gone = env.skiff(&["info", "greet"], "").await;
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
+    // a source that does not type-check is refused with the compiler's words
+    let bad = env.dir.path().join("bad.ts");
+    std::fs::write(
+        &bad,
+        "const n: number = 'x';\nexport default () => new Response(String(n));\n",
+    )
+    .unwrap();
+    let o = env.skiff(&["deploy", bad.to_str().unwrap()], "").await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("TS2322"));
+    assert!(Path::new(&env.config()).exists());
+}
