@@ -166,16 +166,31 @@ async fn route(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, RouterError> {
-    let path = req.uri().path().to_owned();
-    let path = path.as_str();
-    if path == "/healthz" {
-        return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()));
+    let (function, tail_and_query) = {
+        let uri = req.uri();
+        let path = uri.path();
+        if path == "/healthz" {
+            return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()));
+        }
+        let (user, name, tail) = parse_path(path).ok_or(RouterError::NotFound)?;
+        let function = state
+            .directory
+            .lookup(user, name)
+            .ok_or(RouterError::NotFound)?;
+        let tail_and_query = match uri.query() {
+            Some(q) => [tail, "?", q].concat(),
+            None => tail.to_owned(),
+        };
+        (function, tail_and_query)
+    };
+    // Both framings at once is how request smuggling starts: refuse it.
+    if req.headers().contains_key(CONTENT_LENGTH)
+        && req.headers().contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(RouterError::BadRequest(
+            "a request may not carry both Content-Length and Transfer-Encoding",
+        ));
     }
-    let (user, name, tail) = parse_path(path).ok_or(RouterError::NotFound)?;
-    let function = state
-        .directory
-        .lookup(user, name)
-        .ok_or(RouterError::NotFound)?;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -185,10 +200,6 @@ async fn route(
         return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
     }
     let permit: OwnedSemaphorePermit = state.limits.acquire(function.function_id).await?;
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{tail}?{q}"),
-        None => tail.to_owned(),
-    };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
@@ -199,8 +210,7 @@ async fn route(
     .boxed_unsync();
 
     let upstream = state.upstream(&function).await?;
-    let uri: Uri = format!("{}{}", upstream.base(), path_and_query)
-        .parse()
+    let uri = Uri::try_from([upstream.base(), &tail_and_query].concat())
         .map_err(|_| RouterError::NotFound)?;
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
@@ -215,7 +225,7 @@ async fn route(
             if is_length_limit(&e) {
                 return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
             }
-            tracing::debug!(user, function = name, error = %e, "upstream failed");
+            tracing::debug!(user = %function.user, function = %function.name, error = %e, "upstream failed");
             if let Upstream::Process { lease } = &upstream {
                 lease.instance.after_error(e.is_connect()).await;
             }

@@ -24,7 +24,6 @@ async fn create_applies_every_object_and_records_ready(b: TestBackend) {
     // What was applied is what the builders make: spot-check the essentials.
     let cm = &applied[1].body;
     assert_eq!(cm["data"]["fn.ts"], HELLO_V1);
-    assert_eq!(cm["immutable"], true);
     let deploy = &applied[3].body;
     assert!(
         deploy["spec"].get("replicas").is_none(),

@@ -1,5 +1,9 @@
-//! The ConfigMap holding one version's source. Immutable, like the version:
-//! a new version is a new ConfigMap, and the Deployment switches to it.
+//! The ConfigMap holding one version's source: a new version is a new
+//! ConfigMap, and the Deployment switches to it.
+//!
+//! Deliberately not `immutable`: if the objects of a deleted function could
+//! not be removed (API down) and a function of the same name is created
+//! again, its `-v1` must overwrite the leftover, or it would never converge.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +28,6 @@ pub fn code_config_map(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Conf
             MODULE_FILE.to_owned(),
             spec.source.to_owned(),
         )])),
-        immutable: Some(true),
         ..ConfigMap::default()
     }
 }
@@ -44,7 +47,7 @@ mod tests {
         );
         assert_eq!(cm.metadata.namespace.as_deref(), Some("skiff-functions"));
         assert_eq!(cm.data.unwrap()[MODULE_FILE], SOURCE);
-        assert_eq!(cm.immutable, Some(true));
+        assert_eq!(cm.immutable, None, "a leftover must stay overwritable");
         let l = cm.metadata.labels.unwrap();
         assert_eq!(l["skiff.dev/version"], "3");
         assert_eq!(l["skiff.dev/user"], "alice");
