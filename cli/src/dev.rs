@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rand::RngCore;
+use skiff_core::names::FunctionName;
 use skiff_core::secret::Secret;
 use skiff_core::store::Store;
+use skiff_core::store::StoreError;
 use skiff_core::tokens::MIN_SECRET_BYTES;
 use skiff_manager::config::{ManagerConfig, normalise_public_url};
+use skiff_manager::runtime::{FunctionRuntime, RuntimeFuture, RuntimeStatus, SharedRuntime};
 use skiff_manager::startup::Application;
-use skiff_router::RouterApp;
 use skiff_router::config::RouterConfig;
+use skiff_router::{RouterApp, RouterHandle};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevArgs {
@@ -81,6 +85,28 @@ fn restrict_sqlite_files(db: &Path) {
     }
 }
 
+/// Lets a deploy answer only once the in-process router serves the new version.
+struct InProcessRouter(RouterHandle);
+
+impl FunctionRuntime for InProcessRouter {
+    fn deployed<'a>(&'a self, _user: &'a str, _function: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(self.0.sync_now())
+    }
+
+    fn deleted<'a>(&'a self, _user: &'a str, _function: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(self.0.sync_now())
+    }
+
+    fn status<'a>(
+        &'a self,
+        _user_id: i64,
+        _function: &'a FunctionName,
+        _live_version: i64,
+    ) -> RuntimeFuture<'a, Result<Option<RuntimeStatus>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,22 +146,23 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.router_addr)),
     )?;
+    let mut rcfg = RouterConfig::new(data_dir.clone());
+    rcfg.listen = args.router_addr;
+    rcfg.deno = Some(deno.clone());
+    rcfg.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
+    let router = RouterApp::build(rcfg, store.clone()).await?;
+    let router_port = router.port();
+    let router_handle = router.handle();
+
     let mut mcfg = ManagerConfig::new(&url, secret, data_dir.clone());
     mcfg.listen = args.api_addr;
     mcfg.allow_signup = args.allow_signup;
     mcfg.public_url = public_url.clone();
     mcfg.deno = Some(deno.clone());
-    let manager = Application::build_with_store(mcfg, store.clone()).await?;
+    let notifier: SharedRuntime = Arc::new(InProcessRouter(router_handle.clone()));
+    let manager = Application::build_with_runtime(mcfg, store.clone(), Some(notifier)).await?;
     let manager_port = manager.port();
     let manager_handle = manager.server().handle();
-
-    let mut rcfg = RouterConfig::new(data_dir.clone());
-    rcfg.listen = args.router_addr;
-    rcfg.deno = Some(deno);
-    rcfg.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
-    let router = RouterApp::build(rcfg, store.clone()).await?;
-    let router_port = router.port();
-    let router_handle = router.handle();
 
     println!("Skiff dev is running");
     println!("  API:     http://{}:{manager_port}", args.api_addr.ip());

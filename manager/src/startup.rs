@@ -39,8 +39,20 @@ impl Application {
         Self::build_with_store(config, store).await
     }
 
-    /// Builds on an already connected, migrated store (`skiff dev` shares one).
+    /// Builds on an already connected, migrated store, with the runtime the
+    /// configuration names.
     pub async fn build_with_store(config: ManagerConfig, store: Store) -> anyhow::Result<Self> {
+        let runtime = crate::runtime::from_config(&config, &store).await?;
+        Self::build_with_runtime(config, store, runtime).await
+    }
+
+    /// Builds with a given runtime: `skiff dev` passes one that tells its
+    /// in-process router about a deploy before the deploy is answered.
+    pub async fn build_with_runtime(
+        config: ManagerConfig,
+        store: Store,
+        runtime: Option<crate::runtime::SharedRuntime>,
+    ) -> anyhow::Result<Self> {
         let tokens = TokenKeys::new(&config.jwt_secret, config.token_ttl_secs)
             .context("SKIFF_JWT_SECRET")?;
         let deno = match skiff_core::deno::locate(config.deno.as_deref()).await {
@@ -58,7 +70,6 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let runtime = crate::runtime::from_config(&config, &store).await?;
         let state = web::Data::new(
             AppState::new(store.clone(), tokens, checker, config).with_runtime(runtime),
         );

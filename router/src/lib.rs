@@ -3,7 +3,6 @@
 pub mod config;
 pub mod directory;
 pub mod error;
-pub mod k8s;
 pub mod process;
 pub mod proxy;
 pub mod server;
@@ -33,7 +32,11 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+type SyncRequest = tokio::sync::oneshot::Sender<()>;
+
 pub struct RouterApp {
+    sync_rx: tokio::sync::mpsc::Receiver<SyncRequest>,
+    sync_tx: tokio::sync::mpsc::Sender<SyncRequest>,
     listener: TcpListener,
     port: u16,
     state: Arc<RouterState>,
@@ -47,10 +50,20 @@ pub struct RouterApp {
 #[derive(Clone)]
 pub struct RouterHandle {
     stop_tx: watch::Sender<bool>,
+    sync_tx: tokio::sync::mpsc::Sender<SyncRequest>,
     pub state: Arc<RouterState>,
 }
 
 impl RouterHandle {
+    /// Polls the change feed now and returns once the directory has applied it
+    /// (used when the manager runs in the same process, as in `skiff dev`).
+    pub async fn sync_now(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.sync_tx.send(tx).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     pub fn stop(&self) {
         let _ = self.stop_tx.send(true);
     }
@@ -101,7 +114,10 @@ impl RouterApp {
             max_body_bytes: cfg.max_body_bytes,
         });
         let (stop_tx, _) = watch::channel(false);
+        let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {
+            sync_rx,
+            sync_tx,
             listener,
             port,
             state,
@@ -123,6 +139,7 @@ impl RouterApp {
     pub fn handle(&self) -> RouterHandle {
         RouterHandle {
             stop_tx: self.stop_tx.clone(),
+            sync_tx: self.sync_tx.clone(),
             state: self.state.clone(),
         }
     }
@@ -136,6 +153,7 @@ impl RouterApp {
             poll_interval,
             grace,
             stop_tx,
+            mut sync_rx,
             ..
         } = self;
         let mut stop = stop_tx.subscribe();
@@ -145,8 +163,10 @@ impl RouterApp {
             let mut tick = tokio::time::interval(poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let mut waiter = None;
                 tokio::select! {
                     _ = tick.tick() => {}
+                    Some(w) = sync_rx.recv() => waiter = Some(w),
                     _ = stopped(&mut sync_stop) => break,
                 }
                 for update in syncer.poll().await {
@@ -156,6 +176,9 @@ impl RouterApp {
                     if let Backend::Process(rt) = &sync_state.backend {
                         rt.apply(update);
                     }
+                }
+                if let Some(w) = waiter {
+                    let _ = w.send(());
                 }
             }
         });

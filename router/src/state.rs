@@ -94,9 +94,6 @@ pub struct RouterState {
     pub max_body_bytes: u64,
 }
 
-/// Port every function Service listens on in Kubernetes mode.
-pub const K8S_FUNCTION_PORT: u16 = 80;
-
 impl RouterState {
     pub async fn upstream(&self, f: &Arc<FunctionRef>) -> Result<Upstream, RouterError> {
         match &self.backend {
@@ -107,11 +104,41 @@ impl RouterState {
             },
             Backend::Kubernetes { client, namespace } => Ok(Upstream::Tcp {
                 client: client.clone(),
-                base: format!(
-                    "http://{}:{K8S_FUNCTION_PORT}",
-                    crate::k8s::service_host(namespace, &f.user, &f.name)
-                ),
+                base: k8s_base(namespace, f),
             }),
         }
+    }
+}
+
+/// The function's Service, named by the one module that owns Kubernetes names.
+pub fn k8s_base(namespace: &str, f: &FunctionRef) -> String {
+    format!(
+        "http://{}",
+        skiff_core::naming::service_authority(namespace, &f.user, &f.name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_upstream_is_the_managers_service_name() {
+        let f = FunctionRef {
+            user: "alice".into(),
+            name: "hello".into(),
+            function_id: 1,
+            version: 1,
+            sha256: String::new(),
+        };
+        let base = k8s_base("skiff-functions", &f);
+        let service = skiff_core::naming::object_name("alice", "hello");
+        assert_eq!(
+            base,
+            format!(
+                "http://{service}.skiff-functions.svc:{}",
+                skiff_core::naming::SERVICE_PORT
+            )
+        );
     }
 }

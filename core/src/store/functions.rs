@@ -64,11 +64,17 @@ impl Store {
         name: &FunctionName,
         source: &[u8],
     ) -> Result<Deployed, StoreError> {
-        // Two first deploys of one name can race; the loser hits the unique key
-        // and its retry takes the update path.
-        match self.deploy_once(user_id, user_name, name, source).await {
-            Err(StoreError::Conflict) => self.deploy_once(user_id, user_name, name, source).await,
-            other => other,
+        // Two first deploys of one name can race: the loser hits the unique key
+        // (or, on InnoDB, a gap-lock deadlock) and its retry takes the update path.
+        let mut attempt = 0;
+        loop {
+            match self.deploy_once(user_id, user_name, name, source).await {
+                Err(StoreError::Conflict | StoreError::Deadlock) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
+            }
         }
     }
 
