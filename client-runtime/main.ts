@@ -3,7 +3,8 @@
 // Usage (the Deno flags come from deno-flags.txt):
 //   deno <flags...> main.ts --module <abs path> --listen unix:<abs path>
 //   deno <flags...> main.ts --module <abs path> --listen tcp:<host>:<port>
-//                           [--health-port <port>]
+//                           [--health-port <port>] [--health-socket <path>]
+//                           [--exit-with-parent]
 //
 // Exit codes:
 //   0   clean shutdown after SIGTERM / SIGINT
@@ -93,6 +94,8 @@ interface Args {
   module: string;
   listen: Listen;
   healthPort?: number;
+  /** A unix socket answering /healthz from the same isolate (process runtime). */
+  healthSocket?: string;
   /** Exit when stdin reaches EOF (the process runtime's parent-death signal). */
   exitWithParent: boolean;
 }
@@ -136,7 +139,7 @@ function parseListen(s: string): Listen {
 
 function parseArgs(argv: string[]): Args {
   const values = new Map<string, string>();
-  const known = ["--module", "--listen", "--health-port"];
+  const known = ["--module", "--listen", "--health-port", "--health-socket"];
   let exitWithParent = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -172,6 +175,7 @@ function parseArgs(argv: string[]): Args {
     module,
     listen: parseListen(listen),
     healthPort: hp === undefined ? undefined : parsePort(hp, "--health-port"),
+    healthSocket: values.get("--health-socket"),
     exitWithParent,
   };
 }
@@ -402,6 +406,19 @@ async function main(): Promise<void> {
 
   // Health listener first, so /healthz answers while the module loads and
   // /ready says 503 until the main listener is up.
+  const health = (req: Request) => {
+    const path = new URL(req.url).pathname;
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return new ResponseCtor("method not allowed\n", { status: 405 });
+    }
+    if (path === "/healthz") return new ResponseCtor("ok\n");
+    if (path === "/ready") {
+      return ready
+        ? new ResponseCtor("ready\n")
+        : new ResponseCtor("not ready\n", { status: 503 });
+    }
+    return new ResponseCtor("not found\n", { status: 404 });
+  };
   if (args.healthPort !== undefined) {
     const where = `0.0.0.0:${args.healthPort}`;
     try {
@@ -409,21 +426,23 @@ async function main(): Promise<void> {
         hostname: "0.0.0.0",
         port: args.healthPort,
         onListen: (a) => log(`${PREFIX} health on ${a.hostname}:${a.port}`),
-      }, (req) => {
-        const path = new URL(req.url).pathname;
-        if (req.method !== "GET" && req.method !== "HEAD") {
-          return new ResponseCtor("method not allowed\n", { status: 405 });
-        }
-        if (path === "/healthz") return new ResponseCtor("ok\n");
-        if (path === "/ready") {
-          return ready
-            ? new ResponseCtor("ready\n")
-            : new ResponseCtor("not ready\n", { status: 503 });
-        }
-        return new ResponseCtor("not found\n", { status: 404 });
-      }));
+      }, health));
     } catch (e) {
       listenFailure(`health ${where}`, e);
+    }
+  }
+  // Served by the same isolate as the function: if the function spins the
+  // event loop, this stops answering too, which is how the platform tells a
+  // stuck instance from a slow request.
+  if (args.healthSocket !== undefined) {
+    try {
+      removeStaleSocket(args.healthSocket);
+      servers.push(Deno.serve({
+        path: args.healthSocket,
+        onListen: () => {},
+      }, health));
+    } catch (e) {
+      listenFailure(`health unix:${args.healthSocket}`, e);
     }
   }
 

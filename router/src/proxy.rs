@@ -220,7 +220,13 @@ async fn route(
         Upstream::Tcp { client, .. } => client.request(up_req),
     };
     let resp = match tokio::time::timeout(state.request_timeout, sent).await {
-        Err(_) => return Err(RouterError::Timeout(state.request_timeout)),
+        Err(_) => {
+            if let Upstream::Process { lease } = &upstream {
+                let instance = lease.instance.clone();
+                tokio::spawn(async move { instance.check_responsive().await });
+            }
+            return Err(RouterError::Timeout(state.request_timeout));
+        }
         Ok(Err(e)) => {
             if is_length_limit(&e) {
                 return Err(RouterError::PayloadTooLarge(state.max_body_bytes));

@@ -47,6 +47,9 @@ pub struct Instance {
     pub id: u64,
     pub function: Arc<FunctionRef>,
     pub client: Client<UdsConnector, ProxyBody>,
+    /// To the instance's health socket, served by the function's own isolate.
+    health: Client<UdsConnector, ProxyBody>,
+    log: Arc<LogWriter>,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last request's end or start.
     last_used: AtomicU64,
@@ -113,6 +116,32 @@ impl Instance {
             self.kill();
         } else {
             let _ = tokio::time::timeout(Duration::from_millis(100), self.wait_exit()).await;
+        }
+    }
+
+    /// After a request timed out: asks the instance's health socket (answered by
+    /// the same isolate as the function). No answer within a second means the
+    /// event loop is stuck (e.g. an endless loop): the instance is replaced, since
+    /// every request it holds or gets would time out too.
+    pub async fn check_responsive(&self) {
+        let req = match http::Request::get("http://function/healthz").body(crate::proxy::full("")) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let answered = matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.health.request(req)).await,
+            Ok(Ok(r)) if r.status().is_success()
+        );
+        if !answered && self.alive() {
+            let _ = self.log.line(
+                "skiff",
+                &format!(
+                    "instance {} replaced: it stopped responding (blocked event loop?)",
+                    self.id
+                ),
+            );
+            self.alive.store(false, Ordering::Release);
+            self.kill();
         }
     }
 
@@ -204,6 +233,7 @@ pub async fn spawn(
     let tmp_dir = spec.instances_dir.join(id.to_string());
     prepare_tmp_dir(&tmp_dir, ids).map_err(host)?;
     let socket = tmp_dir.join("s");
+    let health_socket = tmp_dir.join("h");
     let code = code_dir.display().to_string();
     let tmp = tmp_dir.display().to_string();
     let main = code_dir.join("main.ts").display().to_string();
@@ -219,6 +249,8 @@ pub async fn spawn(
         code_dir.join("fn.ts").display().to_string(),
         "--listen".to_owned(),
         format!("unix:{}", socket.display()),
+        "--health-socket".to_owned(),
+        health_socket.display().to_string(),
         "--exit-with-parent".to_owned(),
     ]);
     let mut cmd = match spec.sandbox.prlimit_args() {
@@ -311,10 +343,15 @@ pub async fn spawn(
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .build(UdsConnector::new(socket.clone()));
+    let health = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(UdsConnector::new(health_socket));
     let instance = Arc::new(Instance {
         id,
         function: f,
         client,
+        health,
+        log: spec.log.clone(),
         in_flight: AtomicUsize::new(0),
         last_used: AtomicU64::new(0),
         epoch: Instant::now(),

@@ -72,10 +72,6 @@ async fn escapes_are_refused(b: TestBackend) {
             ));
         }
     }
-    targets.push((
-        "cloud metadata".into(),
-        "http://169.254.169.254/latest/meta-data/".into(),
-    ));
     let alice = s.token("alice").await;
     s.deploy(
         &alice,
