@@ -97,7 +97,12 @@ pub fn tail(layout: &Layout, user: &str, name: &str, n: usize) -> std::io::Resul
                 f.read_to_end(&mut buf)?;
                 text.push_str(&String::from_utf8_lossy(&buf));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // No log yet, or the log directory is unusable: nothing to show.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
             Err(e) => return Err(e),
         }
     }

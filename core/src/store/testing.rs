@@ -74,3 +74,96 @@ impl TestDb {
         store
     }
 }
+
+impl TestDb {
+    /// A fresh database on the MySQL/MariaDB server at `server` (no database part).
+    pub async fn on_mysql_server(server: &str) -> TestDb {
+        let tag: u64 = rand::rng().random();
+        let admin = Store::connect(server, 1)
+            .await
+            .expect("connect to the MySQL server");
+        let db = format!("skiff_t_{tag:016x}");
+        // db is built from hex digits only.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin.pool)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        TestDb {
+            url: format!("{}/{db}", server.trim_end_matches('/')),
+            _dir: None,
+        }
+    }
+}
+
+/// A MariaDB server of a test's own (started with `scripts/mariadb.sh` on a free
+/// port), for tests that stop and restart the database. Needs root and
+/// `mariadbd`, as the test set-up provides. Stopped when dropped.
+pub struct PrivateMariaDb {
+    pub server_url: String,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn mariadb_script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mariadb.sh").to_owned()
+}
+
+impl PrivateMariaDb {
+    pub fn start() -> PrivateMariaDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut db = PrivateMariaDb {
+            server_url: String::new(),
+            dir,
+            port,
+        };
+        db.server_url = db.run_start();
+        db
+    }
+
+    fn run_start(&self) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(mariadb_script())
+            .arg("start")
+            .arg(self.dir.path().join("m"))
+            .arg(self.port.to_string())
+            .output()
+            .expect("run scripts/mariadb.sh");
+        assert!(
+            out.status.success(),
+            "a private MariaDB did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn stop(&self) {
+        let _ = std::process::Command::new("bash")
+            .arg(mariadb_script())
+            .arg("stop")
+            .arg(self.dir.path().join("m"))
+            .output();
+        // mariadb-admin shutdown returns before the port is free.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+
+    /// Starts it again on the same data and port.
+    pub fn restart(&self) {
+        self.run_start();
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

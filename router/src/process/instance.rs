@@ -45,6 +45,8 @@ pub struct SpawnSpec<'a> {
 
 pub struct Instance {
     pub id: u64,
+    /// The Deno process (for operators and fault tests).
+    pub pid: Option<u32>,
     pub function: Arc<FunctionRef>,
     pub client: Client<UdsConnector, ProxyBody>,
     /// To the instance's health socket, served by the function's own isolate.
@@ -277,6 +279,7 @@ pub async fn spawn(
         cmd.uid(uid).gid(gid);
     }
     let mut child = cmd.spawn().map_err(host)?;
+    let pid = child.id();
     let cgroup = child
         .id()
         .and_then(|pid| spec.sandbox.enter_cgroups(id, pid));
@@ -348,6 +351,7 @@ pub async fn spawn(
         .build(UdsConnector::new(health_socket));
     let instance = Arc::new(Instance {
         id,
+        pid,
         function: f,
         client,
         health,

@@ -120,3 +120,177 @@ async fn failing_functions_get_their_status_and_spare_the_neighbour(b: TestBacke
         .unwrap();
     assert!(logs.contains("fails at load"), "{logs}");
 }
+
+const SLOW: &str = r#"export default async (req: Request) => {
+  const p = new URL(req.url).pathname;
+  if (p === "/slow") await new Promise((r) => setTimeout(r, 3000));
+  if (p === "/talk") for (let i = 0; i < 200; i++) console.log("line " + i + " " + "x".repeat(200));
+  return new Response("done " + p);
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_killed_mid_request_gives_502_and_is_replaced() {
+    let s = crate::helpers::stack(TestBackend::Sqlite).await;
+    let t = s.token("alice").await;
+    s.deploy(&t, "slow", SLOW).await;
+    s.until("alice", "slow", |st, _| st == 200).await;
+    let pid = s.handle.process_runtime().unwrap().running()[0]
+        .pid
+        .unwrap();
+    let call = tokio::spawn({
+        let (c, u) = (s.client.clone(), s.url("alice", "slow", "/slow"));
+        async move { c.get(u).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let (st, code) = error_code(call.await.unwrap()).await;
+    assert_eq!((st, code.as_str()), (502, "bad_gateway"));
+    let r = s.get("alice", "slow", "/again").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "done /again");
+    let new_pid = s.handle.process_runtime().unwrap().running()[0]
+        .pid
+        .unwrap();
+    assert_ne!(new_pid, pid);
+}
+
+/// The log directory on a full (64 KiB) file system: the function's output is
+/// dropped, the function keeps answering, and the logs endpoint still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_log_disk_does_not_stop_a_function() {
+    let s = crate::helpers::stack(TestBackend::Sqlite).await;
+    let logs = s.data_dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&logs)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "this test needs root to mount a small tmpfs"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            // Lazy: the router may still hold the log file open.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(logs.clone());
+    std::fs::write(logs.join("filler"), vec![0u8; 64 * 1024]).ok();
+    let t = s.token("alice").await;
+    s.deploy(&t, "talker", SLOW).await;
+    s.until("alice", "talker", |st, _| st == 200).await;
+    for i in 0..5 {
+        let r = s.get("alice", "talker", "/talk").await;
+        assert_eq!(r.status(), 200, "call {i}");
+        assert_eq!(r.text().await.unwrap(), "done /talk");
+    }
+    let r = s
+        .client
+        .get(format!("{}/func/talker/logs", s.api))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 503,
+        "logs answered {}",
+        r.status()
+    );
+}
+
+/// The database goes away and comes back: the router keeps serving the
+/// functions it knows (warm and cold), and sees deploys again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_router_keeps_serving_while_the_database_is_down() {
+    let server = skiff_core::store::testing::PrivateMariaDb::start();
+    let db = skiff_core::store::testing::TestDb::on_mysql_server(&server.server_url).await;
+    let s = crate::helpers::stack_on(
+        db,
+        Opts {
+            idle_timeout: Duration::from_millis(500),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let t = s.token("alice").await;
+    s.deploy(&t, "steady", &replies("steady v1")).await;
+    s.deploy(&t, "cold", &replies("cold v1")).await;
+    s.until("alice", "steady", |st, b| st == 200 && b == "steady v1")
+        .await;
+    s.until("alice", "cold", |st, b| st == 200 && b == "cold v1")
+        .await;
+
+    server.stop();
+    // both keep answering, the idle one after a cold start without the database
+    for _ in 0..20 {
+        let r = s.get("alice", "steady", "/").await;
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.running_instances(),
+        1,
+        "the idle instance should have stopped by now"
+    );
+    assert_eq!(
+        s.get("alice", "cold", "/").await.text().await.unwrap(),
+        "cold v1"
+    );
+    assert_eq!(s.get("alice", "nothing", "/").await.status(), 404);
+
+    server.restart();
+    // the manager recovers by itself; a deploy after the outage reaches the router
+    let mut deployed = false;
+    for _ in 0..100 {
+        let r = s
+            .client
+            .post(format!("{}/func?name=steady", s.api))
+            .bearer_auth(&t)
+            .body(replies("steady v2"))
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            deployed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        deployed,
+        "the manager did not recover after the database came back"
+    );
+    s.until("alice", "steady", |st, b| st == 200 && b == "steady v2")
+        .await;
+}
+
+#[tokio::test]
+async fn a_router_without_deno_says_so_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-router"))
+        .env(
+            "SKIFF_DATABASE_URL",
+            format!("sqlite://{}/db", dir.path().display()),
+        )
+        .env("SKIFF_DENO", dir.path().join("no-such-deno"))
+        .env("SKIFF_LISTEN", "127.0.0.1:0")
+        .env("SKIFF_DATA_DIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Deno"), "no clear message: {err}");
+}

@@ -59,7 +59,11 @@ pub async fn stack(b: TestBackend) -> Stack {
 }
 
 pub async fn stack_with(b: TestBackend, o: Opts) -> Stack {
-    let db = TestDb::new(b).await;
+    stack_on(TestDb::new(b).await, o).await
+}
+
+/// A stack on a given database (e.g. a private MariaDB a test stops and starts).
+pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("d");
     std::fs::create_dir_all(&data_dir).unwrap();
