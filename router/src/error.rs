@@ -12,8 +12,6 @@ use crate::process::StartError;
 pub enum RouterError {
     #[error("no such function")]
     NotFound,
-    #[error("{0}")]
-    BadRequest(&'static str),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(u64),
     #[error("the function is at its concurrency limit; retry shortly")]
@@ -30,7 +28,6 @@ impl RouterError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy => StatusCode::TOO_MANY_REQUESTS,
             Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -42,7 +39,6 @@ impl RouterError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
-            Self::BadRequest(_) => "bad_request",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Busy => "too_many_requests",
             Self::StartFailed(_) => "function_unavailable",

@@ -183,14 +183,6 @@ async fn route(
         };
         (function, tail_and_query)
     };
-    // Both framings at once is how request smuggling starts: refuse it.
-    if req.headers().contains_key(CONTENT_LENGTH)
-        && req.headers().contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return Err(RouterError::BadRequest(
-            "a request may not carry both Content-Length and Transfer-Encoding",
-        ));
-    }
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

@@ -5,6 +5,7 @@
 mod calls;
 mod faults;
 mod helpers;
+mod hostile_clients;
 mod hostile_code;
 mod lifecycle;
 mod sandbox;

@@ -1,0 +1,201 @@
+//! Hostile requests on the wire (raw bytes, so no client library tidies them up):
+//! tricky paths never reach another tenant's function, conflicting framing and
+//! oversized headers are refused, and slow clients are cut off without tying up
+//! the router.
+
+use std::time::{Duration, Instant};
+
+use skiff_core::store::testing::TestBackend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{Opts, stack_with};
+
+const WHO: &str = "export default (req: Request) => new Response('owner=OWNER path=' + new URL(req.url).pathname);\n";
+
+/// Sends `raw`, reads until the server closes (or 10 s), returns the status and text.
+async fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get(path: &[u8]) -> Vec<u8> {
+    [
+        b"GET ".as_slice(),
+        path,
+        b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ]
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_requests_are_refused_and_never_cross_tenants() {
+    let s = stack_with(
+        TestBackend::Sqlite,
+        Opts {
+            request_timeout: Duration::from_secs(3),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let a = s.token("alice").await;
+    let b = s.token("bob").await;
+    s.deploy(&a, "f", &WHO.replace("OWNER", "alice")).await;
+    s.deploy(&b, "secret", &WHO.replace("OWNER", "bob")).await;
+    s.until("alice", "f", |st, _| st == 200).await;
+    s.until("bob", "secret", |st, _| st == 200).await;
+    let addr = s.router_addr;
+
+    // every one of these names alice (or nobody) first: none may reach bob
+    let tricky: [&[u8]; 12] = [
+        b"/fn/alice/f/../../bob/secret",
+        b"/fn/alice/../bob/secret",
+        b"/fn/alice/%2e%2e/bob/secret",
+        b"/fn/alice/%2E%2E%2Fbob%2Fsecret",
+        b"/fn/alice%2Fbob/secret",
+        b"/fn/alice/f%2F..%2F..%2Fbob%2Fsecret",
+        b"//fn/bob/secret",
+        b"/fn//bob/secret",
+        b"/fn/alice/./../bob/secret",
+        b"/fn/alice/f\\..\\..\\bob\\secret",
+        b"/fn/ALICE/../bob/secret",
+        b"/fn/alice/f;/../../bob/secret",
+    ];
+    for path in tricky {
+        let (st, text) = exchange(addr, &get(path)).await;
+        let shown = String::from_utf8_lossy(path);
+        assert!(!text.contains("owner=bob"), "{shown} reached bob: {text}");
+        assert!([200, 400, 404].contains(&st), "{shown}: {st} {text}");
+        if st == 200 {
+            assert!(text.contains("owner=alice"), "{shown}: {text}");
+        }
+    }
+    // 64 KiB path, invalid UTF-8, a NUL
+    let long = [b"/fn/alice/f/".as_slice(), &vec![b'a'; 64 * 1024]].concat();
+    let (st, _) = exchange(addr, &get(&long)).await;
+    assert!([400, 414, 431].contains(&st), "64 KiB path: {st}");
+    let (st, _) = exchange(addr, &get(b"/fn/alice/f/\xff\xfe")).await;
+    assert_eq!(st, 400);
+    let (st, _) = exchange(addr, &get(b"/fn/al\0ice/f")).await;
+    assert_eq!(st, 400);
+
+    // conflicting framing: hyper follows RFC 9112 (Transfer-Encoding wins, the
+    // Content-Length is dropped, the connection is closed after the answer), and
+    // the router re-frames the body for the instance, so nothing can be smuggled
+    // behind it: the second request in the same packet is never answered.
+    let (st, text) = exchange(
+        addr,
+        b"POST /fn/alice/f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /fn/bob/secret HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!([200, 400].contains(&st), "{text}");
+    assert!(
+        !text.contains("owner=bob"),
+        "a smuggled request was answered: {text}"
+    );
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    let (st, _) = exchange(
+        addr,
+        b"POST /fn/alice/f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcde",
+    )
+    .await;
+    assert_eq!(st, 400);
+    let (st, _) = exchange(
+        addr,
+        b"POST /fn/alice/f HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, 400);
+    // oversized headers
+    let big = [
+        b"GET /fn/alice/f HTTP/1.1\r\nHost: x\r\nX-Big: ".as_slice(),
+        &vec![b'b'; 100 * 1024],
+        b"\r\nConnection: close\r\n\r\n",
+    ]
+    .concat();
+    let (st, _) = exchange(addr, &big).await;
+    assert!([400, 431].contains(&st), "oversized header: {st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_cut_off_without_blocking_others() {
+    let s = stack_with(
+        TestBackend::Sqlite,
+        Opts {
+            request_timeout: Duration::from_secs(3),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let a = s.token("alice").await;
+    s.deploy(&a, "f", "export default async (req: Request) => new Response('read ' + (await req.arrayBuffer()).byteLength);\n")
+        .await;
+    s.until("alice", "f", |st, _| st == 200).await;
+    let addr = s.router_addr;
+
+    // 200 clients that never finish their headers
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /fn/alice/f HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    // a client that sends its body one byte a second
+    let trickle = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST /fn/alice/f HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        loop {
+            if c.write_all(b"x").await.is_err() {
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(1), c.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    // everyone else is served meanwhile
+    for _ in 0..20 {
+        let r = s.get("alice", "f", "/").await;
+        assert_eq!(r.status(), 200);
+    }
+    let answer = trickle.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 504"),
+        "trickling body: {answer}"
+    );
+    // the header-less clients are disconnected (header timeout, 10 s)
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut closed = 0;
+    for c in &mut slow {
+        let mut b = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), c.read(&mut b)).await {
+            // hyper answers 408 or just closes; either ends the connection
+            if n == 0 || String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 408") {
+                closed += 1;
+            }
+        }
+    }
+    assert_eq!(closed, 200, "slow clients still hold connections");
+}
