@@ -152,14 +152,13 @@ async fn hostile_functions_are_refused_or_contained() {
 
     let mut targets = Vec::new();
     let mut ports = vec![s.manager_port, s.router_addr.port()];
-    if let Ok(url) = std::env::var(skiff_core::store::testing::MYSQL_ENV) {
-        if let Some(p) = url
+    if let Ok(url) = std::env::var(skiff_core::store::testing::MYSQL_ENV)
+        && let Some(p) = url
             .rsplit(':')
             .next()
             .and_then(|p| p.trim_end_matches('/').parse().ok())
-        {
-            ports.push(p);
-        }
+    {
+        ports.push(p);
     }
     let mut hosts: Vec<String> = [
         "127.0.0.1",
