@@ -156,9 +156,21 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(route(&state, peer, req)
-        .await
-        .unwrap_or_else(RouterError::into_response))
+    let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    Ok(route(&state, peer, req).await.unwrap_or_else(|e| {
+        let mut r = e.into_response();
+        // Answered before the body was read: say the connection ends, so a
+        // client or proxy does not send its next request into a closed socket.
+        if has_body {
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }))
 }
 
 async fn route(

@@ -4,6 +4,7 @@
 
 mod command;
 mod files;
+pub mod host_addrs;
 pub mod instance;
 pub mod sandbox;
 
@@ -75,6 +76,9 @@ pub struct ProcessRuntime {
     idle_timeout: Duration,
     drain_grace: Duration,
     slots: Mutex<HashMap<i64, Arc<Slot>>>,
+    /// Functions deleted while this router ran (ids are never reused): a request
+    /// that raced the delete must not start them again.
+    deleted: Mutex<std::collections::HashSet<i64>>,
     logs: Mutex<HashMap<(String, String), Arc<LogWriter>>>,
     next_id: AtomicU64,
 }
@@ -106,11 +110,16 @@ impl ProcessRuntime {
             store,
             instances_dir,
             heap_mb: cfg.heap_mb,
-            deny_net: cfg.deny_net.clone(),
+            deny_net: {
+                let d = host_addrs::with_host_addresses(&cfg.deny_net);
+                tracing::info!(deny_net = %d, "functions may not reach these hosts");
+                d
+            },
             start_timeout: cfg.start_timeout,
             idle_timeout: cfg.idle_timeout,
             drain_grace: cfg.request_timeout + Duration::from_secs(5),
             slots: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(std::collections::HashSet::new()),
             logs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(first_id),
         }))
@@ -136,7 +145,24 @@ impl ProcessRuntime {
     }
 
     /// A lease on a ready instance of `f`'s live version, starting one if needed.
+    fn forget_slot(&self, function_id: i64) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&function_id);
+    }
+
+    fn is_deleted(&self, function_id: i64) -> bool {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&function_id)
+    }
+
     pub async fn acquire(self: &Arc<Self>, f: &Arc<FunctionRef>) -> Result<Lease, StartError> {
+        if self.is_deleted(f.function_id) {
+            return Err(StartError::Gone);
+        }
         let slot = self.slot(f.function_id);
         if let Some(l) = slot.try_lease(f.version) {
             return Ok(l);
@@ -148,13 +174,30 @@ impl ProcessRuntime {
         if let Some(e) = slot.recent_failure(f.version) {
             return Err(e);
         }
+        if self.is_deleted(f.function_id) {
+            return Err(StartError::Gone);
+        }
         match self.start(f).await {
+            Ok(new) if self.is_deleted(f.function_id) => {
+                // Deleted while it was starting.
+                new.kill();
+                self.forget_slot(f.function_id);
+                Err(StartError::Gone)
+            }
             Ok(new) => {
                 let (lease, old) = slot.install(new);
                 if let Some(old) = old {
-                    self.retire(old, f.version);
+                    self.retire(old);
                 }
+                // Code of earlier versions is no longer served (an instance still
+                // draining has its module loaded already).
+                files::remove_old_versions(&self.layout, &f.user, &f.name, &[f.version]);
                 Ok(lease)
+            }
+            Err(StartError::Gone) => Err(StartError::Gone),
+            Err(_) if self.is_deleted(f.function_id) => {
+                self.forget_slot(f.function_id);
+                Err(StartError::Gone)
             }
             Err(e) => {
                 tracing::warn!(user = %f.user, function = %f.name, version = f.version, error = %e, "start failed");
@@ -192,16 +235,10 @@ impl ProcessRuntime {
         Ok(inst)
     }
 
-    /// Drains and stops a replaced instance, then drops code of versions no
-    /// longer served.
-    fn retire(self: &Arc<Self>, old: Arc<Instance>, keep_version: i64) {
+    /// Drains and stops a replaced instance.
+    fn retire(self: &Arc<Self>, old: Arc<Instance>) {
         let grace = self.drain_grace;
-        let layout = self.layout.clone();
-        tokio::spawn(async move {
-            let (user, name) = (old.function.user.clone(), old.function.name.clone());
-            old.drain_and_stop(grace).await;
-            files::remove_old_versions(&layout, &user, &name, &[keep_version]);
-        });
+        tokio::spawn(async move { old.drain_and_stop(grace).await });
     }
 
     /// Acts on a directory change: pre-start a redeployed function that is
@@ -231,6 +268,10 @@ impl ProcessRuntime {
                 name,
                 function_id,
             } => {
+                self.deleted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(function_id);
                 let slot = self
                     .slots
                     .lock()

@@ -294,3 +294,46 @@ async fn a_router_without_deno_says_so_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Deno"), "no clear message: {err}");
 }
+
+/// Calls racing deletes: each call gets the function or a 404, never a 503, and
+/// nothing of the deleted functions stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_racing_deletes_get_200_or_404_and_leave_nothing() {
+    let s = crate::helpers::stack(TestBackend::Sqlite).await;
+    let t = s.token("alice").await;
+    let names: Vec<String> = (1..=8).map(|i| format!("gone{i}")).collect();
+    for n in &names {
+        s.deploy(&t, n, &replies("here")).await;
+    }
+    for n in &names {
+        s.until("alice", n, |st, _| st == 200).await;
+    }
+    for n in &names {
+        let call = tokio::spawn({
+            let (c, u) = (s.client.clone(), s.url("alice", n, "/"));
+            async move { c.get(u).send().await.unwrap().status().as_u16() }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.delete(&t, n).await;
+        let st = call.await.unwrap();
+        assert!(st == 200 || st == 404, "{n}: {st}");
+    }
+    for n in &names {
+        s.until("alice", n, |st, _| st == 404).await;
+    }
+    let mut clean = false;
+    for _ in 0..100 {
+        let functions = std::fs::read_dir(s.data_dir.join("functions/alice"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let logs = std::fs::read_dir(s.data_dir.join("logs/alice"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if functions == 0 && logs == 0 && s.running_instances() == 0 {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(clean, "deleted functions left files or instances behind");
+}

@@ -115,6 +115,17 @@ async fn hostile_requests_are_refused_and_never_cross_tenants() {
     )
     .await;
     assert_eq!(st, 400);
+    // an answer given before the body was read says the connection ends
+    let (st, text) = exchange(
+        addr,
+        b"POST /fn/nobody/x/p HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
     // oversized headers
     let big = [
         b"GET /fn/alice/f HTTP/1.1\r\nHost: x\r\nX-Big: ".as_slice(),

@@ -179,13 +179,19 @@ async fn hostile_functions_are_refused_or_contained() {
             targets.push(format!("{h}:{port}"));
         }
     }
+    let own = skiff_router::process::host_addrs::host_addresses();
+    assert!(!own.is_empty());
     let q = format!(
-        "/?targets={}",
-        urlencode(&serde_json::to_string(&targets).unwrap())
+        "/?targets={}&own={}",
+        urlencode(&serde_json::to_string(&targets).unwrap()),
+        urlencode(&serde_json::to_string(&own).unwrap())
     );
     let v = json_of(&s, "escape-net", &q).await;
     assert_all_refused("escape-net", &v);
-    assert_eq!(v.as_object().unwrap().len(), targets.len() * 2 + 7);
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        targets.len() * 2 + 7 + own.len()
+    );
 
     assert_all_refused("escape-imports", &json_of(&s, "escape-imports", "/").await);
 

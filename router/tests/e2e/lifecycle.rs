@@ -123,6 +123,20 @@ async fn idle_instances_stop_and_start_again(b: TestBackend) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "awake");
     assert_eq!(s.running_instances(), 1);
+    // a new version, started after the old one went idle, leaves no old code behind
+    for _ in 0..60 {
+        if s.running_instances() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.deploy_live(&t, "alice", "nap", &replies("refreshed"), "refreshed")
+        .await;
+    let versions: Vec<String> = std::fs::read_dir(s.data_dir.join("functions/alice/nap"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(versions, ["v2"]);
 }
 
 async fn logs_show_function_output(b: TestBackend) {

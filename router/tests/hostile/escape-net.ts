@@ -4,9 +4,10 @@
 // with Deno.permissions.query, so no packet ever leaves the host.
 // Expect: every attempt refused or "denied".
 export default async (req: Request) => {
-  const targets: string[] = JSON.parse(
-    new URL(req.url).searchParams.get("targets") ?? "[]",
-  );
+  const params = new URL(req.url).searchParams;
+  const targets: string[] = JSON.parse(params.get("targets") ?? "[]");
+  // this host's own interface addresses: checked without sending anything
+  const own: string[] = JSON.parse(params.get("own") ?? "[]");
   const out: Record<string, string> = {};
   const attempt = async (name: string, run: () => Promise<unknown>) => {
     try {
@@ -32,6 +33,7 @@ export default async (req: Request) => {
   }
   for (
     const host of [
+      ...own,
       "169.254.169.254",
       "169.254.169.254:80",
       "10.0.0.1",
