@@ -13,10 +13,10 @@ fn ipv4_locals(fib_trie: &str) -> Vec<String> {
         let t = line.trim();
         if let Some(ip) = t.strip_prefix("|-- ") {
             last = Some(ip);
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(ip) = last {
-                out.push(ip.to_owned());
-            }
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(ip) = last
+        {
+            out.push(ip.to_owned());
         }
     }
     out
