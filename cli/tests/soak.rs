@@ -12,7 +12,9 @@
 //! ```sh
 //! SKIFF_SOAK_SECS=600 cargo test -p skiff-cli --test soak -- --nocapture
 //! ```
-//! Optional: `SKIFF_SOAK_SEED` (a number) fixes the random choices.
+//! Optional: `SKIFF_SOAK_SEED` (a number) fixes the random choices;
+//! `SKIFF_SOAK_STRICT=0` tolerates (counts, but does not fail on) the router
+//! bugs listed below, which are fixed; strict is the default.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -34,6 +36,27 @@ const FUNCTIONS: usize = 20;
 const CALLERS: usize = 4;
 const MUTATORS: usize = 2;
 const MAX_RSS_GROWTH: f64 = 0.10;
+
+// Router bugs the soak found, all fixed, each with a regression test in
+// router/tests/e2e. They are still counted separately in the summary; with the
+// default (strict) they fail the run like any other unexpected answer.
+//
+// 1. Replaced versions' code stays on disk: the router removes old `v<N>/` dirs
+//    only when it drains a running instance, so redeploying an idle function
+//    leaves the previous version behind (router/src/process/mod.rs, `acquire` /
+//    `retire` / `reap_idle`).
+// 2. A call racing a delete can get `503 function_unavailable` instead of `404`
+//    (or the old answer): it finds the function in the directory, starts an
+//    instance in a fresh slot while the delete's cleanup removes the code dir,
+//    and Deno exits 78 "Module not found" (router/src/process/mod.rs `acquire`
+//    vs `apply(Update::Gone)`; files.rs `ensure_code`). The failed start's log
+//    line recreates `logs/<user>/<name>.log` of the deleted function, which then
+//    stays on disk.
+// 3. The router answers some requests (e.g. `404` for a missing function)
+//    before reading their body and then closes the connection without
+//    `Connection: close`; a client's next request on that keep-alive connection
+//    fails ("Peer disconnected"). Non-idempotent requests are not retried by
+//    clients, so they fail (router/src/proxy.rs `route`, hyper's behaviour).
 
 // ---------------------------------------------------------------------------
 // HTTP
@@ -63,6 +86,10 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(90)))
+        // Below the servers' idle keep-alive limits (the manager's 5 s, the
+        // router's 10 s header timeout), so a pooled connection is never reused
+        // just as the server closes it (a client-side race, not a server fault).
+        .max_idle_age(Duration::from_secs(2))
         .build()
         .into()
 }
@@ -140,6 +167,8 @@ struct Func {
     owner: usize,
     name: String,
     state: Mutex<FnState>,
+    /// A call overlapped its delete (known bug 2 may leave files behind).
+    raced_delete: AtomicBool,
 }
 
 struct Snapshot {
@@ -252,6 +281,8 @@ fn source(f: &Func, inc: u32, ver: i64) -> String {
 
 #[derive(Default)]
 struct Counters {
+    known_delete_race_503: AtomicU64,
+    known_unsignalled_close: AtomicU64,
     calls: AtomicU64,
     calls_404: AtomicU64,
     throws: AtomicU64,
@@ -283,9 +314,26 @@ struct Run {
     n: Counters,
     marker: AtomicU64,
     seed: u64,
+    strict: bool,
 }
 
 impl Run {
+    /// Known bug 3: a transport error on a request whose connection the router
+    /// closed unannounced after answering an earlier request unread.
+    fn known_close(&self, what: &str, err: &str) -> bool {
+        let closed = ["Peer disconnected", "onnection reset", "roken pipe"]
+            .iter()
+            .any(|m| err.contains(m));
+        if closed && !self.strict {
+            Counters::bump(&self.n.known_unsignalled_close);
+            eprintln!(
+                "soak: known bug (unannounced close) at {:.1}s: {what}: {err}",
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+        closed && !self.strict
+    }
+
     fn unexpected(&self, what: String) {
         let n = self.error_count.fetch_add(1, Ordering::Relaxed);
         eprintln!(
@@ -332,9 +380,13 @@ impl Run {
         let after = f.snapshot();
         let r = match r {
             Ok(r) => r,
+            Err(e) if self.known_close(&f.name, &e) => return,
             Err(e) => return self.unexpected(format!("call {}: {e}", f.name)),
         };
         let allowed = f.allowed(&before, &after);
+        if allowed.contains(&Outcome::Absent) && allowed.iter().any(|o| *o != Outcome::Absent) {
+            f.raced_delete.store(true, Ordering::Relaxed);
+        }
         let fine = allowed.iter().any(|o| match *o {
             Outcome::Absent => r.status == 404 && r.code() == "not_found",
             Outcome::Live { inc, ver } => {
@@ -342,6 +394,21 @@ impl Run {
                     && r.body == format!("{} {method} {path} {body}", tag(&f.name, inc, ver))
             }
         });
+        // Known bug 2: a call overlapping a delete that got 503.
+        if !fine
+            && !self.strict
+            && allowed.contains(&Outcome::Absent)
+            && r.status == 503
+            && r.code() == "function_unavailable"
+        {
+            Counters::bump(&self.n.known_delete_race_503);
+            eprintln!(
+                "soak: known bug (503 racing a delete) at {:.1}s: {}",
+                self.start.elapsed().as_secs_f64(),
+                f.name
+            );
+            return;
+        }
         if !fine {
             return self.unexpected(format!(
                 "call {method} {}{path}: got {}, allowed {allowed:?}",
@@ -376,6 +443,7 @@ impl Run {
             b"",
         ) {
             Ok(r) => r,
+            Err(e) if self.known_close(&f.name, &e) => return,
             Err(e) => return self.unexpected(format!("throw {}: {e}", f.name)),
         };
         if r.status != 500 || r.code() != "function_error" {
@@ -544,7 +612,7 @@ impl Run {
         let now = f.snapshot().now;
         let deploy_url = format!("{}/func?name={}", self.api, f.name);
         match now {
-            Outcome::Live { inc, ver } if rng.random_bool(0.8) => {
+            Outcome::Live { inc, ver } if rng.random_bool(0.7) => {
                 let next = Outcome::Live { inc, ver: ver + 1 };
                 let src = source(f, inc, ver + 1);
                 f.lock().pending = Some(next);
@@ -671,6 +739,7 @@ impl Run {
                     ));
                 }
             }
+            Err(e) if self.known_close(&f.name, &e) => {}
             Err(e) => self.unexpected(format!("call right after the change of {}: {e}", f.name)),
         }
     }
@@ -899,6 +968,7 @@ fn soak_mixed_workload_leaks_nothing() {
             index: i,
             owner: i % USERS.len(),
             name: format!("fn-{i:02}"),
+            raced_delete: AtomicBool::new(false),
             state: Mutex::new(FnState {
                 generation: 0,
                 history: VecDeque::from([(0, Outcome::Absent)]),
@@ -922,6 +992,7 @@ fn soak_mixed_workload_leaks_nothing() {
         n: Counters::default(),
         marker: AtomicU64::new(0),
         seed,
+        strict: std::env::var("SKIFF_SOAK_STRICT").map_or(true, |v| v != "0"),
     };
 
     // Create all 20 (two at a time: the manager type-checks two at once).
@@ -1066,11 +1137,24 @@ fn soak_mixed_workload_leaks_nothing() {
             Outcome::Absent => None,
         })
         .collect();
+    // Files of a deleted function: a leak, unless (not strict) a call raced
+    // its delete — known bug 2 recreates its log (and may write its code).
+    let mut race_files = Vec::new();
+    let mut deleted_left = |user: &str, name: &str, what: String| {
+        let raced = run.funcs.iter().any(|f| {
+            USERS[f.owner] == user && f.name == name && f.raced_delete.load(Ordering::Relaxed)
+        });
+        if raced && !run.strict {
+            race_files.push(what);
+        } else {
+            leaks.push(format!("{what} left after its delete"));
+        }
+    };
     let mut stale_versions = Vec::new();
     for user in entries(&data_dir.join("functions")) {
         for name in entries(&data_dir.join("functions").join(&user)) {
             let Some(ver) = live.get(&(user.clone(), name.clone())) else {
-                leaks.push(format!("functions/{user}/{name} left after its delete"));
+                deleted_left(&user, &name, format!("functions/{user}/{name}"));
                 continue;
             };
             for v in entries(&data_dir.join("functions").join(&user).join(&name)) {
@@ -1084,7 +1168,7 @@ fn soak_mixed_workload_leaks_nothing() {
         for file in entries(&data_dir.join("logs").join(&user)) {
             let name = file.trim_end_matches(".1").trim_end_matches(".log");
             if !live.contains_key(&(user.clone(), name.to_owned())) {
-                leaks.push(format!("logs/{user}/{file} left after its delete"));
+                deleted_left(&user, name, format!("logs/{user}/{file}"));
             }
         }
     }
@@ -1097,12 +1181,20 @@ fn soak_mixed_workload_leaks_nothing() {
         }
     }
 
+    if run.strict {
+        leaks.extend(stale_versions.iter().map(|v| format!("functions/{v} left")));
+    }
     let n = &run.n;
     let ld = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let warm = rss_warm.unwrap_or(rss_end).max(1);
     let growth = (rss_end as f64 - warm as f64) / warm as f64;
     println!(
-        "soak summary: {secs}s seed={seed} calls={} calls_404={} throws={} log_checks={} deploys={} creates={} deletes={} code_checks={} lists={} cross_tenant={} instances_seen={} max_running={max_running} running_at_stop={running_at_stop} live_functions={} stale_version_dirs={} unexpected={} leaks={} rss_kb warm={warm} end={rss_end} max={rss_max} growth={:+.1}%",
+        "soak summary: {secs}s seed={seed} calls={} calls_404={} throws={} log_checks={} \
+         deploys={} creates={} deletes={} code_checks={} lists={} cross_tenant={} \
+         instances_seen={} max_running={max_running} running_at_stop={running_at_stop} \
+         live_functions={} unexpected={} leaks={} known_bugs(stale_version_dirs={} \
+         delete_race_503={} delete_race_files={} unannounced_close={}) strict={} \
+         rss_kb warm={warm} end={rss_end} max={rss_max} growth={:+.1}%",
         ld(&n.calls),
         ld(&n.calls_404),
         ld(&n.throws),
@@ -1115,13 +1207,22 @@ fn soak_mixed_workload_leaks_nothing() {
         ld(&n.cross_tenant),
         instance_pids.len(),
         live.len(),
-        stale_versions.len(),
         ld(&run.error_count),
         leaks.len(),
+        stale_versions.len(),
+        ld(&n.known_delete_race_503),
+        race_files.len(),
+        ld(&n.known_unsignalled_close),
+        run.strict,
         growth * 100.0,
     );
     if !stale_versions.is_empty() {
         println!("soak: code of replaced versions still on disk: {stale_versions:?}");
+    }
+    if !race_files.is_empty() {
+        println!(
+            "soak: files of deleted functions left by a call racing the delete: {race_files:?}"
+        );
     }
     let errors = run.errors.lock().unwrap().clone();
     assert!(
