@@ -19,6 +19,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,20 +36,20 @@ REPO = HERE.parent
 
 MODES = {
     "full": dict(
-        wrk_duration="10s", wrk_warmup="2s",
-        rate=2000, rate_secs=20, rate_warmup=2,
-        lookup_rate=2000, lookup_secs=5, lookup_reps=3,
+        wrk_duration="10s", wrk_warmup="2s", rounds=3,
+        rate=2000, rate_secs=20, rate_warmup=1,
+        lookup_rate=2000, lookup_secs=4, lookup_reps=5,
         deploys=20, cold_functions=50, cold_rounds=1,
         users=100, functions=1000, burst=50, warm=100,
-        profile_secs=5,
+        profile_secs=5, anatomy_starts=20, check_runs=3, callgrind_secs=10,
     ),
     "quick": dict(
-        wrk_duration="2s", wrk_warmup="1s",
+        wrk_duration="2s", wrk_warmup="1s", rounds=1,
         rate=500, rate_secs=3, rate_warmup=1,
-        lookup_rate=500, lookup_secs=2, lookup_reps=1,
+        lookup_rate=500, lookup_secs=1, lookup_reps=2,
         deploys=3, cold_functions=10, cold_rounds=1,
         users=5, functions=50, burst=10, warm=10,
-        profile_secs=0,
+        profile_secs=0, anatomy_starts=3, check_runs=1, callgrind_secs=0,
     ),
 }
 
@@ -193,10 +194,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(url, timeout=30, ok=(200,)):
+def wait_http(url, timeout=30, ok=(200,), proc=None):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StepFailed(f"{url}: the process serving it exited with {proc.returncode}")
         try:
             st, _, _ = request("GET", url, timeout=2)
             if st in ok:
@@ -245,6 +248,19 @@ def vm_rss_kb(pid):
     except OSError:
         pass
     return None
+
+
+def rss_split_kb(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("RssAnon", "RssFile", "RssShmem", "Threads"):
+                    out[k] = int(v.split()[0])
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def pss_kb(pid):
@@ -370,7 +386,12 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.mode = args.mode
-        self.cfg = MODES[self.mode]
+        self.cfg = dict(MODES[self.mode])
+        for kv in args.set or []:
+            k, _, v = kv.partition("=")
+            if k not in self.cfg:
+                raise SystemExit(f"--set: unknown setting {k}")
+            self.cfg[k] = type(self.cfg[k])(v)
         self.out = Path(args.out)
         self.logdir = Path(args.logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -387,6 +408,7 @@ class Bench:
             "raw": {},
             "commands": {},
             "steps_failed": [],
+            "nice": os.nice(0),
         }
         self.fig = {}
 
@@ -418,29 +440,45 @@ class Bench:
 
     # -- services ----------------------------------------------------------
 
-    def start_manager(self):
-        self.api_port = free_port()
-        self.db = self.work / "skiff.db"
+    def start_manager(self, name, deno):
+        port = free_port()
         env = {
             "SKIFF_DATABASE_URL": f"sqlite://{self.db}",
             "SKIFF_JWT_SECRET": "bench-secret-" + "x" * 40,
             "SKIFF_ALLOW_SIGNUP": "true",
-            "SKIFF_LISTEN": f"127.0.0.1:{self.api_port}",
-            "SKIFF_DATA_DIR": str(self.work / "manager"),
-            "SKIFF_DENO": self.deno,
+            "SKIFF_LISTEN": f"127.0.0.1:{port}",
+            "SKIFF_DATA_DIR": str(self.work / name),
+            "SKIFF_DENO": deno,
             "SKIFF_PUBLIC_URL": f"http://127.0.0.1:{self.router_port}",
             "SKIFF_LOGIN_LIMIT_PER_USER": "1000",
             "SKIFF_LOGIN_LIMIT_PER_ADDR": "100000",
             "RUST_LOG": "warn",
         }
-        self.procs.start("manager", [self.args.manager], env=env)
-        self.api = Api(f"http://127.0.0.1:{self.api_port}")
-        wait_http(f"{self.api.base}/healthz", timeout=60)
+        p = self.procs.start(name, [self.args.manager], env=env)
+        api = Api(f"http://127.0.0.1:{port}")
+        wait_http(f"{api.base}/healthz", timeout=60, proc=p)
+        return api
 
-    def start_router(self, name, port, idle_secs):
+    def check_stub(self):
+        """A `deno` for the bulk manager: `deno check` passes at once (every bulk
+        source is FILLER_TS, which the real manager's checker has passed), the
+        rest is the real Deno."""
+        stub = self.work / "deno-check-stub"
+        stub.write_text(f"""#!/bin/sh
+# Bulk deploys of an already-checked source only (see bench/bench.py, check_stub).
+case "$1" in
+    check) exit 0 ;;
+    eval) echo "$0"; exit 0 ;;
+esac
+exec {self.deno} "$@"
+""")
+        stub.chmod(0o755)
+        return str(stub)
+
+    def start_router(self, name, port, idle_secs, db=None):
         data = self.work / name
         env = {
-            "SKIFF_DATABASE_URL": f"sqlite://{self.db}",
+            "SKIFF_DATABASE_URL": f"sqlite://{db or self.db}",
             "SKIFF_DATA_DIR": str(data),
             "SKIFF_LISTEN": f"127.0.0.1:{port}",
             "SKIFF_DENO": self.deno,
@@ -448,16 +486,17 @@ class Bench:
             "RUST_LOG": "warn",
         }
         p = self.procs.start(name, [self.args.router], env=env)
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=p)
         return p
 
     def start_direct(self, module):
         self.direct_port = free_port()
-        argv = [self.deno, "run", "--allow-net", str(REPO / "client-runtime" / "main.ts"),
+        argv = [self.deno, "run", "--allow-net", f"--allow-read={module.parent}",
+                str(REPO / "client-runtime" / "main.ts"),
                 "--module", str(module), "--listen", f"tcp:127.0.0.1:{self.direct_port}"]
         self.results["commands"]["direct_instance"] = [" ".join(argv)]
         self.direct = self.procs.start("deno-direct", argv)
-        wait_http(f"http://127.0.0.1:{self.direct_port}/", timeout=60)
+        wait_http(f"http://127.0.0.1:{self.direct_port}/", timeout=60, proc=self.direct)
 
     def start_haproxy(self):
         self.haproxy_port = free_port()
@@ -484,8 +523,8 @@ backend fn
     server direct 127.0.0.1:{self.direct_port}
 """)
         self.results["raw"]["haproxy_cfg"] = cfg.read_text()
-        self.procs.start("haproxy", ["haproxy", "-db", "-f", str(cfg)])
-        wait_http(f"http://127.0.0.1:{self.haproxy_port}/fn/alice/hello", timeout=30)
+        p = self.procs.start("haproxy", ["haproxy", "-db", "-f", str(cfg)])
+        wait_http(f"http://127.0.0.1:{self.haproxy_port}/fn/alice/hello", timeout=30, proc=p)
 
     def start_nginx(self):
         self.nginx_port = free_port()
@@ -527,14 +566,15 @@ http {{
 }}
 """)
         self.results["raw"]["nginx_conf"] = cfg.read_text()
-        self.procs.start("nginx", ["nginx", "-c", str(cfg), "-p", str(d)])
-        wait_http(f"http://127.0.0.1:{self.nginx_port}/fn/alice/hello", timeout=30)
+        p = self.procs.start("nginx", ["nginx", "-c", str(cfg), "-p", str(d)])
+        wait_http(f"http://127.0.0.1:{self.nginx_port}/fn/alice/hello", timeout=30, proc=p)
 
     # -- phases ------------------------------------------------------------
 
     def phase_setup(self):
         self.router_port = free_port()
-        self.start_manager()
+        self.db = self.work / "skiff.db"
+        self.api = self.start_manager("manager", self.deno)
         self.router = self.start_router("router", self.router_port, 600)
         self.rbase = f"http://127.0.0.1:{self.router_port}"
         self.tokens = {"alice": self.api.user("alice")}
@@ -543,6 +583,22 @@ http {{
         info, _ = self.api.deploy(self.tokens["alice"], "hello", HELLO_TS)
         self.count_functions += 1
         log(f"deployed {info['url']}")
+        # The real checker passes FILLER_TS once; the bulk manager then skips it.
+        self.api.deploy(self.tokens["alice"], "filler-check", FILLER_TS)
+        st, _, _ = request("DELETE", f"{self.api.base}/func/filler-check",
+                           headers={"Authorization": f"Bearer {self.tokens['alice']}"})
+        if st != 204:
+            raise StepFailed(f"delete filler-check: {st}")
+        self.bulk = self.start_manager("manager-bulk", self.check_stub())
+        # A copy of the database as it is now (one function), for the router that
+        # 5a compares against (sqlite3's online backup: a consistent snapshot).
+        self.db_one = self.work / "one-function.db"
+        src = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        dst = sqlite3.connect(self.db_one)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
         hello = self.work / "hello.ts"
         hello.write_text(HELLO_TS)
         self.start_direct(hello)
@@ -562,30 +618,43 @@ http {{
         self.results["raw"]["router_rss_kb_1fn"] = vm_rss_kb(self.router.pid)
 
     def phase_throughput(self):
+        """wrk against each target in turn, `rounds` times (interleaved, so slow
+        drift on the machine hits every target alike); the median run counts."""
+        runs = {name: [] for name in ("direct", "skiff", "haproxy", "nginx")}
+        for rnd in range(self.cfg["rounds"]):
+            for name in runs:
+                url = self.urls[name]
+                self.wrk("warmup", url, self.cfg["wrk_warmup"])
+                proxy_pids = self.proxy_pids(name)
+                upstream = self.upstream_pids(name)
+                c0, u0, w0 = cpu_ticks(proxy_pids), cpu_ticks(upstream), children_cpu()
+                r = self.wrk(f"throughput_{name}", url, self.cfg["wrk_duration"])
+                c1, u1, w1 = cpu_ticks(proxy_pids), cpu_ticks(upstream), children_cpu()
+                if r["rps"] is None:
+                    raise StepFailed(f"wrk gave no result for {name}")
+                n = r["requests"] or 1
+                r["cpu_ms_per_1k_req"] = {
+                    "proxy": (c1 - c0) / CLK_TCK * 1e6 / n if proxy_pids else 0.0,
+                    "deno": (u1 - u0) / CLK_TCK * 1e6 / n,
+                    "wrk": (w1 - w0) * 1e6 / n,
+                }
+                if r["non_2xx"] or r["socket_errors"]:
+                    log(f"  {name}: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors")
+                runs[name].append(r)
+                log(f"  round {rnd + 1} {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms, "
+                    f"p99 {r['p99_ms']} ms")
         res = {}
-        for name in ("direct", "skiff", "haproxy", "nginx"):
-            url = self.urls[name]
-            self.wrk("warmup", url, self.cfg["wrk_warmup"])
-            proxy_pids = self.proxy_pids(name)
-            upstream = self.upstream_pids(name)
-            c0, u0, w0 = cpu_ticks(proxy_pids), cpu_ticks(upstream), children_cpu()
-            r = self.wrk(f"throughput_{name}", url, self.cfg["wrk_duration"])
-            c1, u1, w1 = cpu_ticks(proxy_pids), cpu_ticks(upstream), children_cpu()
-            n = r["requests"] or 1
-            r["cpu_ms_per_1k_req"] = {
-                "proxy": (c1 - c0) / CLK_TCK * 1e6 / n if proxy_pids else 0.0,
-                "deno": (u1 - u0) / CLK_TCK * 1e6 / n,
-                "wrk": (w1 - w0) * 1e6 / n,
-            }
-            if r["rps"] is None:
-                raise StepFailed(f"wrk gave no result for {name}")
-            if r["non_2xx"] or r["socket_errors"]:
-                log(f"  {name}: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors")
-            res[name] = r
-            log(f"  {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-                f"cpu/1k req {r['cpu_ms_per_1k_req']}")
+        for name, rs in runs.items():
+            mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+            res[name] = dict(mid)
+            res[name]["rps_runs"] = [r["rps"] for r in rs]
+            res[name]["p50_ms_median"] = median([r["p50_ms"] for r in rs])
+            res[name]["p99_ms_median"] = median([r["p99_ms"] for r in rs])
+            res[name]["cpu_ms_per_1k_req"] = {
+                k: median([r["cpu_ms_per_1k_req"][k] for r in rs]) for k in ("proxy", "deno", "wrk")}
+            res[name]["runs"] = rs
         self.results["raw"]["throughput"] = res
-        if res["skiff"]["non_2xx"] > res["skiff"]["requests"] * 0.001:
+        if sum(r["non_2xx"] for r in runs["skiff"]) > sum(r["requests"] or 0 for r in runs["skiff"]) * 0.001:
             self.results["steps_failed"].append("throughput: Skiff answered non-2xx")
 
     def proxy_pids(self, name):
@@ -604,34 +673,79 @@ http {{
         return [self.direct.pid]
 
     def phase_profile(self):
-        """perf profile of the router under the same wrk load (not a measured run)."""
+        """Evidence for 1a (not measured runs): per-request syscalls, context
+        switches and CPU of each proxy under the same wrk load (`perf stat`), a
+        call-graph profile of the router (`perf record --call-graph dwarf`), and
+        where all CPUs went, by process (`perf record -a`)."""
         secs = self.cfg["profile_secs"]
         if not secs or not self.args.perf:
             return
         pdir = self.logdir / "profile"
         pdir.mkdir(exist_ok=True)
+        cmds = self.results["commands"].setdefault("profile", [])
+        prof = {"per_request": {}}
+        # No hardware counters in this VM (instructions: <not supported>): time and
+        # software events only.
+        events = "raw_syscalls:sys_enter,context-switches,task-clock"
+        for name in ("skiff", "haproxy", "nginx"):
+            pids = self.proxy_pids(name)
+            if name == "nginx":
+                pids = pids[1:] or pids  # the workers
+            argv = ["perf", "stat", "-x,", "-e", events, "-p", ",".join(map(str, pids)), "--",
+                    "wrk", "-t2", "-c50", f"-d{secs}s", self.urls[name]]
+            cmds.append(" ".join(argv))
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+            reqs = parse_wrk(r.stdout)["requests"] or 0
+            vals = {}
+            for line in r.stderr.splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[0].replace(".", "").isdigit():
+                    vals[f[2]] = float(f[0])
+            if reqs:
+                prof["per_request"][name] = {
+                    "requests": reqs,
+                    "syscalls": vals.get("raw_syscalls:sys_enter", 0) / reqs,
+                    "context_switches": vals.get("context-switches", 0) / reqs,
+                    "cpu_us": vals.get("task-clock", 0) * 1e3 / reqs,
+                }
+        # Call graphs of the router (DWARF unwinding: the release build has no frame pointers).
         data = pdir / "router.perf.data"
         wrk = subprocess.Popen(["wrk", "-t2", "-c50", f"-d{secs + 2}s", self.urls["skiff"]],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
-        rec = ["perf", "record", "-F", "999", "-g", "-o", str(data), "-p", str(self.router.pid),
-               "--", "sleep", str(secs)]
-        self.results["commands"]["profile_router"] = [
-            f"wrk -t2 -c50 -d{secs + 2}s {self.urls['skiff']} &", " ".join(rec)]
+        rec = ["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(data),
+               "-p", str(self.router.pid), "--", "sleep", str(secs)]
+        cmds += [f"wrk -t2 -c50 -d{secs + 2}s {self.urls['skiff']} &", " ".join(rec)]
         subprocess.run(rec, capture_output=True, timeout=secs + 60)
         wrk.wait(timeout=secs + 30)
-        rep = ["perf", "report", "-i", str(data), "--stdio", "--no-children",
-               "--sort", "dso,symbol", "--percent-limit", "0.7", "-g", "none"]
-        r = subprocess.run(rep, capture_output=True, text=True, timeout=300)
-        (pdir / "router-self.txt").write_text(r.stdout)
-        self.results["commands"]["profile_router"].append(" ".join(rep))
-        top = []
-        for line in r.stdout.splitlines():
-            m = re.match(r"\s+([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
-            if m:
-                top.append({"percent": float(m.group(1)), "dso": m.group(2),
-                            "symbol": m.group(3).strip()})
-        # Whole-system split by process during the same kind of run.
+        reports = {
+            "router-children.txt": ["--children", "--sort", "symbol", "--percent-limit", "1.5",
+                                    "-g", "none"],
+            "router-self.txt": ["--no-children", "--sort", "symbol", "--percent-limit", "0.7",
+                                "-g", "none"],
+            "router-by-dso.txt": ["--no-children", "--sort", "dso", "-g", "none"],
+        }
+        parsed = {}
+        for fname, opts in reports.items():
+            rep = ["perf", "report", "-i", str(data), "--stdio"] + opts
+            cmds.append(" ".join(rep))
+            r = subprocess.run(rep, capture_output=True, text=True, timeout=600)
+            (pdir / fname).write_text(r.stdout)
+            rows = []
+            for line in r.stdout.splitlines():
+                if line.startswith("#") or not line.strip():
+                    continue
+                m = re.match(r"\s+([\d.]+)%\s+(?:([\d.]+)%\s+)?(.*)$", line)
+                if m:
+                    rest = re.split(r"\s{3,}", m.group(3).strip())[0]
+                    rows.append({"percent": float(m.group(1)),
+                                 "self": float(m.group(2)) if m.group(2) else None,
+                                 "what": rest})
+            parsed[fname] = rows
+        prof["router_children"] = parsed["router-children.txt"][:60]
+        prof["router_self"] = parsed["router-self.txt"][:30]
+        prof["router_by_dso"] = parsed["router-by-dso.txt"][:10]
+        # Whole system, by process.
         sysdata = pdir / "system.perf.data"
         wrk = subprocess.Popen(["wrk", "-t2", "-c50", f"-d{secs + 2}s", self.urls["skiff"]],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -643,42 +757,238 @@ http {{
                 "--percent-limit", "1"]
         r2 = subprocess.run(rep2, capture_output=True, text=True, timeout=300)
         (pdir / "system-by-comm.txt").write_text(r2.stdout)
-        self.results["commands"]["profile_router"] += [" ".join(rec2), " ".join(rep2)]
+        cmds += [f"wrk -t2 -c50 -d{secs + 2}s {self.urls['skiff']} &", " ".join(rec2), " ".join(rep2)]
         comms = []
         for line in r2.stdout.splitlines():
             m = re.match(r"\s+([\d.]+)%\s+(.+?)\s*$", line)
-            if m:
+            if m and not line.startswith("#"):
                 comms.append({"percent": float(m.group(1)), "comm": m.group(2)})
-        self.results["raw"]["profile"] = {"router_top": top[:30], "system_by_comm": comms}
-        log(f"  profile: top router symbols {[t['symbol'][:40] for t in top[:5]]}")
+        prof["system_by_comm"] = comms
+        self.results["raw"]["profile"] = prof
+        for k, v in prof["per_request"].items():
+            log(f"  {k}: {v['syscalls']:.2f} syscalls, {v['context_switches']:.2f} context switches, "
+                f"{v['cpu_us']:.1f} us CPU per request")
+
+    def phase_callgrind(self):
+        """Evidence for 1a and 2 that machine load cannot blur: user-space
+        instructions per proxied request (valgrind callgrind), for the router and
+        for HAProxy, each run under callgrind on its own port and sent the same
+        fixed-rate load; counters are zeroed after a warm-up and dumped after."""
+        secs = self.cfg["callgrind_secs"]
+        if not secs or not self.args.perf or not shutil.which("valgrind"):
+            return
+        cg = self.logdir / "callgrind"
+        cg.mkdir(exist_ok=True)
+        cmds = self.results["commands"].setdefault("callgrind", [])
+        out = {}
+        # The router, on the same database (one function so far), with its own
+        # data dir and instance.
+        out["skiff"] = self.callgrind_router("router", cg, secs, cmds)
+        # HAProxy with the same configuration on another port.
+        hport = free_port()
+        cfg = self.work / "haproxy-cg.cfg"
+        cfg.write_text(self.results["raw"]["haproxy_cfg"].replace(
+            f"bind 127.0.0.1:{self.haproxy_port}", f"bind 127.0.0.1:{hport}"))
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}/haproxy.out",
+                "haproxy", "-db", "-f", str(cfg)]
+        cmds.append(" ".join(argv))
+        p = self.procs.start("haproxy-callgrind", argv)
+        url = f"http://127.0.0.1:{hport}/fn/alice/hello"
+        wait_http(url, timeout=180, proc=p)
+        out["haproxy"] = self.callgrind_measure("haproxy", p, url, cg / "haproxy.out", secs, cmds)
+        self.procs.stop("haproxy-callgrind", timeout=60)
+        self.results["raw"]["callgrind"] = out
+        log("  instructions per request: " + ", ".join(
+            f"{k} {v['ir_per_request']:,.0f}" for k, v in out.items()))
+
+    def callgrind_router(self, name, cg, secs, cmds):
+        port = free_port()
+        env = {"SKIFF_DATABASE_URL": f"sqlite://{self.db}",
+               "SKIFF_DATA_DIR": str(self.work / f"{name}-cg"),
+               "SKIFF_LISTEN": f"127.0.0.1:{port}", "SKIFF_DENO": self.deno, "RUST_LOG": "warn"}
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}/{name}.out",
+                self.args.router]
+        cmds.append(" ".join(argv))
+        p = self.procs.start(f"{name}-callgrind", argv, env=env)
+        url = f"http://127.0.0.1:{port}/fn/alice/hello"
+        wait_http(url, timeout=180, proc=p)
+        try:
+            return self.callgrind_measure(name, p, url, cg / f"{name}.out", secs, cmds)
+        finally:
+            self.procs.stop(f"{name}-callgrind", timeout=60)
+
+    def callgrind_measure(self, name, p, url, outfile, secs, cmds):
+        rate = 200
+        self.loadgen_rate("callgrind", url, rate, 2)
+        subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, timeout=60)
+        r = self.loadgen_rate("callgrind", url, rate, secs)
+        before = set(outfile.parent.glob(outfile.name + "*"))
+        subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, timeout=60)
+        dump = None
+        for _ in range(200):
+            new = set(outfile.parent.glob(outfile.name + "*")) - before
+            if new:
+                dump = max(new, key=lambda f: f.stat().st_mtime)
+                time.sleep(0.5)
+                break
+            time.sleep(0.1)
+        if dump is None:
+            raise StepFailed(f"callgrind wrote no dump for {name}")
+        cmds.append(f"loadgen rate --url {url} --rate {rate} --duration {secs}  (after 2 s of warm-up "
+                    f"and callgrind_control -z {p.pid}; then callgrind_control -d {p.pid})")
+        res = {"requests": r["ok"] + r["non_2xx"]}
+        tables = {}
+        for kind, opts in (("inclusive", ["--inclusive=yes", "--threshold=99.5"]),):
+            argv = ["callgrind_annotate"] + opts + [str(dump)]
+            a = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            (outfile.parent / f"{name}-{kind}.txt").write_text(a.stdout)
+            cmds.append(" ".join(argv))
+            rows = []
+            for line in a.stdout.splitlines():
+                m = re.match(r"\s*([\d,]+) \(\s*([\d.]+)%\)\s+(.*)$", line)
+                if not m:
+                    continue
+                ir = int(m.group(1).replace(",", ""))
+                what = m.group(3)
+                if what == "PROGRAM TOTALS":
+                    res["ir_total"] = ir
+                    continue
+                fn = what.split(":", 1)[1] if ":" in what else what
+                fn = re.sub(r" \[[^\]]*\]$", "", fn)
+                rows.append({"ir_per_request": ir / max(res["requests"], 1),
+                             "percent": float(m.group(2)), "function": fn})
+            tables[kind] = rows
+        res["ir_per_request"] = res.get("ir_total", 0) / max(res["requests"], 1)
+        keys = {
+            "Directory::lookup": "skiff_router::directory::Directory::lookup",
+            "proxy::route": "skiff_router::proxy::route::{{closure}}",
+            "strip_hop_by_hop": "skiff_router::proxy::strip_hop_by_hop",
+            "add_forwarded": "skiff_router::proxy::add_forwarded",
+            "Client::send_request": "hyper_util::client::legacy::client::Client<C,B>::send_request::{{closure}}",
+            "sqlx fetch_all (change-feed poll)": "sqlx_core::query::Query<DB,A>::fetch_all::{{closure}}",
+        }
+        res["key_functions"] = {}
+        for short, full in keys.items():
+            for row in tables["inclusive"]:
+                if row["function"] == full:
+                    res["key_functions"][short] = row["ir_per_request"]
+                    break
+        res["inclusive"] = [x for x in tables["inclusive"] if x["percent"] < 70][:45]
+        return res
+
+    def phase_cold_anatomy(self):
+        """Evidence for 3 and 6: the client runtime started the way the router
+        starts it (flags of deno-flags.txt, no uid/cgroup), spawn → socket accepts
+        → first response, with a fresh DENO_DIR per start (what the router does
+        now) and with one kept between starts; plus the CPU each start costs."""
+        n = self.cfg["anatomy_starts"]
+        if not n:
+            return
+        code = self.work / "anatomy-code"
+        code.mkdir()
+        (code / "fn.ts").write_text(FILLER_TS)
+        shutil.copy(REPO / "client-runtime" / "main.ts", code / "main.ts")
+        flags = []
+        for line in (REPO / "client-runtime" / "deno-flags.txt").read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                flags.append(line)
+        deny = ("127.0.0.0/8,0.0.0.0/8,[::],[::1],169.254.0.0/16,10.0.0.0/8,172.16.0.0/12,"
+                "192.168.0.0/16,100.64.0.0/10,[fd00:ec2::254]")
+        kept = self.work / "anatomy-kept-deno-dir"
+        res = {"fresh": [], "kept": [], "bare": []}
+        bare = self.work / "bare.ts"
+        bare.write_text('const path = Deno.args[0];\n'
+                        'Deno.serve({ path, onListen() {} }, () => new Response("ok\\n"));\n')
+
+        def one(kind, i):
+            tmp = self.work / f"anatomy-{kind}-{i}"
+            tmp.mkdir()
+            sock = tmp / "s"
+            if kind == "bare":
+                argv = [self.deno, "run", "--allow-read", "--allow-write", "--allow-net",
+                        str(bare), str(sock)]
+            else:
+                subst = {"{code_dir}": str(code), "{tmp_dir}": str(tmp), "{heap_mb}": "128",
+                         "{deny_net}": deny, "{main}": str(code / "main.ts")}
+                argv = [self.deno]
+                for fl in flags:
+                    for k, v in subst.items():
+                        fl = fl.replace(k, v)
+                    argv.append(fl)
+                argv += ["--module", str(code / "fn.ts"), "--listen", f"unix:{sock}"]
+            env = {"DENO_DIR": str(tmp / ".deno") if kind == "fresh" else str(kept) + kind,
+                   "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1", "PATH": "/usr/bin:/bin"}
+            if i == 0:
+                self.results["commands"].setdefault("cold_anatomy", []).append(
+                    f"DENO_DIR={env['DENO_DIR']} " + " ".join(argv))
+            t0 = time.perf_counter()
+            p = subprocess.Popen(argv, env=env, cwd=tmp, stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while True:
+                    if p.poll() is not None:
+                        raise StepFailed(f"anatomy {kind}: deno exited {p.returncode}")
+                    if time.perf_counter() - t0 > 30:
+                        raise StepFailed(f"anatomy {kind}: not ready in 30 s")
+                    s = socket.socket(socket.AF_UNIX)
+                    try:
+                        s.connect(str(sock))
+                        break
+                    except OSError:
+                        s.close()
+                        time.sleep(0.001)
+                t1 = time.perf_counter()
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while s.recv(4096):
+                    pass
+                t2 = time.perf_counter()
+                s.close()
+            finally:
+                p.kill()
+                # wait4 gives the child's CPU time to the microsecond.
+                _, _, ru = os.wait4(p.pid, 0)
+                p.returncode = -9
+            cpu = (ru.ru_utime + ru.ru_stime) * 1e3
+            shutil.rmtree(tmp, ignore_errors=True)
+            return {"ready_ms": (t1 - t0) * 1e3, "first_response_ms": (t2 - t0) * 1e3, "cpu_ms": cpu}
+
+        one("kept", -1)  # fills the kept DENO_DIRs
+        one("bare", -1)
+        for i in range(n):
+            for kind in ("fresh", "kept", "bare"):
+                res[kind].append(one(kind, i))
+        out = {}
+        for kind, rows in res.items():
+            out[kind] = {k: summary([r[k] for r in rows]) for k in rows[0]}
+        self.results["raw"]["cold_anatomy"] = out
+        for kind, d in out.items():
+            log(f"  {kind}: ready p50 {d['ready_ms']['p50']:.1f} ms, first response p50 "
+                f"{d['first_response_ms']['p50']:.1f} p95 {d['first_response_ms']['p95']:.1f} ms, "
+                f"CPU p50 {d['cpu_ms']['p50']:.0f} ms")
 
     def phase_latency(self):
+        """Fixed rate, direct and router alternating `rounds` times; the median of
+        each percentile counts."""
+        runs = {"direct": [], "skiff": []}
+        for _ in range(self.cfg["rounds"]):
+            for name in runs:
+                r = self.loadgen_rate(f"latency_{name}", self.urls[name], self.cfg["rate"],
+                                      self.cfg["rate_secs"], warmup=self.cfg["rate_warmup"])
+                runs[name].append(r)
+                lat = r["latency_ms"]
+                log(f"  {name} at {self.cfg['rate']}/s: p50 {lat['p50']:.3f} p99 {lat['p99']:.3f} "
+                    f"p99.9 {lat['p999']:.3f} ms ({r['ok']} ok, {r['errors']} errors)")
         res = {}
-        for name in ("direct", "skiff"):
-            r = self.loadgen_rate(f"latency_{name}", self.urls[name], self.cfg["rate"],
-                                  self.cfg["rate_secs"], warmup=self.cfg["rate_warmup"])
-            res[name] = r
-            lat = r["latency_ms"]
-            log(f"  {name} at {self.cfg['rate']}/s: p50 {lat['p50']:.3f} p99 {lat['p99']:.3f} "
-                f"p99.9 {lat['p999']:.3f} ms ({r['ok']} ok, {r['errors']} errors)")
+        for name, rs in runs.items():
+            res[name] = {
+                "latency_ms": {q: median([r["latency_ms"][q] for r in rs])
+                               for q in ("p50", "p90", "p99", "p999", "max")},
+                "ok": sum(r["ok"] for r in rs), "errors": sum(r["errors"] for r in rs),
+                "non_2xx": sum(r["non_2xx"] for r in rs),
+                "runs": rs,
+            }
         self.results["raw"]["latency"] = res
-
-    def lookup_runs(self, key):
-        runs = []
-        for _ in range(self.cfg["lookup_reps"]):
-            r = self.loadgen_rate(key, self.urls["skiff"], self.cfg["lookup_rate"],
-                                  self.cfg["lookup_secs"], warmup=1)
-            runs.append(r)
-        p99s = [r["latency_ms"]["p99"] for r in runs]
-        p50s = [r["latency_ms"]["p50"] for r in runs]
-        return {"p99_runs": p99s, "p50_runs": p50s, "p99": median(p99s), "p50": median(p50s),
-                "errors": sum(r["errors"] + r["non_2xx"] for r in runs)}
-
-    def phase_lookup_one(self):
-        d = self.lookup_runs("lookup_1_function")
-        d["functions"] = self.count_functions
-        self.results["raw"]["lookup_1"] = d
-        log(f"  lookup with {self.count_functions} function(s): p50 {d['p50']:.3f} p99 {d['p99']:.3f} ms")
 
     def phase_deploy(self):
         user = "deployer"
@@ -725,12 +1035,12 @@ http {{
     def phase_cold(self):
         """Cold starts on a second router whose instances stop after 1 s idle."""
         user = "coldu"
-        self.tokens[user] = self.api.user(user)
+        self.tokens[user] = self.bulk.user(user)
         self.users.add(user)
         n = self.cfg["cold_functions"]
         names = [f"c{i:03d}" for i in range(n)]
         with futures.ThreadPoolExecutor(4) as ex:
-            list(ex.map(lambda nm: self.api.deploy(self.tokens[user], nm, FILLER_TS), names))
+            list(ex.map(lambda nm: self.bulk.deploy(self.tokens[user], nm, FILLER_TS), names))
         self.count_functions += n
         port = free_port()
         cold = self.start_router("router-cold", port, 1)
@@ -769,6 +1079,45 @@ http {{
         log(f"  cold after idle: p50 {a['p50']:.1f} p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; "
             f"first call: p50 {f['p50']:.1f} p99 {f['p99']:.1f} ms")
 
+    def phase_deploy_anatomy(self):
+        """Evidence for 4: the manager's deploy-time check (`deno check`, same
+        arguments, files and shared DENO_DIR as manager/src/typecheck), timed alone."""
+        n = self.cfg["check_runs"]
+        if not n:
+            return
+        base = self.work / "check-anatomy"
+        base.mkdir()
+        deno_dir = base / "deno-cache"
+        env_dts = (REPO / "client-runtime" / "svrless-env.d.ts").read_text()
+
+        def check(d, source):
+            d.mkdir(exist_ok=True)
+            (d / "fn.ts").write_text(source)
+            (d / "skiff-env.d.ts").write_text(env_dts)
+            (d / "deno.json").write_text('{"compilerOptions":{"types":["./skiff-env.d.ts"]}}')
+            argv = [self.deno, "check", "--no-remote", "--no-npm", "--no-lock", "--config",
+                    "deno.json", "fn.ts"]
+            t0 = time.perf_counter()
+            r = subprocess.run(argv, cwd=d, capture_output=True, timeout=120,
+                               env={"DENO_DIR": str(deno_dir), "NO_COLOR": "1",
+                                    "DENO_NO_UPDATE_CHECK": "1", "HOME": str(d)})
+            if r.returncode != 0:
+                raise StepFailed(f"deno check failed: {r.stderr[:300]!r}")
+            return (time.perf_counter() - t0) * 1e3
+
+        self.results["commands"]["check_anatomy"] = [
+            f"cd DIR && DENO_DIR={deno_dir} {self.deno} check --no-remote --no-npm --no-lock "
+            "--config deno.json fn.ts   (DIR holds fn.ts, skiff-env.d.ts, deno.json as the manager writes them)"]
+        check(base / "warmup", deploy_source("warmup"))
+        res = {"new_source_new_dir": [], "new_source_same_dir": [], "same_source_same_dir": []}
+        for i in range(n):
+            res["new_source_new_dir"].append(check(base / f"new-{i}", deploy_source(f"a{i}")))
+            res["new_source_same_dir"].append(check(base / "same", deploy_source(f"b{i}")))
+            res["same_source_same_dir"].append(check(base / "same", deploy_source(f"b{i}")))
+        out = {k: summary(v) for k, v in res.items()}
+        self.results["raw"]["check_anatomy"] = out
+        log("  deno check: " + ", ".join(f"{k} p50 {v['p50']:.0f} ms" for k, v in out.items()))
+
     def phase_many(self):
         """Brings the totals to cfg users / cfg functions, spread evenly."""
         want_users, want_fns = self.cfg["users"], self.cfg["functions"]
@@ -778,13 +1127,13 @@ http {{
             raise StepFailed("not enough filler functions for the burst and warm sets")
         t0 = time.perf_counter()
         with futures.ThreadPoolExecutor(2) as ex:
-            toks = list(ex.map(self.api.user, extra_users))
+            toks = list(ex.map(self.bulk.user, extra_users))
         for u, t in zip(extra_users, toks):
             self.tokens[u] = t
             self.users.add(u)
         plan = [(extra_users[i % len(extra_users)], f"f{i:04d}") for i in range(fill)]
         with futures.ThreadPoolExecutor(4) as ex:
-            list(ex.map(lambda p: self.api.deploy(self.tokens[p[0]], p[1], FILLER_TS), plan))
+            list(ex.map(lambda p: self.bulk.deploy(self.tokens[p[0]], p[1], FILLER_TS), plan))
         self.count_functions += fill
         took = time.perf_counter() - t0
         log(f"  {len(self.users)} users, {self.count_functions} functions ({fill} deployed in {took:.1f}s)")
@@ -797,12 +1146,45 @@ http {{
         time.sleep(1)
         self.results["raw"]["many"] = {"users": len(self.users), "functions": self.count_functions,
                                        "deploy_seconds": took}
-        d = self.lookup_runs("lookup_1000_functions")
-        d["functions"] = self.count_functions
-        self.results["raw"]["lookup_many"] = d
+        self.phase_lookup()
+
+    def phase_lookup(self):
+        """5a: the same warm function through two routers of the same build, one
+        whose directory holds every function and one started on a copy of the
+        database taken when only /fn/alice/hello existed; runs alternate."""
+        port = free_port()
+        one = self.start_router("router-one", port, 600, db=self.db_one)
+        url_one = f"http://127.0.0.1:{port}/fn/alice/hello"
+        wait_http(url_one, timeout=30, proc=one)
+        runs = {"one": [], "many": []}
+        for _ in range(self.cfg["lookup_reps"]):
+            for which, url in (("one", url_one), ("many", self.urls["skiff"])):
+                key = "lookup_1_function" if which == "one" else "lookup_many_functions"
+                runs[which].append(self.loadgen_rate(key, url, self.cfg["lookup_rate"],
+                                                     self.cfg["lookup_secs"], warmup=1))
+        self.results["raw"]["router_rss_kb_one"] = vm_rss_kb(one.pid)
         self.results["raw"]["router_rss_kb_many"] = vm_rss_kb(self.router.pid)
-        log(f"  lookup with {self.count_functions} functions: p50 {d['p50']:.3f} p99 {d['p99']:.3f} ms; "
-            f"router RSS {self.results['raw']['router_rss_kb_many'] / 1024:.1f} MB")
+        self.procs.stop("router-one")
+        for which, n in (("one", 1), ("many", self.count_functions)):
+            p99s = [r["latency_ms"]["p99"] for r in runs[which]]
+            p50s = [r["latency_ms"]["p50"] for r in runs[which]]
+            d = {"functions": n, "p99_runs": p99s, "p50_runs": p50s, "p99": median(p99s),
+                 "p50": median(p50s), "errors": sum(r["errors"] + r["non_2xx"] for r in runs[which])}
+            self.results["raw"]["lookup_1" if which == "one" else "lookup_many"] = d
+            log(f"  with {n} function(s): p50 {d['p50']:.3f} p99 {d['p99']:.3f} ms (p99 runs {p99s})")
+        log(f"  router RSS with {self.count_functions} functions "
+            f"{self.results['raw']['router_rss_kb_many'] / 1024:.1f} MB")
+        # The same callgrind measurement as in phase_callgrind, now that the
+        # database holds every function: instructions per request, 1 vs many.
+        cgr = self.results["raw"].get("callgrind")
+        if cgr and "skiff" in cgr:
+            cg = self.logdir / "callgrind"
+            cmds = self.results["commands"].setdefault("callgrind_many", [])
+            many = self.callgrind_router("router-many", cg, self.cfg["callgrind_secs"], cmds)
+            many["functions"] = self.count_functions
+            cgr["skiff_many_functions"] = many
+            log(f"  instructions per request with {self.count_functions} functions: "
+                f"{many['ir_per_request']:,.0f} (with 1: {cgr['skiff']['ir_per_request']:,.0f})")
 
     def phase_burst(self):
         urls = [f"{self.rbase}/fn/{u}/{nm}" for u, nm in self.burst_set]
@@ -812,13 +1194,27 @@ http {{
         argv = [self.args.loadgen, "burst"]
         for u in urls:
             argv += ["--url", u]
+        r0 = cpu_ticks([self.router.pid])
+        t0 = time.monotonic()
         r = json.loads(self.run_cmd("burst", argv, timeout=180))
+        wall = time.monotonic() - t0
+        r1 = cpu_ticks([self.router.pid])
+        inst = instances_of(self.router.pid)
+        mine = [pid for pid, m in inst.items()
+                if any(f"/functions/{u}/{nm}/" in m for u, nm in self.burst_set)]
+        r["cpu"] = {
+            "instances_found": len(mine),
+            "instances_cpu_s": cpu_ticks(mine) / CLK_TCK,
+            "router_cpu_s": (r1 - r0) / CLK_TCK,
+            "wall_s_including_connects": wall,
+            "cpus": os.cpu_count(),
+        }
         self.results["commands"]["burst"] = [
             f"{self.args.loadgen} burst --url {urls[0]} ... ({len(urls)} --url, one per idle function)"]
         self.results["raw"]["burst"] = r
         lat = r["latency_ms"] or {}
         log(f"  burst of {len(urls)}: {r['ok']} ok, {r['non_2xx']} non-2xx, {r['errors']} errors, "
-            f"p50 {lat.get('p50')} p95 {lat.get('p95')} max {lat.get('max')} ms")
+            f"p50 {lat.get('p50')} p95 {lat.get('p95')} max {lat.get('max')} ms; CPU {r['cpu']}")
 
     def phase_warm(self):
         urls = [f"{self.rbase}/fn/{u}/{nm}" for u, nm in self.warm_set]
@@ -842,11 +1238,16 @@ http {{
             raise StepFailed(f"expected {len(self.warm_set)} warm instances, found {len(mine)}")
         rss = [vm_rss_kb(p) or 0 for p in mine]
         pss = [pss_kb(p) or 0 for p in mine]
+        split = [rss_split_kb(p) for p in mine]
         self.results["raw"]["warm"] = {
             "instances": len(mine),
             "total_rss_mb": sum(rss) / 1024, "avg_rss_mb": sum(rss) / len(rss) / 1024,
             "max_rss_mb": max(rss) / 1024,
             "total_pss_mb": sum(pss) / 1024, "avg_pss_mb": sum(pss) / len(pss) / 1024,
+            "avg_rss_anon_mb": sum(x.get("RssAnon", 0) for x in split) / len(split) / 1024,
+            "avg_rss_file_mb": sum(x.get("RssFile", 0) for x in split) / len(split) / 1024,
+            "avg_rss_shmem_mb": sum(x.get("RssShmem", 0) for x in split) / len(split) / 1024,
+            "avg_threads": sum(x.get("Threads", 0) for x in split) / len(split),
             "all_router_instances": len(inst),
             "router_rss_kb": vm_rss_kb(self.router.pid),
         }
@@ -867,10 +1268,12 @@ http {{
             ("setup", self.phase_setup),
             ("throughput", self.phase_throughput),
             ("added latency", self.phase_latency),
-            ("lookup, 1 function", self.phase_lookup_one),
             ("profile", self.phase_profile),
+            ("callgrind", self.phase_callgrind),
             ("deploy to first success", self.phase_deploy),
             ("cold start", self.phase_cold),
+            ("cold start anatomy", self.phase_cold_anatomy),
+            ("deploy anatomy", self.phase_deploy_anatomy),
             ("many functions", self.phase_many),
             ("burst from zero", self.phase_burst),
             ("warm instances", self.phase_warm),
@@ -901,6 +1304,10 @@ http {{
                 vm_rss_kb(self.router.pid) if hasattr(self, "router") else None)
             self.procs.stop_all()
             self.results["total_seconds"] = round(time.monotonic() - started, 1)
+            try:
+                self.results["machine"]["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
+            except OSError:
+                pass
             self.figures()
             self.write()
             shutil.rmtree(self.work, ignore_errors=True)
@@ -922,21 +1329,22 @@ http {{
             figs.append({"id": fid, "name": name, "unit": unit, "skiff": skiff,
                          "peers": peers or {}, "ratio": ratio,
                          "target": f"{tgt[0]} {tgt[1]}" if tgt else None,
-                         "target_key": target_key, "met": met, "commands": cmd or []})
+                         "target_key": target_key, "met": met,
+                         "commands": list(dict.fromkeys(cmd or []))})
 
         c = self.results["commands"]
         t = raw.get("throughput")
         if t:
             sk = t["skiff"]["rps"]
-            add("1a", "Warm throughput, wrk -c50 (req/s)", sk,
+            add("1a", f"Warm throughput, wrk -t2 -c50 (req/s; median of {self.cfg['rounds']} runs)", sk,
                 {k: t[k]["rps"] for k in ("direct", "haproxy", "nginx")},
                 sk / t["haproxy"]["rps"], "router_div_haproxy",
                 [x for k in ("direct", "skiff", "haproxy", "nginx") for x in c.get(f"throughput_{k}", [])],
                 "req/s")
-            add("1b", "Warm throughput: p50 latency under load (ms)", t["skiff"]["p50_ms"],
-                {k: t[k]["p50_ms"] for k in ("direct", "haproxy", "nginx")}, unit="ms")
-            add("1c", "Warm throughput: p99 latency under load (ms)", t["skiff"]["p99_ms"],
-                {k: t[k]["p99_ms"] for k in ("direct", "haproxy", "nginx")}, unit="ms")
+            add("1b", "Warm throughput: p50 latency under load (ms; median of runs)", t["skiff"]["p50_ms_median"],
+                {k: t[k]["p50_ms_median"] for k in ("direct", "haproxy", "nginx")}, unit="ms")
+            add("1c", "Warm throughput: p99 latency under load (ms; median of runs)", t["skiff"]["p99_ms_median"],
+                {k: t[k]["p99_ms_median"] for k in ("direct", "haproxy", "nginx")}, unit="ms")
             add("1d", "Router ÷ direct throughput", sk / t["direct"]["rps"],
                 ratio=sk / t["direct"]["rps"])
             add("1e", "Proxy CPU per 1,000 requests (ms)", t["skiff"]["cpu_ms_per_1k_req"]["proxy"],
@@ -948,11 +1356,12 @@ http {{
             d, s = lat["direct"]["latency_ms"], lat["skiff"]["latency_ms"]
             rate = self.cfg["rate"]
             cmds = c.get("latency_direct", []) + c.get("latency_skiff", [])
-            add("2a", f"Added latency at {rate} req/s, p50 (ms)", s["p50"] - d["p50"],
+            n = self.cfg["rounds"]
+            add("2a", f"Added latency at {rate} req/s, p50 (ms; median of {n} runs)", s["p50"] - d["p50"],
                 {"direct": d["p50"], "router (absolute)": s["p50"]}, None, "added_p50_ms", cmds, "ms")
-            add("2b", f"Added latency at {rate} req/s, p99 (ms)", s["p99"] - d["p99"],
+            add("2b", f"Added latency at {rate} req/s, p99 (ms; median of {n} runs)", s["p99"] - d["p99"],
                 {"direct": d["p99"], "router (absolute)": s["p99"]}, None, "added_p99_ms", cmds, "ms")
-            add("2c", f"Added latency at {rate} req/s, p99.9 (ms)", s["p999"] - d["p999"],
+            add("2c", f"Added latency at {rate} req/s, p99.9 (ms; median of {n} runs)", s["p999"] - d["p999"],
                 {"direct": d["p999"], "router (absolute)": s["p999"]}, cmd=cmds, unit="ms")
         cold = raw.get("cold")
         if cold:
@@ -981,17 +1390,38 @@ http {{
                 "lookup_p99_ratio", cc, "ms")
             add("5b", f"… same, p50 (ms)", lm["p50"], {f"with {l1['functions']}": l1["p50"]},
                 lm["p50"] / l1["p50"], cmd=cc, unit="ms")
-        if raw.get("router_rss_kb_1fn") and raw.get("router_rss_kb_many"):
+        cgr = raw.get("callgrind") or {}
+        if "skiff" in cgr and "skiff_many_functions" in cgr:
+            one, many = cgr["skiff"], cgr["skiff_many_functions"]
+            nf = many["functions"]
+            cc = c.get("callgrind", [])[:1] + c.get("callgrind_many", [])[:1]
+            lk1 = one["key_functions"].get("Directory::lookup")
+            lkn = many["key_functions"].get("Directory::lookup")
+            if lk1 and lkn:
+                add("5a1", f"`Directory::lookup` instructions per request, with {nf} functions vs 1 "
+                    "(callgrind)", lkn, {"with 1": lk1}, lkn / lk1, cmd=cc)
+            r1 = one["key_functions"].get("proxy::route")
+            rn = many["key_functions"].get("proxy::route")
+            if r1 and rn:
+                add("5a2", f"`proxy::route` (the request path) instructions per request, with {nf} "
+                    "functions vs 1 (callgrind)", rn, {"with 1": r1}, rn / r1, cmd=cc)
+            add("5a3", "Router process instructions per request, incl. background change-feed polls, "
+                f"with {nf} functions vs 1 (callgrind)", many["ir_per_request"],
+                {"with 1": one["ir_per_request"]}, many["ir_per_request"] / one["ir_per_request"], cmd=cc)
+        if raw.get("router_rss_kb_one") and raw.get("router_rss_kb_many"):
             m = raw.get("many", {})
-            add("5c", f"Router RSS with {m.get('functions')} functions (MB)", raw["router_rss_kb_many"] / 1024,
-                {"with 1 function": raw["router_rss_kb_1fn"] / 1024}, unit="MB",
-                cmd=["VmRSS of skiff-router from /proc/PID/status"])
+            add("5c", f"Router RSS with {m.get('functions')} functions (MB), after the 5a runs",
+                raw["router_rss_kb_many"] / 1024,
+                {"router with 1 function": raw["router_rss_kb_one"] / 1024}, unit="MB",
+                cmd=["VmRSS of each skiff-router from /proc/PID/status"])
         w = raw.get("warm")
         if w:
             cc = c.get("warm", [])
             add("5d", f"{w['instances']} warm instances: total RSS (MB)", w["total_rss_mb"],
                 {"total PSS": w["total_pss_mb"]}, cmd=cc, unit="MB")
-            add("5e", "RSS per warm instance (MB)", w["avg_rss_mb"], {"PSS per instance": w["avg_pss_mb"]},
+            add("5e", "RSS per warm instance (MB)", w["avg_rss_mb"],
+                {"PSS": w["avg_pss_mb"], "RssAnon": w.get("avg_rss_anon_mb"),
+                 "RssFile": w.get("avg_rss_file_mb")},
                 target_key="rss_per_instance_mb", cmd=cc, unit="MB")
             add("5f", f"Router RSS with {w['instances']} warm instances (MB)", w["router_rss_kb"] / 1024,
                 unit="MB", cmd=["VmRSS of skiff-router from /proc/PID/status"])
@@ -1002,7 +1432,9 @@ http {{
                 target_key="burst_errors", cmd=cc)
             if b.get("latency_ms"):
                 add("6b", f"Burst of {b['requests']} idle functions: p95 (ms)", b["latency_ms"]["p95"],
-                    {"p50": b["latency_ms"]["p50"], "max": b["latency_ms"]["max"]},
+                    {"p50": b["latency_ms"]["p50"], "max": b["latency_ms"]["max"],
+                     "CPU s of the new instances": (b.get("cpu") or {}).get("instances_cpu_s"),
+                     "router CPU s": (b.get("cpu") or {}).get("router_cpu_s")},
                     target_key="burst_p95_ms", cmd=cc, unit="ms")
         self.results["figures"] = figs
 
@@ -1043,7 +1475,11 @@ def machine_info():
                 osname = line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem, 1) if mem else None,
+    try:
+        load = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        load = None
+    return {"nproc": os.cpu_count(), "cpu": cpu, "loadavg_at_start": load, "memory_gib": round(mem, 1) if mem else None,
             "os": osname, "kernel": platform.release()}
 
 
@@ -1102,9 +1538,12 @@ def report_markdown(res, args):
     L.append("")
     L.append(f"- **Date:** {res['date']} (run took {res.get('total_seconds')} s after the build)")
     L.append(f"- **Machine:** {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, "
-             f"{m['os']}, kernel {m['kernel']}")
+             f"{m['os']}, kernel {m['kernel']}; load average (1/5/15 min) at start "
+             f"{' '.join(m.get('loadavg_at_start') or [])}, at end {' '.join(m.get('loadavg_at_end') or [])}")
     L.append("- **Versions:** " + "; ".join(f"{k} `{val}`" for k, val in v.items() if val))
     L.append("- **Build:** `cargo build --release` (workspace profile: thin LTO, 4 codegen units)")
+    L.append(f"- **Priority:** every process of the run at nice {res.get('nice')} (other work on the "
+             "machine at 0); all measured parties alike")
     if res["steps_failed"]:
         L.append(f"- **Steps that failed:** {'; '.join(res['steps_failed'])}")
     L.append("")
@@ -1132,8 +1571,8 @@ def report_markdown(res, args):
     L.append("## What is measured, and how")
     L.append("")
     L.append(
-        "- **The function** (`/fn/alice/hello`) is `export default (req: Request) => new Response(`"
-        "`hello from ${pathname}`)`. *Direct* is the same client runtime (`client-runtime/main.ts`) "
+        "- **The function** (`/fn/alice/hello`) answers `hello from <path>` "
+        "(`export default (req: Request) => new Response(...)`). *Direct* is the same client runtime (`client-runtime/main.ts`) "
         "serving the same module on TCP (`deno run --allow-net client-runtime/main.ts --module hello.ts "
         "--listen tcp:127.0.0.1:PORT`). **Skiff's router talks to its own instance of the function** — "
         "a sandboxed Deno process it started (own uid, prlimit, cgroup, the flags of "
@@ -1161,31 +1600,147 @@ def report_markdown(res, args):
     L.append("Ports are picked at random at run time; `bench/results.json` holds the exact command lines of "
              "this run under `commands` (and each figure's under `figures[].commands`).")
     L.append("")
+    groups = {}
     for f in res.get("figures", []):
         if f["commands"]:
-            L.append(f"- **{f['id']}** " + "<br>".join(f"`{c}`" for c in f["commands"][:6]))
+            groups.setdefault(tuple(f["commands"]), []).append(f["id"])
+    loadgen = args.loadgen
+    for cmds, ids in groups.items():
+        shown = [c.replace(loadgen, "loadgen") for c in cmds]
+        L.append(f"- **{', '.join(ids)}**: " + "<br>".join(f"`{c}`" for c in shown))
+    L.append("")
+    L.append(f"`loadgen` is `{loadgen}` (built from `bench/loadgen`).")
     L.append("")
     prof = res["raw"].get("profile")
     if prof:
-        L.append("## Profile of the router under `wrk -t2 -c50` (this run)")
+        L.append("## Profiles (this run; not measured runs)")
         L.append("")
-        for cmd in res["commands"].get("profile_router", []):
-            L.append(f"    {cmd}")
+        L.append("Commands:")
         L.append("")
-        L.append("Where the CPUs went, by process (system-wide `perf record -a`):")
+        for cmd in res["commands"].get("profile", []):
+            L.append(f"    {cmd.replace(str(args.logdir) + '/', '')}")
         L.append("")
-        L.append("| % of samples | process |")
+        L.append("Per request, each proxy under `wrk -t2 -c50` (`perf stat` on the proxy's own "
+                 "processes/threads):")
+        L.append("")
+        L.append("| proxy | requests | syscalls / req | context switches / req | CPU µs / req |")
+        L.append("|---|---|---|---|---|")
+        for k, v in prof["per_request"].items():
+            L.append(f"| {k} | {v['requests']:,} | {v['syscalls']:.2f} | {v['context_switches']:.2f} | "
+                     f"{v['cpu_us']:.1f} |")
+        L.append("")
+        L.append("Where the CPUs went during the same load, by thread name (system-wide):")
+        L.append("")
+        L.append("| % of samples | thread |")
         L.append("|---|---|")
-        for cm in prof["system_by_comm"][:10]:
+        for cm in prof["system_by_comm"][:12]:
             L.append(f"| {cm['percent']:.1f} | `{cm['comm']}` |")
         L.append("")
-        L.append("Router process, self time by symbol (`perf record -p <router>`):")
+        L.append("Router, by object (self time):")
         L.append("")
-        L.append("| % | where | symbol |")
+        L.append("| % | object |")
+        L.append("|---|---|")
+        for t in prof["router_by_dso"][:8]:
+            L.append(f"| {t['percent']:.1f} | `{t['what']}` |")
+        L.append("")
+        L.append("<details><summary>Router, inclusive time by function (call graphs)</summary>")
+        L.append("")
+        L.append("| incl. % | self % | function |")
         L.append("|---|---|---|")
-        for t in prof["router_top"][:25]:
-            sym = t["symbol"].replace("|", "\\|")
-            L.append(f"| {t['percent']:.2f} | {t['dso']} | `{sym[:110]}` |")
+        for t in prof["router_children"][:60]:
+            sym = t["what"].replace("|", "\\|")
+            L.append(f"| {t['percent']:.1f} | {t['self'] if t['self'] is not None else ''} | `{sym[:120]}` |")
+        L.append("")
+        L.append("</details>")
+        L.append("")
+        L.append("<details><summary>Router, self time by symbol</summary>")
+        L.append("")
+        L.append("| % | symbol |")
+        L.append("|---|---|")
+        for t in prof["router_self"][:30]:
+            sym = t["what"].replace("|", "\\|")
+            L.append(f"| {t['percent']:.2f} | `{sym[:120]}` |")
+        L.append("")
+        L.append("</details>")
+        L.append("")
+    cgr = res["raw"].get("callgrind")
+    if cgr:
+        L.append("## Instructions per request (valgrind callgrind; user space only)")
+        L.append("")
+        L.append("Not blurred by other load on the machine: each proxy runs under callgrind on its "
+                 "own port and gets the same fixed-rate load; counters are zeroed after a warm-up. "
+                 "Kernel work (syscalls, loopback TCP, scheduling) is not counted; see the perf "
+                 "figures above for that. The router's figure includes its background change-feed "
+                 "poll (every 250 ms; the `sqlx`/`sqlite3` rows below), spread over the requests.")
+        L.append("")
+        L.append("| proxy | requests | instructions / request |")
+        L.append("|---|---|---|")
+        for k, v in cgr.items():
+            L.append(f"| {k} | {v['requests']:,} | {v['ir_per_request']:,.0f} |")
+        L.append("")
+        for cmd in res["commands"].get("callgrind", []):
+            L.append(f"    {cmd.replace(str(args.logdir) + '/', '').replace(args.loadgen, 'loadgen')}")
+        L.append("")
+        kf = [(k, v) for k, v in cgr.items() if v.get("key_functions")]
+        if kf:
+            names = list(dict.fromkeys(n for _, v in kf for n in v["key_functions"]))
+            L.append("Selected functions, inclusive instructions per request:")
+            L.append("")
+            L.append("| function | " + " | ".join(k for k, _ in kf) + " |")
+            L.append("|---|" + "---|" * len(kf))
+            for n in names:
+                L.append(f"| `{n}` | " + " | ".join(
+                    f"{v['key_functions'][n]:,.0f}" if n in v["key_functions"] else "–" for _, v in kf) + " |")
+            L.append("")
+        sk = cgr.get("skiff")
+        if sk:
+            L.append("<details><summary>Router: inclusive instructions per request by function</summary>")
+            L.append("")
+            L.append("| instr. / req | % | function |")
+            L.append("|---|---|---|")
+            for t in sk["inclusive"]:
+                fn = t["function"].replace("|", "\\|")
+                L.append(f"| {t['ir_per_request']:,.0f} | {t['percent']:.1f} | `{fn[:130]}` |")
+            L.append("")
+            L.append("</details>")
+            L.append("")
+    an = res["raw"].get("cold_anatomy")
+    if an:
+        L.append("## Cold start anatomy (this run)")
+        L.append("")
+        L.append("The client runtime started by hand the way the router starts it (the flags of "
+                 "`client-runtime/deno-flags.txt`, a Unix socket; no uid, prlimit or cgroup), "
+                 "spawn → the socket accepts → the first response is read; CPU is the process's "
+                 "user+system time (wait4). *fresh*: a new empty `DENO_DIR` per start, as the "
+                 "router does (`<tmp_dir>/.deno`); *kept*: one `DENO_DIR` reused across starts; "
+                 "*bare*: a 2-line `Deno.serve` on a Unix socket, no client runtime, kept `DENO_DIR` "
+                 "(the floor: Deno itself).")
+        L.append("")
+        L.append("| variant | n | ready p50 (ms) | first response p50 / p95 (ms) | CPU p50 (ms) |")
+        L.append("|---|---|---|---|---|")
+        for kind, d in an.items():
+            L.append(f"| {kind} | {d['ready_ms']['count']} | {d['ready_ms']['p50']:.1f} | "
+                     f"{d['first_response_ms']['p50']:.1f} / {d['first_response_ms']['p95']:.1f} | "
+                     f"{d['cpu_ms']['p50']:.1f} |")
+        L.append("")
+        for cmd in res["commands"].get("cold_anatomy", []):
+            L.append(f"    {cmd}")
+        L.append("")
+    ca = res["raw"].get("check_anatomy")
+    if ca:
+        L.append("## Deploy-time type check alone (this run)")
+        L.append("")
+        L.append("`deno check` as `manager/src/typecheck` runs it (same arguments, files and one "
+                 "shared `DENO_DIR`), timed alone. The manager checks every deploy in a new "
+                 "temporary directory (*new source, new dir*).")
+        L.append("")
+        L.append("| case | n | p50 (ms) | max (ms) |")
+        L.append("|---|---|---|---|")
+        for k, d in ca.items():
+            L.append(f"| {k.replace('_', ' ')} | {d['count']} | {d['p50']:.0f} | {d['max']:.0f} |")
+        L.append("")
+        for cmd in res["commands"].get("check_anatomy", []):
+            L.append(f"    {cmd}")
         L.append("")
     findings = HERE / "findings.md"
     if findings.exists() and not quick:
@@ -1207,6 +1762,8 @@ def main():
     ap.add_argument("--logdir", required=True)
     ap.add_argument("--pidfile", required=True)
     ap.add_argument("--perf", action="store_true")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override one size of the mode (development)")
     args = ap.parse_args()
 
     b = Bench(args)

@@ -6,7 +6,8 @@
 #   bash bench/run.sh --quick   small counts, seconds per step (CI): writes
 #                               bench/out/quick.md and bench/out/quick.json
 #
-# Options: --no-perf (skip the perf profile of the router in a full run).
+# Options: --no-perf (skip the perf and callgrind profiles in a full run).
+# As root the run is started with nice -n -10 (BENCH_NICE=no to not).
 # Builds the release binaries (CARGO_TARGET_DIR is honoured), installs wrk, HAProxy
 # and nginx with apt-get and Deno with pip when missing, runs every measurement
 # against 127.0.0.1 only, and stops every process it started. Exits non-zero when
@@ -37,18 +38,25 @@ started=$(date +%s)
 step() { printf '\n== bench: %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 
 step "tools"
+export DEBIAN_FRONTEND=noninteractive
 missing=()
 for tool in wrk haproxy nginx; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-if [ "$mode" = full ] && [ "$perf" = auto ] && ! command -v perf >/dev/null 2>&1; then
-    missing+=(linux-perf)
-fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (apt-get)…"
-    export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+optional=()
+if [ "$mode" = full ] && [ "$perf" = auto ]; then
+    command -v perf >/dev/null 2>&1 || optional+=(linux-perf)
+    command -v valgrind >/dev/null 2>&1 || optional+=(valgrind)
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+    echo "installing ${optional[*]} (apt-get) for the profiles…"
+    { apt-get update -qq && apt-get install -y -qq "${optional[@]}"; } >/dev/null 2>&1 ||
+        echo "could not install ${optional[*]}: the profiles that need them are skipped"
 fi
 for tool in wrk haproxy nginx python3 cargo; do
     command -v "$tool" >/dev/null 2>&1 || { echo "bench/run.sh: $tool is missing" >&2; exit 1; }
@@ -103,8 +111,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Everything the driver starts inherits its priority. Other work on a shared
+# machine (builds, tests) then disturbs the figures less; all parties measured
+# (Skiff, HAProxy, nginx, Deno, the load generators) get the same priority.
+nice=()
+if [ "$(id -u)" = 0 ] && [ "${BENCH_NICE:-yes}" != no ]; then
+    nice=(nice -n -10)
+fi
+
 step "measurements ($mode)"
-python3 -u bench/bench.py --mode "$mode" \
+"${nice[@]}" python3 -u bench/bench.py --mode "$mode" \
     --manager "$manager" --router "$router" --loadgen "$loadgen" --deno "$deno" \
     --json "$json" --markdown "$markdown" --out "$out" --logdir "$logdir" \
     --pidfile "$pidfile" "${perf_flag[@]}"

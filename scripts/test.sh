@@ -41,6 +41,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "Rust tests (SQLite and MariaDB)"
 cargo test --workspace --no-fail-fast
 
+step "manager API fuzzing (schemathesis, quick)"
+bash scripts/fuzz-api.sh --quick
+
 step "client-runtime tests (Deno)"
 "$SKIFF_DENO" test -A client-runtime/tests/
 

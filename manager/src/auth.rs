@@ -45,7 +45,13 @@ impl FromRequest for AuthUser {
                 .map_err(|_| ApiError::Unauthorized("invalid or expired token".into()))?;
             let user = state.store.find_user(&claims.sub).await?;
             match user {
-                Some(u) if u.id == claims.uid && u.token_generation == claims.r#gen => {
+                // The name must match exactly: MySQL's default collation would
+                // also find `alice` for `ALICE` or `alice `.
+                Some(u)
+                    if u.id == claims.uid
+                        && u.username == claims.sub
+                        && u.token_generation == claims.r#gen =>
+                {
                     Ok(AuthUser {
                         id: u.id,
                         name: u.username,

@@ -79,9 +79,18 @@ impl From<NameError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => Self::Unavailable {
-                code: "database_unavailable",
-                message: "the database is unavailable; try again shortly".into(),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "database unavailable");
+                Self::Unavailable {
+                    code: "database_unavailable",
+                    message: "the database is unavailable; try again shortly".into(),
+                }
+            }
+            // A lock conflict that outlived the store's own retries: nothing was
+            // written, and the client may simply try again.
+            StoreError::Deadlock => Self::Unavailable {
+                code: "database_busy",
+                message: "the database is busy; try again".into(),
             },
             other => Self::Internal(other.into()),
         }

@@ -61,11 +61,22 @@ impl Application {
                 Ok(path)
             }
             Err(e) => {
-                tracing::error!(error = %e, "deploys will answer 503 until Deno is available");
-                Err(e.to_string())
+                let why = deno_problem(config.deno.as_deref(), &e);
+                tracing::error!(
+                    "{why}; every other endpoint works, but deploys (POST /func) answer 503 \
+                     checker_unavailable until Deno is there (looked for again every few seconds)"
+                );
+                Err(why)
             }
         };
-        let checker = TypeChecker::new(deno, &config.data_dir);
+        let checker = TypeChecker::relocating(deno, config.deno.clone(), &config.data_dir);
+        let swept = crate::typecheck::sweep_stale_scratch(&config.data_dir);
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed type-check scratch dirs left by a killed manager"
+            );
+        }
         passwords::warm_up().await;
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
@@ -106,6 +117,18 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Why Deno cannot be used, naming `SKIFF_DENO` when that is what points nowhere.
+fn deno_problem(explicit: Option<&std::path::Path>, e: &skiff_core::deno::DenoError) -> String {
+    match (explicit, e) {
+        (Some(p), skiff_core::deno::DenoError::NotFound) => format!(
+            "Deno is missing: SKIFF_DENO is {}, which does not exist or cannot be run \
+             (install Deno, e.g. `pip install deno`, or fix SKIFF_DENO)",
+            p.display()
+        ),
+        (_, e) => format!("Deno is missing: {e}"),
     }
 }
 

@@ -173,7 +173,9 @@ async fn rate_worker(t: Arc<Target>, sched: Arc<Schedule>) -> Tally {
         let sent = Instant::now();
         let result = get(s, &t).await;
         let done = Instant::now();
-        tally.lags.push(sent.saturating_duration_since(due).as_nanos() as u64);
+        tally
+            .lags
+            .push(sent.saturating_duration_since(due).as_nanos() as u64);
         match result {
             Ok(status) => {
                 tally.latencies.push((done - sent).as_nanos() as u64);
@@ -222,7 +224,8 @@ async fn cmd_rate(a: &Args) -> Result<Value, String> {
     let secs: f64 = a.num("--duration", None)?;
     let conns: usize = a.num("--connections", Some(16.0))? as usize;
     let warmup: f64 = a.num("--warmup", Some(0.0))?;
-    if !(rate > 0.0 && rate <= 100_000.0) || !(secs > 0.0 && secs <= 600.0) || conns == 0 {
+    let valid = (0.0..=100_000.0).contains(&rate) && rate > 0.0 && secs > 0.0 && secs <= 600.0;
+    if !valid || conns == 0 {
         return Err("need 0 < rate <= 100000, 0 < duration <= 600, connections > 0".into());
     }
     if warmup > 0.0 {
@@ -339,9 +342,7 @@ impl Args {
     }
 
     fn one(&self, k: &str) -> Result<String, String> {
-        self.all(k)
-            .pop()
-            .ok_or_else(|| format!("missing {k}"))
+        self.all(k).pop().ok_or_else(|| format!("missing {k}"))
     }
 
     fn num(&self, k: &str, default: Option<f64>) -> Result<f64, String> {

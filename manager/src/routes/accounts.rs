@@ -12,10 +12,15 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// 3–32 characters of `[a-z0-9-]`, starting with a letter, not ending with `-`
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"
+    )]
     pub username: String,
-    /// At least 8 characters
-    #[schema(example = "correct horse battery")]
+    /// At least 8 characters, at most 1024 bytes
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
@@ -37,7 +42,8 @@ pub struct LoggedIn {
     (status = 201, description = "Created", body = Registered),
     (status = 400, description = "Invalid name, password or JSON", body = ErrorBody),
     (status = 403, description = "Signup is closed", body = ErrorBody),
-    (status = 409, description = "The name is taken", body = ErrorBody)))]
+    (status = 409, description = "The name is taken", body = ErrorBody),
+    (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<Credentials>,
@@ -69,7 +75,9 @@ pub async fn register(
     (status = 200, description = "Logged in", body = LoggedIn),
     (status = 400, description = "Malformed JSON", body = ErrorBody),
     (status = 401, description = "Wrong username or password", body = ErrorBody),
-    (status = 429, description = "Too many attempts; see Retry-After", body = ErrorBody)))]
+    (status = 429, description = "Too many attempts", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+    (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -91,7 +99,13 @@ pub async fn login(
     if password.len() > passwords::MAX_PASSWORD_LEN {
         return Err(denied());
     }
-    let user = state.store.find_user(&username).await?;
+    // Exact match only: MySQL's default collation compares `ALICE` and `alice `
+    // equal to `alice`, SQLite does not; a login must not depend on the backend.
+    let user = state
+        .store
+        .find_user(&username)
+        .await?
+        .filter(|u| u.username == username);
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     if !passwords::verify(password, hash).await {
         return Err(denied());

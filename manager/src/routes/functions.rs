@@ -1,11 +1,14 @@
+use std::time::Duration;
+
 use actix_web::http::header::{CONTENT_LENGTH, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use skiff_core::names::FunctionName;
+use skiff_core::store::StoreError;
 use skiff_core::time::rfc3339;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -13,9 +16,10 @@ use crate::runtime::{RuntimeStatus, after_delete, after_deploy};
 use crate::state::AppState;
 use crate::typecheck::CheckError;
 
-#[derive(Deserialize, IntoParams)]
+/// The query of `POST /func`. `name` is optional here only so that a missing
+/// one gets a clear `400`; the OpenAPI document marks it required.
+#[derive(Deserialize)]
 pub struct DeployParams {
-    /// The function's name: 1–40 characters of `[a-z0-9-]`, starting with a letter
     pub name: Option<String>,
 }
 
@@ -69,6 +73,9 @@ pub struct FunctionDetail {
     pub runtime: Option<RuntimeStatus>,
 }
 
+/// How often a delete that lost a lock race is run again before answering 503.
+const DELETE_ATTEMPTS: u64 = 20;
+
 fn parse_name(raw: &str) -> Result<FunctionName, ApiError> {
     Ok(FunctionName::parse(raw)?)
 }
@@ -106,8 +113,14 @@ async fn read_source(
 }
 
 /// Create a function, or deploy a new version of it. The body is the TypeScript source.
-#[utoipa::path(post, path = "/func", tag = "functions", params(DeployParams),
-    request_body(content = String, content_type = "application/typescript", description = "The TypeScript module"),
+#[utoipa::path(post, path = "/func", tag = "functions",
+    params(("name" = String, Query, example = "hello", min_length = 1, max_length = 40,
+        pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$",
+        description = "The function's name: 1–40 characters of `[a-z0-9-]`, starting with a letter, not ending with `-`")),
+    request_body(description = "The TypeScript module, raw (any content type is accepted)",
+        content(
+            (String = "application/typescript", example = "export default (req: Request) => new Response('hello');"),
+            (String = "text/plain"))),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created at version 1", body = Deployed),
@@ -115,7 +128,7 @@ async fn read_source(
         (status = 400, description = "Bad name, empty or non-UTF-8 source, forbidden import, or type errors (the compiler's diagnostics are in `message`)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 413, description = "Source over the size limit", body = ErrorBody),
-        (status = 503, description = "The type checker or database is unavailable", body = ErrorBody)))]
+        (status = 503, description = "The type checker (`checker_unavailable`) or the database (`database_unavailable`) is unavailable", body = ErrorBody)))]
 pub async fn deploy(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -177,7 +190,8 @@ pub async fn deploy(
 /// List your functions.
 #[utoipa::path(get, path = "/func", tag = "functions", security(("bearer" = [])), responses(
     (status = 200, description = "Your functions, by name", body = FunctionList),
-    (status = 401, description = "No valid token", body = ErrorBody)))]
+    (status = 401, description = "No valid token", body = ErrorBody),
+    (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let functions = state
         .store
@@ -196,12 +210,14 @@ pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResp
 
 /// One of your functions, with all its versions.
 #[utoipa::path(get, path = "/func/{name}", tag = "functions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Function name")),
+    params(("name" = String, Path, description = "Function name", example = "hello",
+        min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$")),
     responses(
         (status = 200, description = "The function", body = FunctionDetail),
         (status = 400, description = "Invalid name", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "You have no function of that name", body = ErrorBody)))]
+        (status = 404, description = "You have no function of that name", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn info(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -242,12 +258,14 @@ pub async fn info(
 
 /// The source of the live version, byte for byte.
 #[utoipa::path(get, path = "/func/{name}/code", tag = "functions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Function name")),
+    params(("name" = String, Path, description = "Function name", example = "hello",
+        min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$")),
     responses(
         (status = 200, description = "The TypeScript source", body = String, content_type = "application/typescript"),
         (status = 400, description = "Invalid name", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "You have no function of that name", body = ErrorBody)))]
+        (status = 404, description = "You have no function of that name", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn code(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -274,23 +292,37 @@ fn mime_fallback() -> actix_web::mime::Mime {
 
 /// Delete a function and all its versions.
 #[utoipa::path(delete, path = "/func/{name}", tag = "functions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Function name")),
+    params(("name" = String, Path, description = "Function name", example = "hello",
+        min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid name", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "You have no function of that name", body = ErrorBody)))]
+        (status = 404, description = "You have no function of that name", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn remove(
     user: AuthUser,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&path)?;
-    if !state
-        .store
-        .delete_function(user.id, &user.name, &name)
-        .await?
-    {
+    // A delete reads, then writes; on SQLite a concurrent commit in between makes
+    // it lose the lock race (nothing was written), so it is simply run again.
+    let mut attempt = 0u64;
+    let deleted = loop {
+        match state
+            .store
+            .delete_function(user.id, &user.name, &name)
+            .await
+        {
+            Err(StoreError::Deadlock) if attempt < DELETE_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5 * attempt.min(10))).await;
+            }
+            other => break other?,
+        }
+    };
+    if !deleted {
         return Err(ApiError::function_not_found());
     }
     tracing::info!(user = %user.name, function = %name, "deleted");

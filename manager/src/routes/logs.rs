@@ -13,18 +13,21 @@ pub const MAX_TAIL: usize = 10_000;
 #[derive(Deserialize, IntoParams)]
 pub struct LogParams {
     /// How many of the most recent lines (default 100, at most 10000)
+    #[param(minimum = 1, maximum = 10000, example = 100)]
     pub tail: Option<usize>,
 }
 
 /// The function's recent stdout/stderr lines, oldest first, each prefixed with
 /// its time and stream.
 #[utoipa::path(get, path = "/func/{name}/logs", tag = "functions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Function name"), LogParams),
+    params(("name" = String, Path, description = "Function name", example = "hello",
+        min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"), LogParams),
     responses(
         (status = 200, description = "Log lines: `<RFC 3339 time> <stdout|stderr|skiff> | <text>`", body = String, content_type = "text/plain"),
         (status = 400, description = "Invalid name or tail", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "You have no function of that name", body = ErrorBody)))]
+        (status = 404, description = "You have no function of that name", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn logs(
     user: AuthUser,
     state: web::Data<AppState>,

@@ -6,40 +6,47 @@ pub mod functions;
 pub mod health;
 pub mod logs;
 
+use actix_web::http::header::ALLOW;
 use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").get(health::healthz))
-        .service(web::resource("/readyz").get(health::readyz))
-        .service(web::resource("/register").post(accounts::register))
-        .service(web::resource("/login").post(accounts::login))
+    cfg.service(resource("/healthz", "GET").get(health::healthz))
+        .service(resource("/readyz", "GET").get(health::readyz))
+        .service(resource("/register", "POST").post(accounts::register))
+        .service(resource("/login", "POST").post(accounts::login))
         .service(
-            web::resource("/func")
+            resource("/func", "GET, POST")
                 .get(functions::list)
-                .post(functions::deploy)
-                .default_service(web::to(method_not_allowed)),
+                .post(functions::deploy),
         )
         .service(
-            web::resource("/func/{name}")
+            resource("/func/{name}", "GET, DELETE")
                 .get(functions::info)
-                .delete(functions::remove)
-                .default_service(web::to(method_not_allowed)),
+                .delete(functions::remove),
         )
-        .service(web::resource("/func/{name}/code").get(functions::code))
-        .service(web::resource("/func/{name}/logs").get(logs::logs))
-        .service(web::resource("/openapi.json").get(docs::openapi_json))
-        .service(web::resource("/docs").get(docs::page));
+        .service(resource("/func/{name}/code", "GET").get(functions::code))
+        .service(resource("/func/{name}/logs", "GET").get(logs::logs))
+        .service(resource("/openapi.json", "GET").get(docs::openapi_json))
+        .service(resource("/docs", "GET").get(docs::page));
 }
 
-pub async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(crate::error::ErrorBody {
-        error: crate::error::ErrorDetail {
-            code: "method_not_allowed".into(),
-            message: "this method is not allowed on this path".into(),
-        },
-    })
+/// A resource whose other methods answer `405` with the JSON error body and an
+/// `Allow` header naming the methods it has (RFC 9110, section 15.5.6).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move { method_not_allowed(allow) }))
+}
+
+pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((ALLOW, allow))
+        .json(crate::error::ErrorBody {
+            error: crate::error::ErrorDetail {
+                code: "method_not_allowed".into(),
+                message: format!("this method is not allowed on this path; allowed: {allow}"),
+            },
+        })
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -7,7 +7,7 @@ mod imports;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::Semaphore;
@@ -17,8 +17,19 @@ pub use imports::forbidden_imports;
 /// Types for `Deno.RequestEvent`, which Deno 2 dropped (client-runtime owns the file).
 const SVRLESS_ENV: &str = include_str!("../../../client-runtime/svrless-env.d.ts");
 const CHECK_CONFIG: &str = r#"{"compilerOptions":{"types":["./skiff-env.d.ts"]}}"#;
+/// Checked beside the user's module: its default export must be what the client
+/// runtime can serve (a function, or an object with a `fetch` method), so a
+/// module the runtime would refuse to load is refused at deploy time instead.
+const HANDLER_CHECK_FILE: &str = "skiff-handler.ts";
+const HANDLER_CHECK: &str = "import handler from \"./fn.ts\";\n\
+type SkiffHandler = ((...args: never[]) => unknown) | { fetch(...args: never[]): unknown };\n\
+export const skiffHandler: SkiffHandler = handler;\n";
+const HANDLER_HINT: &str = "the module's default export must be a function or an object \
+    with a fetch(request) method, e.g. `export default (req: Request) => new Response(\"hi\")`";
 /// The diagnostics returned to the client are cut to this many bytes.
 const MAX_DIAGNOSTICS: usize = 16 * 1024;
+/// How often a missing Deno is looked for again.
+const RELOCATE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -38,7 +49,13 @@ pub struct TypeChecker {
 }
 
 struct Inner {
-    deno: Result<PathBuf, String>,
+    /// The located binary, or why there is none, and when it was last looked
+    /// for (`None`: look on the next deploy).
+    deno: tokio::sync::Mutex<(Result<PathBuf, String>, Option<Instant>)>,
+    /// When set, a missing Deno is looked for again (at most every
+    /// `RELOCATE_EVERY`), from this explicit path or else on `PATH`, so installing
+    /// Deno fixes deploys without a restart.
+    relocate: Option<Option<PathBuf>>,
     scratch: PathBuf,
     deno_dir: PathBuf,
     /// Each check holds ~200 MB for about a second; bound how many run at once.
@@ -49,9 +66,29 @@ struct Inner {
 impl TypeChecker {
     /// `deno` is the located binary, or why there is none (reported on deploy).
     pub fn new(deno: Result<PathBuf, String>, data_dir: &Path) -> Self {
+        Self::build(deno, None, data_dir)
+    }
+
+    /// Like `new`, but when Deno is missing each deploy (at most every
+    /// `RELOCATE_EVERY`) looks for it again where `explicit` (`SKIFF_DENO`) or
+    /// else `PATH` says.
+    pub fn relocating(
+        deno: Result<PathBuf, String>,
+        explicit: Option<PathBuf>,
+        data_dir: &Path,
+    ) -> Self {
+        Self::build(deno, Some(explicit), data_dir)
+    }
+
+    fn build(
+        deno: Result<PathBuf, String>,
+        relocate: Option<Option<PathBuf>>,
+        data_dir: &Path,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                deno,
+                deno: tokio::sync::Mutex::new((deno, Some(Instant::now()))),
+                relocate,
                 scratch: data_dir.join("checks"),
                 deno_dir: data_dir.join("deno-cache"),
                 permits: Semaphore::new(2),
@@ -69,11 +106,7 @@ impl TypeChecker {
                 found.join(", ")
             )));
         }
-        let deno = self
-            .inner
-            .deno
-            .as_ref()
-            .map_err(|why| CheckError::Unavailable(format!("cannot type-check: {why}")))?;
+        let deno = self.deno().await.map_err(|_| unavailable())?;
         let _permit = self
             .inner
             .permits
@@ -97,7 +130,10 @@ impl TypeChecker {
         tokio::fs::write(p.join("deno.json"), CHECK_CONFIG)
             .await
             .context("writing deno.json")?;
-        let child = tokio::process::Command::new(deno)
+        tokio::fs::write(p.join(HANDLER_CHECK_FILE), HANDLER_CHECK)
+            .await
+            .context("writing the handler check")?;
+        let child = tokio::process::Command::new(&deno)
             .args([
                 "check",
                 "--no-remote",
@@ -106,6 +142,7 @@ impl TypeChecker {
                 "--config",
                 "deno.json",
                 "fn.ts",
+                HANDLER_CHECK_FILE,
             ])
             .current_dir(p)
             .env_clear()
@@ -117,7 +154,20 @@ impl TypeChecker {
             .kill_on_drop(true)
             .output();
         let out = match tokio::time::timeout(self.inner.timeout, child).await {
-            Ok(out) => out.context("running deno check")?,
+            Ok(Ok(out)) => out,
+            // The binary went away (or lost its execute bit) since it was found.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                let why = format!("Deno at {} cannot be run any more: {e}", deno.display());
+                tracing::error!("{why}; deploys answer 503 checker_unavailable until it is back");
+                self.forget_deno(why).await;
+                return Err(unavailable());
+            }
+            Ok(Err(e)) => return Err(anyhow::Error::from(e).context("running deno check").into()),
             Err(_) => {
                 return Err(CheckError::Rejected(format!(
                     "type checking took longer than {} s",
@@ -130,7 +180,77 @@ impl TypeChecker {
         }
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stdout));
-        Err(CheckError::Rejected(clean_diagnostics(&text, p)))
+        let mut message = clean_diagnostics(&text, p);
+        if message.contains(HANDLER_CHECK_FILE) {
+            message = format!("{HANDLER_HINT}\n{message}");
+        }
+        Err(CheckError::Rejected(message))
+    }
+}
+
+/// Scratch dirs older than this belong to no running check (a check times out
+/// after a minute): they were left by a manager that was killed mid-check.
+const STALE_SCRATCH: Duration = Duration::from_secs(10 * 60);
+
+/// Removes the scratch dirs that killed managers left under `<data>/checks`;
+/// returns how many. Recent ones may be another manager's running checks and
+/// are left alone.
+pub fn sweep_stale_scratch(data_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("checks")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("check-"))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_SCRATCH)
+        })
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
+}
+
+/// What a deploy is told when there is no Deno to check it with. The details
+/// (paths) are in the manager's log, not in the answer.
+fn unavailable() -> CheckError {
+    CheckError::Unavailable(
+        "deploys are unavailable: this server cannot type-check functions because \
+         Deno is missing; the operator must install Deno or fix SKIFF_DENO \
+         (the manager's log says more)"
+            .into(),
+    )
+}
+
+impl TypeChecker {
+    /// The Deno binary, looking for it again when it was missing (see `relocating`).
+    async fn deno(&self) -> Result<PathBuf, String> {
+        let mut state = self.inner.deno.lock().await;
+        if let (Err(_), Some(explicit)) = (&state.0, &self.inner.relocate)
+            && state.1.is_none_or(|at| at.elapsed() >= RELOCATE_EVERY)
+        {
+            state.0 = skiff_core::deno::locate(explicit.as_deref())
+                .await
+                .map_err(|e| e.to_string());
+            state.1 = Some(Instant::now());
+            match &state.0 {
+                Ok(path) => {
+                    tracing::info!(deno = %path.display(), "Deno found; deploys type-check again")
+                }
+                Err(e) => tracing::warn!(error = %e, "Deno is still missing; deploys answer 503"),
+            }
+        }
+        state.0.clone()
+    }
+
+    /// The located binary stopped working: when relocating, look for it again
+    /// on the next deploy.
+    async fn forget_deno(&self, why: String) {
+        if self.inner.relocate.is_some() {
+            *self.inner.deno.lock().await = (Err(why), None);
+        }
     }
 }
 

@@ -7,6 +7,7 @@ crate::on_both_backends!(
     lifecycle_versions_list_code_delete,
     tenants_are_isolated,
     svrless_handlers_type_check,
+    concurrent_deletes_all_succeed,
 );
 
 async fn lifecycle_versions_list_code_delete(b: TestBackend) {
@@ -108,4 +109,34 @@ async fn svrless_handlers_type_check(b: TestBackend) {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let node = "import { Buffer } from 'node:buffer';\nexport default () => new Response(Buffer.from('hi').toString('hex'));\n";
     assert_eq!(app.deploy(&t, "nodey", node).await.status(), 201);
+}
+
+/// Deletes of different functions at the same moment. On SQLite each delete's
+/// read-then-write transaction used to lose the race to the others' commits
+/// (SQLITE_BUSY_SNAPSHOT), and the losers answered 500.
+async fn concurrent_deletes_all_succeed(b: TestBackend) {
+    let app = spawn_app(b).await;
+    let t = app.user_token("alice").await;
+    let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+    for n in &names {
+        assert_eq!(app.deploy(&t, n, HELLO).await.status(), 201);
+    }
+    for round in 0..2 {
+        let deletes = names.iter().map(|n| {
+            let (app, t) = (&app, &t);
+            async move { app.delete(t, &format!("/func/{n}")).await.status() }
+        });
+        let statuses = futures_util::future::join_all(deletes).await;
+        assert!(
+            statuses.iter().all(|s| *s == 204),
+            "round {round}: {statuses:?}"
+        );
+        let list: Value = app.get(&t, "/func").await.json().await.unwrap();
+        assert_eq!(list["functions"].as_array().unwrap().len(), 0);
+        if round == 0 {
+            for n in &names {
+                assert_eq!(app.deploy(&t, n, HELLO).await.status(), 201);
+            }
+        }
+    }
 }
