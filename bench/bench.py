@@ -409,6 +409,7 @@ class Bench:
             "commands": {},
             "steps_failed": [],
             "nice": os.nice(0),
+            "paths": {"loadgen": args.loadgen, "logdir": str(args.logdir)},
         }
         self.fig = {}
 
@@ -1527,6 +1528,14 @@ def fmt(v, unit=""):
 
 
 def report_markdown(res, args):
+    loadgen_path = args.loadgen
+
+    def clean(cmd):
+        """Command lines as shown: the load generator by name, paths under the repository relative."""
+        if loadgen_path:
+            cmd = cmd.replace(loadgen_path, "loadgen")
+        return cmd.replace(str(REPO) + "/", "")
+
     m, v = res["machine"], res["versions"]
     quick = res["mode"] == "quick"
     L = []
@@ -1606,7 +1615,7 @@ def report_markdown(res, args):
             groups.setdefault(tuple(f["commands"]), []).append(f["id"])
     loadgen = args.loadgen
     for cmds, ids in groups.items():
-        shown = [c.replace(loadgen, "loadgen") for c in cmds]
+        shown = [clean(c) for c in cmds]
         L.append(f"- **{', '.join(ids)}**: " + "<br>".join(f"`{c}`" for c in shown))
     L.append("")
     L.append(f"`loadgen` is `{loadgen}` (built from `bench/loadgen`).")
@@ -1618,7 +1627,7 @@ def report_markdown(res, args):
         L.append("Commands:")
         L.append("")
         for cmd in res["commands"].get("profile", []):
-            L.append(f"    {cmd.replace(str(args.logdir) + '/', '')}")
+            L.append(f"    {clean(cmd)}")
         L.append("")
         L.append("Per request, each proxy under `wrk -t2 -c50` (`perf stat` on the proxy's own "
                  "processes/threads):")
@@ -1679,7 +1688,7 @@ def report_markdown(res, args):
             L.append(f"| {k} | {v['requests']:,} | {v['ir_per_request']:,.0f} |")
         L.append("")
         for cmd in res["commands"].get("callgrind", []):
-            L.append(f"    {cmd.replace(str(args.logdir) + '/', '').replace(args.loadgen, 'loadgen')}")
+            L.append(f"    {clean(cmd)}")
         L.append("")
         kf = [(k, v) for k, v in cgr.items() if v.get("key_functions")]
         if kf:
@@ -1724,7 +1733,7 @@ def report_markdown(res, args):
                      f"{d['cpu_ms']['p50']:.1f} |")
         L.append("")
         for cmd in res["commands"].get("cold_anatomy", []):
-            L.append(f"    {cmd}")
+            L.append(f"    {clean(cmd)}")
         L.append("")
     ca = res["raw"].get("check_anatomy")
     if ca:
@@ -1740,7 +1749,7 @@ def report_markdown(res, args):
             L.append(f"| {k.replace('_', ' ')} | {d['count']} | {d['p50']:.0f} | {d['max']:.0f} |")
         L.append("")
         for cmd in res["commands"].get("check_anatomy", []):
-            L.append(f"    {cmd}")
+            L.append(f"    {clean(cmd)}")
         L.append("")
     findings = HERE / "findings.md"
     if findings.exists() and not quick:
@@ -1752,19 +1761,31 @@ def report_markdown(res, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=MODES, default="full")
-    ap.add_argument("--manager", required=True)
-    ap.add_argument("--router", required=True)
-    ap.add_argument("--loadgen", required=True)
-    ap.add_argument("--deno", required=True)
+    ap.add_argument("--render-only", action="store_true",
+                    help="only write --markdown again from the results in --json")
+    ap.add_argument("--manager")
+    ap.add_argument("--router")
+    ap.add_argument("--loadgen")
+    ap.add_argument("--deno")
     ap.add_argument("--json", required=True)
     ap.add_argument("--markdown", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--logdir", required=True)
-    ap.add_argument("--pidfile", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--logdir")
+    ap.add_argument("--pidfile")
     ap.add_argument("--perf", action="store_true")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override one size of the mode (development)")
     args = ap.parse_args()
+    if args.render_only:
+        res = json.loads(Path(args.json).read_text())
+        args.loadgen = res.get("paths", {}).get("loadgen", "loadgen")
+        args.logdir = res.get("paths", {}).get("logdir", "")
+        Path(args.markdown).write_text(report_markdown(res, args))
+        return
+    missing = [k for k in ("manager", "router", "loadgen", "deno", "out", "logdir", "pidfile")
+               if getattr(args, k) is None]
+    if missing:
+        ap.error("missing " + ", ".join("--" + k for k in missing))
 
     b = Bench(args)
 
