@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+# --full also runs the long parts: a 10-minute soak and the full API fuzzing.
+fuzz_mode=--quick
+if [ "${1:-}" = "--full" ]; then
+    fuzz_mode=
+    export SKIFF_SOAK_SECS="${SKIFF_SOAK_SECS:-600}"
+fi
+
 step() { printf '\n== %s\n' "$*"; }
 
 step "tools"
@@ -41,8 +48,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "Rust tests (SQLite and MariaDB)"
 cargo test --workspace --no-fail-fast
 
-step "manager API fuzzing (schemathesis, quick)"
-bash scripts/fuzz-api.sh --quick
+step "manager API fuzzing (schemathesis${fuzz_mode:+, quick})"
+bash scripts/fuzz-api.sh $fuzz_mode
 
 step "client-runtime tests (Deno)"
 "$SKIFF_DENO" test -A client-runtime/tests/
