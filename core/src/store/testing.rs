@@ -37,7 +37,6 @@ pub fn mysql_server_url() -> String {
 
 impl TestDb {
     pub async fn new(backend: TestBackend) -> TestDb {
-        let tag: u64 = rand::rng().random();
         match backend {
             TestBackend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -47,23 +46,7 @@ impl TestDb {
                     _dir: Some(dir),
                 }
             }
-            TestBackend::MySql => {
-                let server = mysql_server_url();
-                let admin = Store::connect(&server, 1)
-                    .await
-                    .expect("connect to the test MySQL server");
-                let db = format!("skiff_t_{tag:016x}");
-                // db is built from hex digits only.
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-                    .execute(&admin.pool)
-                    .await
-                    .expect("create test database");
-                admin.close().await;
-                TestDb {
-                    url: format!("{server}/{db}"),
-                    _dir: None,
-                }
-            }
+            TestBackend::MySql => Self::on_mysql_server(&mysql_server_url()).await,
         }
     }
 
