@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use actix_web::http::header::{CONTENT_LENGTH, ContentType};
+use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -278,16 +278,8 @@ pub async fn code(
         .await?
         .ok_or_else(ApiError::function_not_found)?;
     Ok(HttpResponse::Ok()
-        .content_type(ContentType(
-            "application/typescript; charset=utf-8"
-                .parse()
-                .unwrap_or(mime_fallback()),
-        ))
+        .content_type("application/typescript; charset=utf-8")
         .body(source))
-}
-
-fn mime_fallback() -> actix_web::mime::Mime {
-    actix_web::mime::TEXT_PLAIN_UTF_8
 }
 
 /// Delete a function and all its versions.
