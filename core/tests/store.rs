@@ -175,6 +175,10 @@ async fn change_feed_records_deploys_and_deletes(b: TestBackend) {
     assert!(ch.iter().all(|c| c.user == "alice" && c.function == "f"));
     assert!(ch[0].id < ch[1].id);
     assert!(s.changes_since(ch[1].id, 100).await.unwrap().is_empty());
+    // The window a router checks before reading rows: size and newest id.
+    assert_eq!(s.change_window(start).await.unwrap(), (2, ch[1].id));
+    assert_eq!(s.change_window(ch[0].id).await.unwrap(), (1, ch[1].id));
+    assert_eq!(s.change_window(ch[1].id).await.unwrap(), (0, 0));
     assert_eq!(s.prune_changes(i64::MAX).await.unwrap(), 2);
 }
 

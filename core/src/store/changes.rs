@@ -36,6 +36,19 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
+    /// How many change rows there are after `after`, and the newest id among
+    /// them: one small row, so a poller can tell cheaply that nothing arrived
+    /// (a late commit below the newest id still raises the count).
+    pub async fn change_window(&self, after: i64) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS newest FROM changes WHERE id > ?",
+        )
+        .bind(after)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("newest")?))
+    }
+
     /// Changes after `after`, oldest first, at most `limit`.
     pub async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(

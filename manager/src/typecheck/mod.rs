@@ -4,6 +4,7 @@
 
 mod imports;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ const HANDLER_HINT: &str = "the module's default export must be a function or an
     with a fetch(request) method, e.g. `export default (req: Request) => new Response(\"hi\")`";
 /// The diagnostics returned to the client are cut to this many bytes.
 const MAX_DIAGNOSTICS: usize = 16 * 1024;
+/// Sources remembered as passed (64 bytes each).
+const MAX_REMEMBERED_PASSES: usize = 10_000;
 /// How often a missing Deno is looked for again.
 const RELOCATE_EVERY: Duration = Duration::from_secs(5);
 
@@ -60,6 +63,10 @@ struct Inner {
     deno_dir: PathBuf,
     /// Each check holds ~200 MB for about a second; bound how many run at once.
     permits: Semaphore,
+    /// SHA-256 of sources that passed with the Deno found now: checking the same
+    /// text again (a re-deploy, a rollback, many users deploying one example)
+    /// would give the same answer, so it is not run again (~0.7 s saved each).
+    passed: std::sync::Mutex<HashSet<String>>,
     timeout: Duration,
 }
 
@@ -92,6 +99,7 @@ impl TypeChecker {
                 scratch: data_dir.join("checks"),
                 deno_dir: data_dir.join("deno-cache"),
                 permits: Semaphore::new(2),
+                passed: std::sync::Mutex::new(HashSet::new()),
                 timeout: Duration::from_secs(60),
             }),
         }
@@ -107,6 +115,10 @@ impl TypeChecker {
             )));
         }
         let deno = self.deno().await.map_err(|_| unavailable())?;
+        let sha = skiff_core::store::sha256_hex(source.as_bytes());
+        if self.has_passed(&sha) {
+            return Ok(());
+        }
         let _permit = self
             .inner
             .permits
@@ -176,6 +188,7 @@ impl TypeChecker {
             }
         };
         if out.status.success() {
+            self.remember_pass(sha);
             return Ok(());
         }
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -245,9 +258,32 @@ impl TypeChecker {
         state.0.clone()
     }
 
+    fn has_passed(&self, sha: &str) -> bool {
+        self.inner
+            .passed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(sha)
+    }
+
+    fn remember_pass(&self, sha: String) {
+        let mut passed = self.inner.passed.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: forgetting everything at once is crude but keeps memory flat;
+        // a forgotten source is simply checked again.
+        if passed.len() >= MAX_REMEMBERED_PASSES {
+            passed.clear();
+        }
+        passed.insert(sha);
+    }
+
     /// The located binary stopped working: when relocating, look for it again
-    /// on the next deploy.
+    /// on the next deploy (and check every source again with what is found).
     async fn forget_deno(&self, why: String) {
+        self.inner
+            .passed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         if self.inner.relocate.is_some() {
             *self.inner.deno.lock().await = (Err(why), None);
         }
@@ -278,5 +314,57 @@ fn clean_diagnostics(text: &str, dir: &Path) -> String {
         "the source does not type-check".into()
     } else {
         out
+    }
+}
+
+#[cfg(test)]
+mod pass_cache_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const GOOD: &str = "export default (_req: Request) => new Response(\"hi\");\n";
+    const OTHER: &str = "export default (_req: Request) => new Response(\"other\");\n";
+    const BAD: &str = "export default (_req: Request) => new Response(1 + \"\" - 1);\n";
+
+    /// The real Deno behind a wrapper that counts `deno check` runs.
+    async fn counting_checker(dir: &Path) -> (TypeChecker, PathBuf) {
+        let real = skiff_core::deno::locate(None)
+            .await
+            .expect("Deno for the tests");
+        let count = dir.join("checks.log");
+        let wrapper = dir.join("deno");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = check ] && echo run >> '{}'\nexec '{}' \"$@\"\n",
+                count.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (TypeChecker::new(Ok(wrapper), dir), count)
+    }
+
+    fn runs(count: &Path) -> usize {
+        std::fs::read_to_string(count).map_or(0, |s| s.lines().count())
+    }
+
+    #[tokio::test]
+    async fn a_source_that_passed_is_not_checked_again_but_failures_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (checker, count) = counting_checker(dir.path()).await;
+        checker.check(GOOD).await.unwrap();
+        checker.check(GOOD).await.unwrap();
+        assert_eq!(runs(&count), 1, "the same passing source is checked once");
+        checker.check(OTHER).await.unwrap();
+        assert_eq!(runs(&count), 2, "another source is checked");
+        for _ in 0..2 {
+            assert!(matches!(
+                checker.check(BAD).await,
+                Err(CheckError::Rejected(_))
+            ));
+        }
+        assert_eq!(runs(&count), 4, "a failing source is checked every time");
     }
 }
