@@ -85,8 +85,8 @@ impl RouterSettings {
     /// How many worker threads to run. With the process runtime every function
     /// instance runs on this machine too: a router thread per CPU then competes
     /// with them and wakes across threads more often (measured on 2 CPUs under
-    /// load: one thread gave ~10 % more requests per second and a lower p50/p99
-    /// than two; see BENCHMARKS.md).
+    /// load: one thread used ~15 % less CPU per request than two, with about the
+    /// same throughput and a lower p50/p99 at a fixed rate; see BENCHMARKS.md).
     pub fn worker_threads(&self) -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         match (self.threads, self.runtime) {
