@@ -87,7 +87,7 @@ impl RouterApp {
         let backend = match cfg.runtime {
             RuntimeKind::Process => {
                 let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
-                Backend::Process(ProcessRuntime::new(&cfg, store.clone(), deno)?)
+                Backend::Process(ProcessRuntime::new(&cfg, store.clone(), deno).await?)
             }
             RuntimeKind::Kubernetes => {
                 let mut http = HttpConnector::new();

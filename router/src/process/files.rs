@@ -1,5 +1,6 @@
 //! A function version's code on disk: `<data>/functions/<user>/<name>/v<N>/`
-//! holding `fn.ts` (the user's module) and `main.ts` (the client runtime). Written
+//! holding `fn.ts` (the user's module; the client runtime is shared, see
+//! `runtime_files`) and, once it has run, `.deno/` (its Deno cache). Written
 //! once per version, atomically (temp dir + rename), readable by that function's
 //! identity only, writable by nobody but the router.
 
@@ -10,7 +11,6 @@ use anyhow::Context;
 use skiff_core::layout::Layout;
 use skiff_core::store::Store;
 
-use super::command::MAIN_TS;
 use crate::directory::FunctionRef;
 
 fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
@@ -26,7 +26,7 @@ pub async fn ensure_code(
     owner_gid: Option<u32>,
 ) -> anyhow::Result<Option<PathBuf>> {
     let dir = layout.version_dir(&f.user, &f.name, f.version);
-    if dir.join("fn.ts").is_file() && dir.join("main.ts").is_file() {
+    if dir.join("fn.ts").is_file() {
         return Ok(Some(dir));
     }
     let Some(source) = store.version_source(f.function_id, f.version).await? else {
@@ -51,12 +51,9 @@ fn write_version(parent: &Path, dir: &Path, source: &[u8], gid: Option<u32>) -> 
     let tmp = parent.join(format!(".tmp-{}", rand_suffix()));
     std::fs::create_dir(&tmp)?;
     std::fs::write(tmp.join("fn.ts"), source)?;
-    std::fs::write(tmp.join("main.ts"), MAIN_TS)?;
-    for f in ["fn.ts", "main.ts"] {
-        set_mode(&tmp.join(f), 0o640)?;
-        if let Some(g) = gid {
-            std::os::unix::fs::chown(tmp.join(f), Some(0), Some(g))?;
-        }
+    set_mode(&tmp.join("fn.ts"), 0o640)?;
+    if let Some(g) = gid {
+        std::os::unix::fs::chown(tmp.join("fn.ts"), Some(0), Some(g))?;
     }
     if let Some(g) = gid {
         std::os::unix::fs::chown(&tmp, Some(0), Some(g))?;

@@ -6,6 +6,7 @@ mod command;
 mod files;
 pub mod host_addrs;
 pub mod instance;
+mod runtime_files;
 pub mod sandbox;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::config::RouterConfig;
 use crate::directory::{FunctionRef, Update};
 use instance::SpawnSpec;
 pub use instance::{Instance, Lease, StartError};
+use runtime_files::RuntimeFiles;
 use sandbox::Sandbox;
 
 /// After a failed start, requests for that version fail fast for this long
@@ -72,6 +74,7 @@ pub struct ProcessRuntime {
     instances_dir: PathBuf,
     heap_mb: u32,
     deny_net: String,
+    runtime_files: RuntimeFiles,
     start_timeout: Duration,
     idle_timeout: Duration,
     drain_grace: Duration,
@@ -84,7 +87,7 @@ pub struct ProcessRuntime {
 }
 
 impl ProcessRuntime {
-    pub fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Arc<Self>> {
+    pub async fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Arc<Self>> {
         let sandbox = Sandbox::detect(cfg, deno)?;
         let instances_dir = instance::instances_dir(&cfg.data_dir)?;
         // Unix socket paths are limited to 108 bytes.
@@ -104,17 +107,20 @@ impl ProcessRuntime {
         // Instance ids only need to be unique among this router's instances;
         // starting from the clock keeps them unique across restarts too.
         let first_id = u64::try_from(skiff_core::time::now_millis()).unwrap_or(1) * 1000;
+        let deny_net = host_addrs::with_host_addresses(&cfg.deny_net);
+        tracing::info!(deny_net = %deny_net, "functions may not reach these hosts");
+        let mut runtime_files = RuntimeFiles::install(&cfg.data_dir)?;
+        runtime_files
+            .warm(&sandbox.deno, cfg.heap_mb, &deny_net)
+            .await;
         Ok(Arc::new(Self {
             sandbox,
             layout: Layout::new(&cfg.data_dir),
             store,
             instances_dir,
             heap_mb: cfg.heap_mb,
-            deny_net: {
-                let d = host_addrs::with_host_addresses(&cfg.deny_net);
-                tracing::info!(deny_net = %d, "functions may not reach these hosts");
-                d
-            },
+            deny_net,
+            runtime_files,
             start_timeout: cfg.start_timeout,
             idle_timeout: cfg.idle_timeout,
             drain_grace: cfg.request_timeout + Duration::from_secs(5),
@@ -225,6 +231,7 @@ impl ProcessRuntime {
             instances_dir: &self.instances_dir,
             heap_mb: self.heap_mb,
             deny_net: &self.deny_net,
+            runtime: &self.runtime_files,
             start_timeout: self.start_timeout,
             log: self.log_for(f),
         };

@@ -9,7 +9,12 @@ use crate::helpers::{replies, stack};
 crate::on_both_backends!(escapes_are_refused,);
 
 /// Runs each attempt and reports `{name: "refused: …" | "ALLOWED: …"}`.
-fn prober(targets: &[(String, String)], other_code: &str) -> String {
+fn prober(
+    targets: &[(String, String)],
+    other_code: &str,
+    own_cache: &str,
+    template: &str,
+) -> String {
     let fetches: String = targets
         .iter()
         .map(|(name, url)| format!("  [{name:?}, () => fetch({url:?}).then((r) => r.text())],\n"))
@@ -18,6 +23,8 @@ fn prober(targets: &[(String, String)], other_code: &str) -> String {
         r#"const attempts: [string, () => unknown][] = [
   ["read /etc/passwd", () => Deno.readTextFileSync("/etc/passwd")],
   ["read other function", () => Deno.readTextFileSync({other_code:?})],
+  ["write own Deno cache", () => Deno.writeTextFileSync({own_cache:?}, "x")],
+  ["list the runtime's cache template", () => [...Deno.readDirSync({template:?})].length],
   ["env HOME", () => Deno.env.get("HOME")],
   ["env toObject", () => Deno.env.toObject()],
   ["spawn id", () => new Deno.Command("id").outputSync()],
@@ -76,22 +83,54 @@ async fn escapes_are_refused(b: TestBackend) {
     s.deploy(
         &alice,
         "probe",
-        &prober(&targets, &other_code.display().to_string()),
+        &prober(
+            &targets,
+            &other_code.display().to_string(),
+            &s.data_dir
+                .join("functions/alice/probe/v1/.deno/planted")
+                .display()
+                .to_string(),
+            &s.data_dir
+                .join("runtime/deno-template")
+                .display()
+                .to_string(),
+        ),
     )
     .await;
     let (status, body) = s.until("alice", "probe", |st, _| st != 404).await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     let results = v.as_object().unwrap();
-    assert_eq!(results.len(), 6 + targets.len());
+    assert_eq!(results.len(), 8 + targets.len());
     let allowed: Vec<_> = results
         .iter()
         .filter(|(_, r)| !r.as_str().unwrap().starts_with("refused"))
         .collect();
     assert!(allowed.is_empty(), "escaped the sandbox: {allowed:#?}");
+    // Its version's Deno cache exists (seeded with the shared runtime's code),
+    // and nothing the function tried to write there arrived.
+    let cache = s.data_dir.join("functions/alice/probe/v1/.deno");
+    assert!(
+        holds_file_ending(&cache, "runtime/warm/fn.ts.js"),
+        "{cache:?} was not seeded from the runtime's cache template"
+    );
+    assert!(!cache.join("planted").exists());
     // and the platform still works for everyone
     assert_eq!(
         s.get("bob", "secret", "/").await.text().await.unwrap(),
         "bob's secret"
     );
+}
+
+fn holds_file_ending(dir: &std::path::Path, suffix: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                holds_file_ending(&p, suffix)
+            } else {
+                p.to_string_lossy().ends_with(suffix)
+            }
+        })
+    })
 }
