@@ -1,6 +1,8 @@
 //! The Deno command line of an instance, from `client-runtime/deno-flags.txt` —
 //! the one file that defines it, also read by the client-runtime image's run.sh.
 
+use std::path::Path;
+
 const FLAGS: &str = include_str!("../../../client-runtime/deno-flags.txt");
 /// The runtime program itself, written next to each function's code.
 pub const MAIN_TS: &str = include_str!("../../../client-runtime/main.ts");
@@ -28,6 +30,38 @@ pub fn deno_args(p: &Placeholders<'_>) -> Vec<String> {
                 .replace("{main}", p.main)
         })
         .collect()
+}
+
+/// The whole command line after `deno` for one runtime process: the flags above,
+/// then the runtime's own arguments (module, Unix socket, optional health socket;
+/// EOF on stdin ends it).
+pub fn runtime_args(
+    p: &Placeholders<'_>,
+    module: &Path,
+    socket: &Path,
+    health_socket: Option<&Path>,
+) -> Vec<String> {
+    let mut args = deno_args(p);
+    args.extend([
+        "--module".to_owned(),
+        module.display().to_string(),
+        "--listen".to_owned(),
+        format!("unix:{}", socket.display()),
+    ]);
+    if let Some(h) = health_socket {
+        args.extend(["--health-socket".to_owned(), h.display().to_string()]);
+    }
+    args.push("--exit-with-parent".to_owned());
+    args
+}
+
+/// Nothing of the router's environment reaches a runtime process: only where
+/// Deno keeps its cache, and quiet output.
+pub fn clean_env(cmd: &mut tokio::process::Command, deno_dir: &Path) {
+    cmd.env_clear()
+        .env("DENO_DIR", deno_dir)
+        .env("NO_COLOR", "1")
+        .env("DENO_NO_UPDATE_CHECK", "1");
 }
 
 #[cfg(test)]

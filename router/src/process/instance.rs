@@ -15,7 +15,7 @@ use skiff_core::logs::{LogWriter, MAX_LINE};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{oneshot, watch};
 
-use super::command::{Placeholders, deno_args};
+use super::command::{Placeholders, clean_env, runtime_args};
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::Sandbox;
 use crate::directory::FunctionRef;
@@ -267,22 +267,18 @@ pub async fn spawn(
     let code = code_dir.display().to_string();
     let tmp = tmp_dir.display().to_string();
     let main = spec.runtime.main.display().to_string();
-    let mut args = deno_args(&Placeholders {
-        code_dir: &code,
-        tmp_dir: &tmp,
-        heap_mb: spec.heap_mb,
-        deny_net: spec.deny_net,
-        main: &main,
-    });
-    args.extend([
-        "--module".to_owned(),
-        code_dir.join("fn.ts").display().to_string(),
-        "--listen".to_owned(),
-        format!("unix:{}", socket.display()),
-        "--health-socket".to_owned(),
-        health_socket.display().to_string(),
-        "--exit-with-parent".to_owned(),
-    ]);
+    let args = runtime_args(
+        &Placeholders {
+            code_dir: &code,
+            tmp_dir: &tmp,
+            heap_mb: spec.heap_mb,
+            deny_net: spec.deny_net,
+            main: &main,
+        },
+        &code_dir.join("fn.ts"),
+        &socket,
+        Some(&health_socket),
+    );
     let mut cmd = match spec.sandbox.prlimit_args() {
         Some((prlimit, pre)) => {
             let mut c = tokio::process::Command::new(prlimit);
@@ -291,12 +287,9 @@ pub async fn spawn(
         }
         None => tokio::process::Command::new(&spec.sandbox.deno),
     };
-    cmd.args(&args)
-        .env_clear()
-        .env("DENO_DIR", &deno_dir)
-        .env("NO_COLOR", "1")
-        .env("DENO_NO_UPDATE_CHECK", "1")
-        .current_dir(&tmp_dir)
+    cmd.args(&args);
+    clean_env(&mut cmd, &deno_dir);
+    cmd.current_dir(&tmp_dir)
         // Held open for the instance's life: EOF tells it the router is gone.
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::command::{MAIN_TS, Placeholders, deno_args};
+use super::command::{MAIN_TS, Placeholders, clean_env, runtime_args};
 
 const WARM_FN: &str = "export default () => new Response(\"warm\");\n";
 
@@ -84,26 +84,22 @@ async fn warm_template(
     std::fs::write(work.join("fn.ts"), WARM_FN)?;
     let socket = work.join("s");
     let (w, m) = (work.display().to_string(), main.display().to_string());
-    let mut args = deno_args(&Placeholders {
-        code_dir: &w,
-        tmp_dir: &w,
-        heap_mb,
-        deny_net,
-        main: &m,
-    });
-    args.extend([
-        "--module".to_owned(),
-        work.join("fn.ts").display().to_string(),
-        "--listen".to_owned(),
-        format!("unix:{}", socket.display()),
-        "--exit-with-parent".to_owned(),
-    ]);
-    let mut child = tokio::process::Command::new(deno)
-        .args(&args)
-        .env_clear()
-        .env("DENO_DIR", &template)
-        .env("NO_COLOR", "1")
-        .env("DENO_NO_UPDATE_CHECK", "1")
+    let args = runtime_args(
+        &Placeholders {
+            code_dir: &w,
+            tmp_dir: &w,
+            heap_mb,
+            deny_net,
+            main: &m,
+        },
+        &work.join("fn.ts"),
+        &socket,
+        None,
+    );
+    let mut cmd = tokio::process::Command::new(deno);
+    cmd.args(&args);
+    clean_env(&mut cmd, &template);
+    let mut child = cmd
         .current_dir(&work)
         // Closing it ends the runtime cleanly (Deno closes its caches).
         .stdin(Stdio::piped())
