@@ -11,3 +11,4 @@ pub mod signals;
 pub mod store;
 pub mod time;
 pub mod tokens;
+pub mod trusted_proxies;
