@@ -60,7 +60,7 @@ while IFS= read -r line || [ -n "$line" ]; do
     '' | '#'*) continue ;;
   esac
   line=$(replace "$line" '{code_dir}' "$SKIFF_CODE_DIR")
-  line=$(replace "$line" '{tmp_dir}' "$SKIFF_TMP_DIR")
+  line=$(replace "$line" '{write_dirs}' "$SKIFF_TMP_DIR")
   line=$(replace "$line" '{heap_mb}' "$heap_mb")
   line=$(replace "$line" '{deny_net}' "$SKIFF_DENY_NET")
   line=$(replace "$line" '{main}' "$main")

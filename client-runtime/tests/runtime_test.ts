@@ -163,7 +163,7 @@ async function start(opts: StartOptions): Promise<Runtime> {
 
   const args = await denoArgs({
     code_dir: codeDir,
-    tmp_dir: tmpDir,
+    write_dirs: tmpDir,
     heap_mb: "128",
     deny_net: opts.denyNet ?? DENY_NET,
     main,

@@ -10,6 +10,7 @@ use skiff_core::secret::Secret;
 use skiff_core::tokens::MIN_SECRET_BYTES;
 
 use crate::kube::settings::{KubeSettings, KubeSettingsError};
+use crate::typecheck::settings::CheckerSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
@@ -61,6 +62,9 @@ pub struct ManagerSettings {
     /// Kubernetes runtime settings (SKIFF_K8S_*), used when SKIFF_RUNTIME=kubernetes
     #[command(flatten)]
     pub kubernetes: KubeSettings,
+    /// The deploy-time checker's sandbox and limits
+    #[command(flatten)]
+    pub checker: CheckerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +83,7 @@ pub struct ManagerConfig {
     pub login_limit_per_addr: u32,
     pub login_window_secs: u64,
     pub kubernetes: KubeSettings,
+    pub checker: CheckerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +139,7 @@ impl ManagerSettings {
             login_limit_per_addr: self.login_limit_per_addr,
             login_window_secs: self.login_window_secs,
             kubernetes: self.kubernetes,
+            checker: self.checker,
         })
     }
 }
@@ -163,6 +169,7 @@ impl ManagerConfig {
             login_limit_per_addr: 30,
             login_window_secs: 60,
             kubernetes: KubeSettings::default(),
+            checker: CheckerSettings::default(),
         }
     }
 

@@ -12,6 +12,9 @@ struct Cli {
     settings: ManagerSettings,
     #[command(subcommand)]
     command: Option<Command>,
+    /// Print which sandbox layers this host enforces for deploy-time checks, then exit
+    #[arg(long)]
+    check_sandbox: bool,
 }
 
 #[derive(Subcommand)]
@@ -38,6 +41,11 @@ async fn store(settings: &ManagerSettings) -> anyhow::Result<Store> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.check_sandbox {
+        let sandbox = skiff_manager::typecheck::sandbox::CheckerSandbox::detect(&cli.settings.checker)?;
+        print!("{}", sandbox.describe());
+        return Ok(());
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = cli.settings.into_config()?;

@@ -69,6 +69,12 @@ pub struct RouterSettings {
     /// When running as root without SKIFF_FUNCTION_USER: function N runs as uid/gid BASE+N
     #[arg(long, env = "SKIFF_FUNCTION_UID_BASE", default_value_t = 200_000)]
     pub function_uid_base: u32,
+    /// The sandbox launcher binary [default: `skiff-sandbox` next to this binary, else on PATH]
+    #[arg(long, env = "SKIFF_SANDBOX")]
+    pub sandbox: Option<PathBuf>,
+    /// Size of each instance's private /tmp (a tmpfs), in MiB
+    #[arg(long, env = "SKIFF_FUNCTION_TMP_MB", default_value_t = 64)]
+    pub function_tmp_mb: u32,
     /// How often the change feed is polled, in milliseconds
     #[arg(long, env = "SKIFF_POLL_INTERVAL_MS", default_value_t = 100)]
     pub poll_interval_ms: u64,
@@ -82,6 +88,18 @@ pub struct RouterSettings {
 }
 
 impl RouterSettings {
+    /// The settings the sandbox depends on, without the database (for
+    /// `--check-sandbox`).
+    pub fn sandbox_config(&self) -> RouterConfig {
+        let mut c = RouterConfig::new(self.data_dir.clone());
+        c.function_user = self.function_user.clone();
+        c.function_uid_base = self.function_uid_base;
+        c.sandbox = self.sandbox.clone();
+        c.memory_mb = self.memory_mb;
+        c.function_tmp_mb = self.function_tmp_mb;
+        c
+    }
+
     /// How many worker threads to run. With the process runtime every function
     /// instance runs on this machine too: a router thread per CPU then competes
     /// with them and wakes across threads more often (measured on 2 CPUs under
@@ -114,6 +132,9 @@ pub struct RouterConfig {
     pub deny_net: String,
     pub function_user: Option<String>,
     pub function_uid_base: u32,
+    /// The launcher binary (`None`: found next to this binary or on PATH).
+    pub sandbox: Option<PathBuf>,
+    pub function_tmp_mb: u32,
     pub poll_interval: Duration,
     pub k8s_namespace: String,
 }
@@ -169,6 +190,8 @@ impl RouterSettings {
                 deny_net: self.deny_net,
                 function_user: self.function_user,
                 function_uid_base: self.function_uid_base,
+                sandbox: self.sandbox,
+                function_tmp_mb: self.function_tmp_mb,
                 poll_interval: Duration::from_millis(self.poll_interval_ms),
                 k8s_namespace: self.k8s_namespace,
             },
@@ -195,6 +218,8 @@ impl RouterConfig {
             deny_net: DEFAULT_DENY_NET.into(),
             function_user: None,
             function_uid_base: 200_000,
+            sandbox: None,
+            function_tmp_mb: 64,
             poll_interval: Duration::from_millis(100),
             k8s_namespace: "skiff-functions".into(),
         }

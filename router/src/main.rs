@@ -10,6 +10,9 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(flatten)]
     settings: RouterSettings,
+    /// Print which sandbox layers this host enforces for function instances, then exit
+    #[arg(long)]
+    check_sandbox: bool,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -34,6 +37,18 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .try_init();
     let cli = Cli::parse();
+    if cli.check_sandbox {
+        return match skiff_router::process::sandbox::check(&cli.settings.sandbox_config()) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("skiff-router: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.settings.worker_threads())
         .enable_all()

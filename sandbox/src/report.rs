@@ -37,6 +37,8 @@ pub mod names {
     pub const LANDLOCK_ABSTRACT_UNIX: &str = "landlock_abstract_unix";
     pub const LANDLOCK_SIGNALS: &str = "landlock_signals";
     pub const SECCOMP: &str = "seccomp";
+    /// Provided by the services, not the launcher.
+    pub const CGROUPS: &str = "cgroups";
 }
 
 impl HostReport {
@@ -73,5 +75,37 @@ impl fmt::Display for HostReport {
             writeln!(f, "{:width$}  {mark}  {}", l.name, l.detail)?;
         }
         Ok(())
+    }
+}
+
+/// Runs the launcher's self-test (as the identity `ids` the service will use)
+/// and reads its report. A launcher that cannot run gives a report saying so.
+pub fn probe(launcher: &std::path::Path, ids: Option<(u32, u32)>) -> HostReport {
+    let mut cmd = std::process::Command::new(launcher);
+    cmd.arg("--self-test").env_clear();
+    if let Some((uid, gid)) = ids {
+        cmd.args(["--uid", &uid.to_string(), "--gid", &gid.to_string()]);
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            HostReport::unavailable(&format!("unreadable self-test report: {e}"))
+        }),
+        Ok(out) => HostReport::unavailable(&format!(
+            "the self-test failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => HostReport::unavailable(&format!("cannot run {}: {e}", launcher.display())),
+    }
+}
+
+impl HostReport {
+    /// Adds a layer the service itself provides (e.g. cgroups).
+    pub fn add(&mut self, name: &str, enforced: bool, detail: impl Into<String>) {
+        self.layers.push(Layer {
+            name: name.to_owned(),
+            enforced,
+            detail: detail.into(),
+        });
     }
 }

@@ -163,6 +163,10 @@ pub async fn deploy(
             code: "type_check_failed",
             message,
         },
+        CheckError::ImportNotAllowed(message) => ApiError::BadRequest {
+            code: "import_not_allowed",
+            message,
+        },
         CheckError::Unavailable(message) => ApiError::Unavailable {
             code: "checker_unavailable",
             message,

@@ -9,7 +9,8 @@ pub const MAIN_TS: &str = include_str!("../../../client-runtime/main.ts");
 
 pub struct Placeholders<'a> {
     pub code_dir: &'a str,
-    pub tmp_dir: &'a str,
+    /// Comma list: the instance dir, and `/tmp` when it is private.
+    pub write_dirs: &'a str,
     pub heap_mb: u32,
     pub deny_net: &'a str,
     pub main: &'a str,
@@ -24,7 +25,7 @@ pub fn deno_args(p: &Placeholders<'_>) -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
             l.replace("{code_dir}", p.code_dir)
-                .replace("{tmp_dir}", p.tmp_dir)
+                .replace("{write_dirs}", p.write_dirs)
                 .replace("{heap_mb}", &heap)
                 .replace("{deny_net}", p.deny_net)
                 .replace("{main}", p.main)
@@ -56,10 +57,12 @@ pub fn runtime_args(
 }
 
 /// Nothing of the router's environment reaches a runtime process: only where
-/// Deno keeps its cache, and quiet output.
-pub fn clean_env(cmd: &mut tokio::process::Command, deno_dir: &Path) {
+/// Deno keeps its cache, where temporary files go (`Deno.makeTempFile`, not
+/// readable by the function itself), and quiet output.
+pub fn clean_env(cmd: &mut tokio::process::Command, deno_dir: &Path, tmp_dir: &Path) {
     cmd.env_clear()
         .env("DENO_DIR", deno_dir)
+        .env("TMPDIR", tmp_dir)
         .env("NO_COLOR", "1")
         .env("DENO_NO_UPDATE_CHECK", "1");
 }
@@ -72,7 +75,7 @@ mod tests {
     fn flags_are_narrow_and_fully_substituted() {
         let args = deno_args(&Placeholders {
             code_dir: "/c",
-            tmp_dir: "/t",
+            write_dirs: "/t,/tmp",
             heap_mb: 64,
             deny_net: "127.0.0.0/8",
             main: "/c/main.ts",
@@ -82,8 +85,8 @@ mod tests {
             "--no-prompt",
             "--no-remote",
             "--no-npm",
-            "--allow-read=/c,/t",
-            "--allow-write=/t",
+            "--allow-read=/c,/t,/tmp",
+            "--allow-write=/t,/tmp",
             "--deny-net=127.0.0.0/8",
             "--deny-env",
             "--deny-run",

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::command::{Placeholders, clean_env, runtime_args};
 use super::runtime_files::RuntimeFiles;
-use super::sandbox::Sandbox;
+use super::sandbox::{InstancePaths, Sandbox, socket_path};
 use crate::directory::FunctionRef;
 use crate::proxy::ProxyBody;
 use crate::uds::UdsConnector;
@@ -201,6 +201,10 @@ fn prepare_tmp_dir(dir: &Path, ids: Option<(u32, u32)>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How the launcher's own messages start, and its exit code when it refused.
+const LAUNCHER_PREFIX: &str = "skiff-sandbox: ";
+const LAUNCHER_FAILED: i32 = 125;
+
 /// Reads `from` line by line (cutting very long lines) into the function's log,
 /// keeping the last few stderr lines for start-failure messages.
 fn pump(
@@ -215,6 +219,13 @@ fn pump(
         let mut warned = false;
         let mut emit = |line: &mut Vec<u8>| {
             let text = String::from_utf8_lossy(line).into_owned();
+            // The launcher's own words (it failed before Deno ran) name host
+            // paths: they are for the operator, not the function's owner.
+            if let Some(why) = text.strip_prefix(LAUNCHER_PREFIX) {
+                tracing::error!(reason = %why.escape_debug(), "the sandbox launcher refused to start an instance");
+                line.clear();
+                return;
+            }
             if let Err(e) = log.line(stream, &text)
                 && !warned
             {
@@ -258,19 +269,23 @@ pub async fn spawn(
     code_dir: &Path,
 ) -> Result<Arc<Instance>, StartError> {
     let host = |e: std::io::Error| StartError::Host(e.to_string());
-    let ids = spec.sandbox.ids_for(f.function_id);
+    let sandbox = spec.sandbox;
+    let ids = sandbox.ids_for(f.function_id);
     let tmp_dir = spec.instances_dir.join(id.to_string());
     prepare_tmp_dir(&tmp_dir, ids).map_err(host)?;
     let deno_dir = prepare_deno_dir(code_dir, ids, spec.runtime).map_err(host)?;
-    let socket = tmp_dir.join("s");
-    let health_socket = tmp_dir.join("h");
+    let socket = socket_path(&tmp_dir, 's');
+    let health_socket = socket_path(&tmp_dir, 'h');
     let code = code_dir.display().to_string();
-    let tmp = tmp_dir.display().to_string();
+    let mut write_dirs = tmp_dir.display().to_string();
+    if sandbox.private_tmp() {
+        write_dirs.push_str(",/tmp");
+    }
     let main = spec.runtime.main.display().to_string();
     let args = runtime_args(
         &Placeholders {
             code_dir: &code,
-            tmp_dir: &tmp,
+            write_dirs: &write_dirs,
             heap_mb: spec.heap_mb,
             deny_net: spec.deny_net,
             main: &main,
@@ -279,31 +294,39 @@ pub async fn spawn(
         &socket,
         Some(&health_socket),
     );
-    let mut cmd = match spec.sandbox.prlimit_args() {
-        Some((prlimit, pre)) => {
-            let mut c = tokio::process::Command::new(prlimit);
-            c.args(pre).arg(&spec.sandbox.deno);
-            c
-        }
-        None => tokio::process::Command::new(&spec.sandbox.deno),
+    // Made before the launch: the launcher joins it while still root, so the
+    // instance never runs outside it.
+    let cgroup = sandbox.cgroup_for(id);
+    let policy = sandbox.policy(
+        &InstancePaths {
+            code_dir,
+            deno_dir: &deno_dir,
+            instance_dir: &tmp_dir,
+            main: &spec.runtime.main,
+            socket_path_len: socket.as_os_str().len(),
+        },
+        f.function_id,
+        cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+    );
+    let mut cmd = tokio::process::Command::new(&sandbox.launcher);
+    cmd.args(policy.to_args(&sandbox.deno, &args));
+    let tmp = if sandbox.private_tmp() {
+        PathBuf::from("/tmp")
+    } else {
+        tmp_dir.clone()
     };
-    cmd.args(&args);
-    clean_env(&mut cmd, &deno_dir);
-    cmd.current_dir(&tmp_dir)
+    clean_env(&mut cmd, &deno_dir, &tmp);
+    // Spawned from this async worker thread, which lives as long as the
+    // runtime: the instance's parent-death signal is tied to the spawning
+    // thread, so never spawn from a short-lived (blocking-pool) thread.
+    cmd.current_dir(code_dir)
         // Held open for the instance's life: EOF tells it the router is gone.
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    if let Some((uid, gid)) = ids {
-        cmd.uid(uid).gid(gid);
-    }
+        .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(host)?;
     let pid = child.id();
-    let cgroup = child
-        .id()
-        .and_then(|pid| spec.sandbox.enter_cgroups(id, pid));
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -344,6 +367,9 @@ pub async fn spawn(
             let what = match &status {
                 Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
                     (Some(133), _) => "exit code 133: out of memory (heap limit)".to_owned(),
+                    (Some(LAUNCHER_FAILED), _) => {
+                        "the sandbox could not be set up (the operator's log says why)".to_owned()
+                    }
                     (Some(c), _) => format!("exit code {c}"),
                     (None, Some(sig)) => format!("killed by signal {sig}"),
                     _ => "unknown status".to_owned(),

@@ -87,7 +87,7 @@ async fn warm_template(
     let args = runtime_args(
         &Placeholders {
             code_dir: &w,
-            tmp_dir: &w,
+            write_dirs: &w,
             heap_mb,
             deny_net,
             main: &m,
@@ -98,7 +98,7 @@ async fn warm_template(
     );
     let mut cmd = tokio::process::Command::new(deno);
     cmd.args(&args);
-    clean_env(&mut cmd, &template);
+    clean_env(&mut cmd, &template, &work);
     let mut child = cmd
         .current_dir(&work)
         // Closing it ends the runtime cleanly (Deno closes its caches).

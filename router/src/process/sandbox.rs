@@ -1,16 +1,27 @@
-//! OS-level confinement of instances, on top of Deno's permissions. What the host
-//! offers is detected once at start; whatever is missing is said in the log.
+//! The operating-system sandbox of instances, on top of Deno's permissions:
+//! every instance starts through the launcher (`skiff-sandbox`), which applies
+//! the `Policy` built here. What the host offers is found once at start by the
+//! launcher's self-test; each missing layer is said in the log, and only the
+//! layers that work are asked for.
 //!
-//! - Identity: as root, each function runs as its own uid/gid (`BASE + function id`),
-//!   so functions cannot read each other's files even outside Deno; or, with
-//!   `SKIFF_FUNCTION_USER`, all as that one user. Not root: as the router's user.
-//! - `prlimit`: open files, core dumps, and (as root) processes per uid.
-//! - cgroups: memory and pids limits per instance (v1 controllers, or v2 when it
-//!   has them).
-//! - A clean environment (set where the command is built).
+//! - Identity: as root, each function runs as its own uid/gid (`BASE + function
+//!   id`), or all as `SKIFF_FUNCTION_USER`. Not root: as the router's user.
+//! - Landlock: its code dir, its Deno cache, its instance dir, the runtime and
+//!   the Deno binary, and the system's shared libraries — nothing else; no TCP
+//!   bind; no connecting to abstract sockets or signalling outside itself.
+//! - seccomp: a deny list of kernel interfaces no function needs, and `bind`
+//!   only with the lengths of its own socket path and IPv4/IPv6 addresses.
+//! - Namespaces: private mounts with a private `/tmp` (tmpfs) and an empty
+//!   `/run` and `/dev/shm`; a private IPC namespace.
+//! - rlimits, and a memory+pids cgroup per instance that it joins before it runs.
+//! - Dies with the router (parent-death signal), in its own session.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use skiff_sandbox::cgroups::{CgroupDirs, CgroupLimits, CgroupRoot};
+use skiff_sandbox::report::names;
+use skiff_sandbox::{HostReport, Limits, Policy};
 
 use crate::config::RouterConfig;
 
@@ -27,18 +38,26 @@ pub enum Identity {
     },
 }
 
-#[derive(Debug, Clone)]
-enum Cgroups {
-    V1 { memory: PathBuf, pids: PathBuf },
-    V2 { dir: PathBuf },
-}
+/// Unix socket paths are padded to this many bytes, the most `sun_path` holds
+/// with its terminating NUL, so that the seccomp filter can allow `bind` for
+/// exactly this length (see `skiff_sandbox::enforce::seccomp`).
+pub const SOCKET_PATH_LEN: usize = 107;
+/// `bind` address lengths of an IPv4 and an IPv6 socket (UDP for resolvers).
+const INET_ADDR_LENS: [u32; 2] = [16, 28];
+/// Host directories covered by an empty tmpfs inside an instance: host
+/// services' sockets and shared memory live there.
+const HIDDEN: [&str; 3] = ["/run", "/var/run", "/dev/shm"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sandbox {
     pub identity: Identity,
-    pub prlimit: Option<PathBuf>,
-    cgroups: Option<Cgroups>,
+    pub launcher: PathBuf,
+    pub report: HostReport,
+    cgroups: Option<CgroupRoot>,
     memory_bytes: u64,
+    /// Size of the private /tmp, when instances get one.
+    private_tmp: Option<u64>,
+    hidden: Vec<PathBuf>,
     pub deno: PathBuf,
 }
 
@@ -58,22 +77,6 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     })
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// True when every directory above `p` and `p` itself let others in.
-fn reachable_by_others(p: &Path) -> bool {
-    p.ancestors().all(|a| {
-        std::fs::metadata(a)
-            .map(|m| m.permissions().mode() & 0o001 != 0)
-            .unwrap_or(false)
-    })
-}
-
 /// Lets other users traverse (not list) every directory above and at `dir`.
 fn open_for_traversal(dir: &Path) -> std::io::Result<()> {
     for a in dir.ancestors() {
@@ -86,99 +89,138 @@ fn open_for_traversal(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn detect_cgroups() -> Option<Cgroups> {
-    let v1_mem = Path::new("/sys/fs/cgroup/memory");
-    let v1_pids = Path::new("/sys/fs/cgroup/pids");
-    if v1_mem.join("cgroup.procs").exists() && v1_pids.join("cgroup.procs").exists() {
-        let memory = v1_mem.join("skiff");
-        let pids = v1_pids.join("skiff");
-        if std::fs::create_dir_all(&memory).is_ok() && std::fs::create_dir_all(&pids).is_ok() {
-            return Some(Cgroups::V1 { memory, pids });
+fn identity(cfg: &RouterConfig, root: bool) -> anyhow::Result<Identity> {
+    Ok(match (root, &cfg.function_user) {
+        (false, Some(u)) => {
+            tracing::warn!(user = %u, "SKIFF_FUNCTION_USER is ignored: the router is not root");
+            Identity::Inherit
         }
-    }
-    let v2 = Path::new("/sys/fs/cgroup");
-    let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
-    if controllers.split_whitespace().any(|c| c == "memory")
-        && controllers.split_whitespace().any(|c| c == "pids")
-    {
-        let dir = v2.join("skiff");
-        let ok = std::fs::create_dir_all(&dir).is_ok()
-            && std::fs::write(v2.join("cgroup.subtree_control"), "+memory +pids").is_ok()
-            && std::fs::write(dir.join("cgroup.subtree_control"), "+memory +pids").is_ok();
-        if ok {
-            return Some(Cgroups::V2 { dir });
+        (false, None) => Identity::Inherit,
+        (true, Some(u)) => {
+            let (uid, gid) = lookup_user(u)
+                .ok_or_else(|| anyhow::anyhow!("SKIFF_FUNCTION_USER {u} does not exist"))?;
+            if uid == 0 {
+                anyhow::bail!("SKIFF_FUNCTION_USER must not be root");
+            }
+            Identity::Shared { uid, gid }
         }
+        (true, None) => Identity::PerFunction {
+            base: cfg.function_uid_base,
+        },
+    })
+}
+
+/// The layers this host enforces for instances, with the launcher's self-test
+/// run as a function identity would be, plus the router's own cgroups.
+pub fn host_report(
+    launcher: &Path,
+    identity: Identity,
+    cgroups: Option<&CgroupRoot>,
+) -> HostReport {
+    let probe_ids = match identity {
+        Identity::Inherit => None,
+        Identity::Shared { uid, gid } => Some((uid, gid)),
+        Identity::PerFunction { base } => Some((base, base)),
+    };
+    let mut report = skiff_sandbox::report::probe(launcher, probe_ids);
+    match cgroups {
+        Some(c) => report.add(
+            names::CGROUPS,
+            true,
+            format!("memory and pids limits per instance ({})", c.describe()),
+        ),
+        None => report.add(
+            names::CGROUPS,
+            false,
+            "no writable memory+pids cgroups (needs root and cgroup v1, or v2 with both controllers): \
+             memory is bounded only by the V8 heap cap",
+        ),
     }
-    None
+    report
+}
+
+/// Logs each layer this host lacks, once, at start.
+pub fn warn_missing(report: &HostReport, who: &str) {
+    for l in report.missing() {
+        tracing::warn!(layer = %l.name, "{who} sandbox layer missing on this host: {}", l.detail);
+    }
+}
+
+/// `skiff-router --check-sandbox`: what this host enforces for instances,
+/// found exactly as at start, as text.
+pub fn check(cfg: &RouterConfig) -> anyhow::Result<String> {
+    let launcher = skiff_sandbox::locate::locate(cfg.sandbox.as_deref())?;
+    let root = effective_uid() == Some(0);
+    let identity = identity(cfg, root)?;
+    let cgroups = if root {
+        CgroupRoot::detect("skiff")
+    } else {
+        None
+    };
+    let report = host_report(&launcher, identity, cgroups.as_ref());
+    Ok(format!(
+        "function instances on this host (launcher {}):\n{report}",
+        launcher.display()
+    ))
 }
 
 impl Sandbox {
-    /// Detects what the host allows and prepares the data dir and Deno binary so
-    /// the function identities can use them.
+    /// Finds the launcher, asks it what this host enforces, and prepares the
+    /// data dir and Deno binary so the function identities can use them.
     pub fn detect(cfg: &RouterConfig, deno: PathBuf) -> anyhow::Result<Self> {
+        let launcher = skiff_sandbox::locate::locate(cfg.sandbox.as_deref())?;
         let root = effective_uid() == Some(0);
-        let identity = match (root, &cfg.function_user) {
-            (false, Some(u)) => {
-                tracing::warn!(user = %u, "SKIFF_FUNCTION_USER is ignored: the router is not root");
-                Identity::Inherit
-            }
-            (false, None) => {
-                tracing::warn!(
-                    "not running as root: instances run as the router's own user (Deno permissions still apply)"
-                );
-                Identity::Inherit
-            }
-            (true, Some(u)) => {
-                let (uid, gid) = lookup_user(u)
-                    .ok_or_else(|| anyhow::anyhow!("SKIFF_FUNCTION_USER {u} does not exist"))?;
-                if uid == 0 {
-                    anyhow::bail!("SKIFF_FUNCTION_USER must not be root");
-                }
-                Identity::Shared { uid, gid }
-            }
-            (true, None) => Identity::PerFunction {
-                base: cfg.function_uid_base,
-            },
+        let identity = identity(cfg, root)?;
+        let cgroups = if root {
+            CgroupRoot::detect("skiff")
+        } else {
+            None
         };
-        let prlimit = find_on_path("prlimit");
-        if prlimit.is_none() {
-            tracing::warn!("prlimit not found: no per-instance limits on open files and processes");
-        }
-        let cgroups = if root { detect_cgroups() } else { None };
-        match &cgroups {
-            Some(c) => tracing::info!(cgroups = ?c, "per-instance memory and pids cgroups"),
-            None => tracing::warn!(
-                "no writable memory+pids cgroups: instance memory is bounded only by the V8 heap cap"
-            ),
-        }
+        let report = host_report(&launcher, identity, cgroups.as_ref());
+        warn_missing(&report, "instance");
         std::fs::create_dir_all(&cfg.data_dir)?;
+        let data_dir = std::fs::canonicalize(&cfg.data_dir)?;
         let mut deno = deno;
         if identity != Identity::Inherit {
-            open_for_traversal(&std::fs::canonicalize(&cfg.data_dir)?)?;
-            if !reachable_by_others(&deno) {
-                // e.g. under /root (mode 0700): function users could not execute it.
-                let bin = cfg.data_dir.join("bin");
-                std::fs::create_dir_all(&bin)?;
-                std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-                let copy = bin.join("deno");
-                let same = std::fs::metadata(&copy)
-                    .and_then(|c| std::fs::metadata(&deno).map(|o| o.size() == c.size()))
-                    .unwrap_or(false);
-                if !same {
-                    let tmp = bin.join("deno.tmp");
-                    std::fs::copy(&deno, &tmp)?;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-                    std::fs::rename(&tmp, &copy)?;
-                }
-                tracing::info!(copy = %copy.display(), "copied Deno where function users can run it");
-                deno = copy;
+            open_for_traversal(&data_dir)?;
+            let runnable = skiff_sandbox::locate::runnable_by_others(&deno, &data_dir)?;
+            if runnable != deno {
+                tracing::info!(copy = %runnable.display(), "copied Deno where function users can run it");
             }
+            deno = runnable;
         }
+        let namespaces = report.enforces(names::NAMESPACES);
+        // A private /tmp would cover a data dir (or Deno) under /tmp, which the
+        // instance needs to see: then instances get none.
+        let under_tmp = [data_dir.as_path(), deno.as_path()]
+            .iter()
+            .any(|p| p.starts_with("/tmp"));
+        let private_tmp = (namespaces && report.enforces(names::PRIVATE_TMP) && !under_tmp)
+            .then_some(u64::from(cfg.function_tmp_mb) * 1024 * 1024);
+        if namespaces && under_tmp {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                "the data dir or Deno is under /tmp: instances get no private /tmp"
+            );
+        }
+        let hidden = if namespaces {
+            HIDDEN
+                .iter()
+                .map(PathBuf::from)
+                .filter(|h| h.is_dir() && !h.is_symlink())
+                .filter(|h| !data_dir.starts_with(h) && !deno.starts_with(h))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             identity,
-            prlimit,
+            launcher,
+            report,
             cgroups,
             memory_bytes: u64::from(cfg.memory_mb) * 1024 * 1024,
+            private_tmp,
+            hidden,
             deno,
         })
     }
@@ -195,66 +237,112 @@ impl Sandbox {
         }
     }
 
-    /// prlimit arguments, placed before the Deno binary.
-    pub fn prlimit_args(&self) -> Option<(PathBuf, Vec<String>)> {
-        let p = self.prlimit.clone()?;
-        let mut args = vec!["--nofile=1024".to_owned(), "--core=0".to_owned()];
-        match self.identity {
-            // RLIMIT_NPROC counts every thread of the uid: per function, a tight cap.
-            Identity::PerFunction { .. } => args.push("--nproc=256".into()),
-            Identity::Shared { .. } => args.push("--nproc=16384".into()),
-            Identity::Inherit => {}
-        }
-        args.push("--".into());
-        Some((p, args))
+    /// Whether instances get a private writable `/tmp`.
+    pub fn private_tmp(&self) -> bool {
+        self.private_tmp.is_some()
     }
 
-    /// Puts a started instance into its own cgroups. The returned guard removes
-    /// them once the process is gone.
-    pub fn enter_cgroups(&self, instance: u64, pid: u32) -> Option<CgroupGuard> {
-        let dirs = match self.cgroups.as_ref()? {
-            Cgroups::V1 { memory, pids } => {
-                let m = memory.join(instance.to_string());
-                let p = pids.join(instance.to_string());
-                let ok = std::fs::create_dir(&m).is_ok()
-                    && std::fs::write(
-                        m.join("memory.limit_in_bytes"),
-                        self.memory_bytes.to_string(),
-                    )
-                    .is_ok()
-                    && std::fs::write(m.join("cgroup.procs"), pid.to_string()).is_ok()
-                    && std::fs::create_dir(&p).is_ok()
-                    && std::fs::write(p.join("pids.max"), "256").is_ok()
-                    && std::fs::write(p.join("cgroup.procs"), pid.to_string()).is_ok();
-                if !ok {
-                    tracing::warn!(instance, "could not place the instance in its cgroups");
-                }
-                vec![m, p]
+    /// A new cgroup for one instance, with its limits; `None` without cgroups.
+    pub fn cgroup_for(&self, instance: u64) -> Option<CgroupDirs> {
+        let root = self.cgroups.as_ref()?;
+        match root.create(
+            &instance.to_string(),
+            CgroupLimits {
+                memory_bytes: self.memory_bytes,
+                pids: 256,
+            },
+        ) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(instance, error = %e, "could not create the instance's cgroup");
+                None
             }
-            Cgroups::V2 { dir } => {
-                let d = dir.join(instance.to_string());
-                let ok = std::fs::create_dir(&d).is_ok()
-                    && std::fs::write(d.join("memory.max"), self.memory_bytes.to_string()).is_ok()
-                    && std::fs::write(d.join("pids.max"), "256").is_ok()
-                    && std::fs::write(d.join("cgroup.procs"), pid.to_string()).is_ok();
-                if !ok {
-                    tracing::warn!(instance, "could not place the instance in its cgroup");
-                }
-                vec![d]
-            }
-        };
-        Some(CgroupGuard { dirs })
+        }
+    }
+
+    /// The launcher policy of one instance.
+    pub fn policy(&self, p: &InstancePaths<'_>, function_id: i64, cgroups: Vec<PathBuf>) -> Policy {
+        let ids = self.ids_for(function_id);
+        let landlock = self.report.enforces(names::LANDLOCK_FILES);
+        let seccomp = self.report.enforces(names::SECCOMP);
+        let namespaces = self.report.enforces(names::NAMESPACES);
+        let socket_len = u32::try_from(p.socket_path_len + 3).unwrap_or(u32::MAX);
+        Policy {
+            uid: ids.map(|(u, _)| u),
+            gid: ids.map(|(_, g)| g),
+            read: vec![
+                p.code_dir.to_owned(),
+                p.main.to_owned(),
+                // V8 seeds from it; an endless file is no bomb here (no import).
+                PathBuf::from("/dev/urandom"),
+            ],
+            exec: vec![self.deno.clone()],
+            write: vec![p.instance_dir.to_owned(), p.deno_dir.to_owned()],
+            system_files: true,
+            landlock,
+            deny_tcp_bind: landlock && self.report.enforces(names::LANDLOCK_TCP_BIND),
+            seccomp,
+            restrict_bind: seccomp,
+            bind_lengths: INET_ADDR_LENS.into_iter().chain([socket_len]).collect(),
+            namespaces,
+            private_tmp: self.private_tmp,
+            no_network: false,
+            hide: self.hidden.clone(),
+            cgroups,
+            limits: Limits {
+                nofile: Some(1024),
+                // RLIMIT_NPROC counts every thread of the uid: per function, a tight cap.
+                nproc: match self.identity {
+                    Identity::PerFunction { .. } => Some(256),
+                    Identity::Shared { .. } => Some(16_384),
+                    Identity::Inherit => None,
+                },
+                cpu_secs: None,
+                fsize: None,
+            },
+            // Not the instance dir: a relative path (like an abstract socket
+            // name "\0x") then resolves into a dir Deno lets it write.
+            chdir: Some(p.code_dir.to_owned()),
+        }
     }
 }
 
-pub struct CgroupGuard {
-    dirs: Vec<PathBuf>,
+/// The paths an instance is built from.
+pub struct InstancePaths<'a> {
+    pub code_dir: &'a Path,
+    pub deno_dir: &'a Path,
+    pub instance_dir: &'a Path,
+    pub main: &'a Path,
+    /// Length of its (padded) socket paths.
+    pub socket_path_len: usize,
 }
 
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir(d);
-        }
+/// `dir/<tag>` padded with `_` to `SOCKET_PATH_LEN` bytes (or unpadded when
+/// `dir` is already too long for that).
+pub fn socket_path(dir: &Path, tag: char) -> PathBuf {
+    let base = dir.as_os_str().len() + 1;
+    let pad = SOCKET_PATH_LEN.saturating_sub(base + 1);
+    let mut name = String::with_capacity(pad + 1);
+    name.push(tag);
+    name.extend(std::iter::repeat_n('_', pad));
+    dir.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_padded_to_the_one_allowed_length() {
+        let dir = Path::new("/var/lib/skiff/instances/1234567");
+        let s = socket_path(dir, 's');
+        let h = socket_path(dir, 'h');
+        assert_eq!(s.as_os_str().len(), SOCKET_PATH_LEN);
+        assert_eq!(h.as_os_str().len(), SOCKET_PATH_LEN);
+        assert_ne!(s, h);
+        assert!(s.starts_with(dir));
+        // Too long to pad: left as it is (still distinct, still under dir).
+        let long = PathBuf::from(format!("/{}", "d".repeat(120)));
+        assert_eq!(socket_path(&long, 's'), long.join("s"));
     }
 }

@@ -64,7 +64,8 @@ pub async fn stack_with(b: TestBackend, o: Opts) -> Stack {
 
 /// A stack on a given database (e.g. a private MariaDB a test stops and starts).
 pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
-    let tmp = tempfile::tempdir().unwrap();
+    // Outside /tmp: instances get a private /tmp, which would cover it.
+    let tmp = test_dir();
     let data_dir = tmp.path().join("d");
     std::fs::create_dir_all(&data_dir).unwrap();
 
@@ -223,4 +224,12 @@ impl Stack {
 /// A function answering `text` to every request.
 pub fn replies(text: &str) -> String {
     format!("export default (_req: Request) => new Response({text:?});\n")
+}
+
+/// A scratch dir for a test's data dir, outside `/tmp` (instances get a
+/// private `/tmp`, which would cover a data dir there).
+pub fn test_dir() -> tempfile::TempDir {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
 }

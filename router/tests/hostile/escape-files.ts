@@ -1,5 +1,7 @@
 // Tries to read and write outside its sandbox. Expect: every attempt outside
-// its own temporary directory is refused; inside it, writing works.
+// its own temporary directory is refused; inside it, writing works. (/tmp is
+// its own private tmpfs where the host allows one: writing there is fine and
+// tested elsewhere; /var/tmp is the host's.)
 // GET /?paths=<JSON array of absolute paths to read>
 export default async (req: Request) => {
   const paths: string[] = JSON.parse(
@@ -29,7 +31,8 @@ export default async (req: Request) => {
   await attempt("stat data dir", () => Deno.statSync(paths[0] ?? "/").isFile);
   for (
     const p of [
-      "/tmp/skiff-escape",
+      "/var/tmp/skiff-escape",
+      "/tmp/../etc/skiff-escape",
       "../skiff-escape",
       "/etc/skiff-escape",
       "/dev/shm/skiff-escape",
@@ -40,8 +43,11 @@ export default async (req: Request) => {
   await attempt("symlink out", () => Deno.symlink("/etc/passwd", "./link"));
   let own = "";
   try {
-    await Deno.writeTextFile("./own.txt", "mine");
-    own = await Deno.readTextFile("./own.txt");
+    // Its temp dir: Deno.makeTempFile uses /tmp (private to the instance)
+    // or, where the host gives no private /tmp, $TMPDIR (its instance dir).
+    const f = await Deno.makeTempFile();
+    await Deno.writeTextFile(f, "mine");
+    own = await Deno.readTextFile(f);
   } catch (e) {
     own = "failed: " + String(e);
   }

@@ -1,0 +1,37 @@
+//! Settings of the deploy-time checker (`SKIFF_CHECK_*`, `SKIFF_CHECKER_UID`,
+//! `SKIFF_SANDBOX`). Each default is one constant, used by the flag and by
+//! `Default`.
+
+use std::path::PathBuf;
+
+pub const DEFAULT_CHECKER_UID: u32 = 199_999;
+pub const DEFAULT_CHECK_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_CHECK_MEMORY_MB: u32 = 1024;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckerSettings {
+    /// When the manager runs as root: the uid/gid deploy-time checks run as
+    /// (never the manager's own; must not be a function's uid)
+    #[arg(long, env = "SKIFF_CHECKER_UID", default_value_t = DEFAULT_CHECKER_UID)]
+    pub checker_uid: u32,
+    /// Wall-clock limit of one deploy-time check, in seconds (CPU is capped a little above)
+    #[arg(long, env = "SKIFF_CHECK_TIMEOUT_SECS", default_value_t = DEFAULT_CHECK_TIMEOUT_SECS)]
+    pub check_timeout_secs: u64,
+    /// Memory limit of one deploy-time check, in MiB (cgroup when available; V8 heap cap always)
+    #[arg(long, env = "SKIFF_CHECK_MEMORY_MB", default_value_t = DEFAULT_CHECK_MEMORY_MB)]
+    pub check_memory_mb: u32,
+    /// The sandbox launcher binary [default: `skiff-sandbox` next to this binary, else on PATH]
+    #[arg(long, env = "SKIFF_SANDBOX")]
+    pub sandbox: Option<PathBuf>,
+}
+
+impl Default for CheckerSettings {
+    fn default() -> Self {
+        Self {
+            checker_uid: DEFAULT_CHECKER_UID,
+            check_timeout_secs: DEFAULT_CHECK_TIMEOUT_SECS,
+            check_memory_mb: DEFAULT_CHECK_MEMORY_MB,
+            sandbox: None,
+        }
+    }
+}
