@@ -42,7 +42,8 @@ async fn store(settings: &ManagerSettings) -> anyhow::Result<Store> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.check_sandbox {
-        let sandbox = skiff_manager::typecheck::sandbox::CheckerSandbox::detect(&cli.settings.checker)?;
+        let sandbox =
+            skiff_manager::typecheck::sandbox::CheckerSandbox::detect(&cli.settings.checker)?;
         print!("{}", sandbox.describe());
         return Ok(());
     }

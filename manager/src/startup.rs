@@ -69,12 +69,8 @@ impl Application {
                 Err(why)
             }
         };
-        let checker = TypeChecker::relocating(
-            deno,
-            config.deno.clone(),
-            &config.data_dir,
-            &config.checker,
-        )?;
+        let checker =
+            TypeChecker::relocating(deno, config.deno.clone(), &config.data_dir, &config.checker)?;
         let swept = crate::typecheck::sweep_stale_scratch(&config.data_dir);
         if swept > 0 {
             tracing::info!(

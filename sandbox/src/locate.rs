@@ -57,9 +57,8 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, NotFound> {
 /// lets others execute it.
 fn reachable_by_others(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.ancestors().all(|a| {
-        std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    })
+    p.ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 /// `binary` itself when other users can run it, else a copy of it in
@@ -73,10 +72,14 @@ pub fn runnable_by_others(binary: &Path, dir: &Path) -> std::io::Result<PathBuf>
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-    let name = binary.file_name().unwrap_or_else(|| std::ffi::OsStr::new("program"));
+    let name = binary
+        .file_name()
+        .unwrap_or_else(|| std::ffi::OsStr::new("program"));
     let copy = bin.join(name);
     let same = std::fs::metadata(&copy)
-        .and_then(|c| std::fs::metadata(binary).map(|o| o.size() == c.size() && o.mtime() <= c.mtime()))
+        .and_then(|c| {
+            std::fs::metadata(binary).map(|o| o.size() == c.size() && o.mtime() <= c.mtime())
+        })
         .unwrap_or(false);
     if !same {
         let mut tmp_name = name.to_os_string();

@@ -87,9 +87,11 @@ pub fn probe(launcher: &std::path::Path, ids: Option<(u32, u32)>) -> HostReport 
         cmd.args(["--uid", &uid.to_string(), "--gid", &gid.to_string()]);
     }
     match cmd.output() {
-        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            HostReport::unavailable(&format!("unreadable self-test report: {e}"))
-        }),
+        Ok(out) if out.status.success() => {
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                HostReport::unavailable(&format!("unreadable self-test report: {e}"))
+            })
+        }
         Ok(out) => HostReport::unavailable(&format!(
             "the self-test failed ({}): {}",
             out.status,

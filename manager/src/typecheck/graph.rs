@@ -52,7 +52,8 @@ const MAX_LISTED: usize = 10;
 /// import Node's built-ins (`node:…`) only. `own` are the files of the check
 /// itself (the module, the ambient types, the handler check), as `file:` URLs.
 pub fn disallowed(graph: &Graph, own: &[String]) -> Vec<String> {
-    let allowed = |resolved: &str| resolved.starts_with("node:") || own.iter().any(|o| o == resolved);
+    let allowed =
+        |resolved: &str| resolved.starts_with("node:") || own.iter().any(|o| o == resolved);
     // As the author wrote them: that is what they can find and fix.
     let mut written = BTreeSet::new();
     // Every resolved target some dependency names.
@@ -128,7 +129,13 @@ mod tests {
         let refused = disallowed(&g, &[OWN.to_owned()]);
         assert_eq!(
             refused,
-            ["./other.ts", "/etc/passwd", "https://example.com/m.ts", "node:fs", "npm:hono@4"]
+            [
+                "./other.ts",
+                "/etc/passwd",
+                "https://example.com/m.ts",
+                "node:fs",
+                "npm:hono@4"
+            ]
         );
     }
 

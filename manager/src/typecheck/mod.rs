@@ -173,13 +173,27 @@ impl TypeChecker {
             .collect();
 
         let info = self
-            .run(&deno, p, &["info", "--json", "--no-remote", "--no-npm", "--no-lock", "--config", "deno.json", "fn.ts"])
+            .run(
+                &deno,
+                p,
+                &[
+                    "info",
+                    "--json",
+                    "--no-remote",
+                    "--no-npm",
+                    "--no-lock",
+                    "--config",
+                    "deno.json",
+                    "fn.ts",
+                ],
+            )
             .await?;
         // A graph Deno could not build (e.g. a syntax error) is reported by
         // the type check below, with its diagnostics.
         if info.status.success() {
-            let graph: graph::Graph = serde_json::from_slice(&info.stdout[..info.stdout.len().min(MAX_GRAPH_BYTES)])
-                .context("reading deno info's module graph")?;
+            let graph: graph::Graph =
+                serde_json::from_slice(&info.stdout[..info.stdout.len().min(MAX_GRAPH_BYTES)])
+                    .context("reading deno info's module graph")?;
             let refused = graph::disallowed(&graph, &own);
             if !refused.is_empty() {
                 let listed: Vec<String> = refused.iter().map(|s| short(s, p)).collect();
@@ -196,16 +210,28 @@ impl TypeChecker {
             .checks_run
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = self
-            .run(&deno, p, &["check", "--no-remote", "--no-npm", "--no-lock", &heap, "--config", "deno.json", "fn.ts", HANDLER_CHECK_FILE])
+            .run(
+                &deno,
+                p,
+                &[
+                    "check",
+                    "--no-remote",
+                    "--no-npm",
+                    "--no-lock",
+                    &heap,
+                    "--config",
+                    "deno.json",
+                    "fn.ts",
+                    HANDLER_CHECK_FILE,
+                ],
+            )
             .await?;
         if out.status.success() {
             self.remember_pass(sha);
             return Ok(());
         }
         if out.status.code() == Some(HEAP_EXHAUSTED) {
-            return Err(CheckError::Rejected(
-                "type checking ran out of memory: the source's types are too large to check".into(),
-            ));
+            return Err(out_of_memory());
         }
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stdout));
@@ -244,7 +270,10 @@ impl TypeChecker {
             ] {
                 std::fs::write(p.join(name), text).with_context(|| format!("writing {name}"))?;
             }
-            inner.sandbox.own_scratch(p).context("handing the scratch dir to the checker")?;
+            inner
+                .sandbox
+                .own_scratch(p)
+                .context("handing the scratch dir to the checker")?;
             Ok(dir)
         })
         .await
@@ -260,12 +289,18 @@ impl TypeChecker {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "check".into());
-        let cgroup = sandbox.cgroup(&format!("{leaf}-{}", args.first().copied().unwrap_or("run")));
+        let cgroup = sandbox.cgroup(&format!(
+            "{leaf}-{}",
+            args.first().copied().unwrap_or("run")
+        ));
         let policy = sandbox.policy(
             dir,
             &self.inner.deno_dir,
             deno,
-            cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+            cgroup
+                .as_ref()
+                .map(|c| c.dirs().to_vec())
+                .unwrap_or_default(),
         );
         let child = tokio::process::Command::new(&sandbox.launcher)
             .args(policy.to_args(deno, args))
@@ -286,7 +321,10 @@ impl TypeChecker {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
                 ) =>
             {
-                let why = format!("the sandbox launcher {} cannot be run: {e}", sandbox.launcher.display());
+                let why = format!(
+                    "the sandbox launcher {} cannot be run: {e}",
+                    sandbox.launcher.display()
+                );
                 tracing::error!("{why}; deploys answer 503 checker_unavailable");
                 return Err(unavailable());
             }
@@ -317,9 +355,11 @@ impl TypeChecker {
                 self.forget_deno(why).await;
                 Err(unavailable())
             }
-            None if cgroup.as_ref().is_some_and(|c| c.hit_memory_limit()) => Err(CheckError::Rejected(
-                "type checking ran out of memory: the source's types are too large to check".into(),
-            )),
+            None if cgroup.as_ref().is_some_and(|c| c.hit_memory_limit())
+                || String::from_utf8_lossy(&out.stderr).contains("out of memory") =>
+            {
+                Err(out_of_memory())
+            }
             None => Err(CheckError::Rejected(
                 "type checking was stopped: it used too much CPU or memory".into(),
             )),
@@ -328,10 +368,18 @@ impl TypeChecker {
     }
 }
 
+fn out_of_memory() -> CheckError {
+    CheckError::Rejected(
+        "type checking ran out of memory: the source's types are too large to check".into(),
+    )
+}
+
 /// A specifier as the author can recognise it: the scratch dir dropped.
 fn short(specifier: &str, dir: &Path) -> String {
     let url = format!("file://{}/", dir.display());
-    specifier.strip_prefix(&url).map_or_else(|| specifier.to_owned(), |s| format!("./{s}"))
+    specifier
+        .strip_prefix(&url)
+        .map_or_else(|| specifier.to_owned(), |s| format!("./{s}"))
 }
 
 /// Scratch dirs older than this belong to no running check (a check times out
@@ -462,11 +510,14 @@ mod pass_cache_tests {
         let real = skiff_core::deno::locate(None)
             .await
             .expect("Deno for the tests");
-        TypeChecker::new(Ok(real), dir).expect("the sandbox launcher (cargo build -p skiff-sandbox)")
+        TypeChecker::new(Ok(real), dir)
+            .expect("the sandbox launcher (cargo build -p skiff-sandbox)")
     }
 
     fn runs(c: &TypeChecker) -> usize {
-        c.inner.checks_run.load(std::sync::atomic::Ordering::Relaxed)
+        c.inner
+            .checks_run
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     #[tokio::test]

@@ -124,7 +124,10 @@ impl CheckerSandbox {
         for a in std::fs::canonicalize(dir)?.ancestors().skip(1) {
             let mode = std::fs::metadata(a)?.permissions().mode();
             if mode & 0o001 == 0 {
-                std::fs::set_permissions(a, std::fs::Permissions::from_mode((mode | 0o001) & 0o7777))?;
+                std::fs::set_permissions(
+                    a,
+                    std::fs::Permissions::from_mode((mode | 0o001) & 0o7777),
+                )?;
             }
         }
         Ok(())
@@ -145,13 +148,21 @@ impl CheckerSandbox {
     }
 
     /// The launcher policy of one `deno info` / `deno check` run.
-    pub fn policy(&self, scratch: &Path, deno_dir: &Path, deno: &Path, cgroups: Vec<PathBuf>) -> Policy {
+    pub fn policy(
+        &self,
+        scratch: &Path,
+        deno_dir: &Path,
+        deno: &Path,
+        cgroups: Vec<PathBuf>,
+    ) -> Policy {
         let r = &self.report;
         let landlock = r.enforces(names::LANDLOCK_FILES);
         let namespaces = r.enforces(names::NAMESPACES);
         let private_tmp = namespaces
             && r.enforces(names::PRIVATE_TMP)
-            && ![scratch, deno_dir, deno].iter().any(|p| p.starts_with("/tmp"));
+            && ![scratch, deno_dir, deno]
+                .iter()
+                .any(|p| p.starts_with("/tmp"));
         Policy {
             uid: self.ids.map(|(u, _)| u),
             gid: self.ids.map(|(_, g)| g),

@@ -9,6 +9,7 @@ use skiff_core::store::Store;
 use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
+use skiff_manager::typecheck::settings::CheckerSettings;
 
 pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "correct horse battery";
@@ -26,6 +27,7 @@ pub struct Options {
     pub allow_signup: bool,
     pub max_source_bytes: usize,
     pub login_limit_per_user: u32,
+    pub checker: CheckerSettings,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             allow_signup: true,
             max_source_bytes: 1024 * 1024,
             login_limit_per_user: 1000,
+            checker: CheckerSettings::default(),
         }
     }
 }
@@ -53,6 +56,7 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
     config.max_source_bytes = opts.max_source_bytes;
     config.login_limit_per_user = opts.login_limit_per_user;
     config.login_limit_per_addr = 10_000;
+    config.checker = opts.checker;
     let app = Application::build(config).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());

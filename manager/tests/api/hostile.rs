@@ -218,7 +218,7 @@ async fn forbidden_imports_are_refused_without_reading_files(b: TestBackend) {
         let r = app.deploy(&t, "keep", src).await;
         assert_eq!(r.status(), 400);
         let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "type_check_failed");
+        assert_eq!(body["error"]["code"], "import_not_allowed", "{src}: {body}");
         let msg = body["error"]["message"].as_str().unwrap();
         assert!(msg.contains("self-contained"), "{msg}");
         assert!(!msg.contains("TOPSECRET"), "file content leaked: {msg}");

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod checker_sandbox;
 mod functions;
 mod helpers;
 mod hostile;

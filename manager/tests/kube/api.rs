@@ -24,7 +24,7 @@ async fn deploy_get_and_delete_drive_the_runtime() {
     let deno = skiff_core::deno::locate(None)
         .await
         .map_err(|e| e.to_string());
-    let checker = TypeChecker::new(deno, data_dir.path());
+    let checker = TypeChecker::new(deno, data_dir.path()).unwrap();
     let config = ManagerConfig::new(
         "sqlite://unused",
         Secret::new(SECRET),

@@ -306,7 +306,10 @@ pub async fn spawn(
             socket_path_len: socket.as_os_str().len(),
         },
         f.function_id,
-        cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+        cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default(),
     );
     let mut cmd = tokio::process::Command::new(&sandbox.launcher);
     cmd.args(policy.to_args(&sandbox.deno, &args));

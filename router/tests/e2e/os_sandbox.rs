@@ -95,15 +95,13 @@ async fn abstract_unix_sockets_are_refused_both_ways(b: TestBackend) {
     let tag = format!("{}{}", std::process::id() % 10_000, b as u8);
     let squat = [
         format!("sq{tag}"),
-        format!("{:x<12}", format!("a{tag}")),  // 13 bytes with the leading NUL
-        format!("{:y<24}", format!("b{tag}")),  // 25 bytes
+        format!("{:x<12}", format!("a{tag}")), // 13 bytes with the leading NUL
+        format!("{:y<24}", format!("b{tag}")), // 25 bytes
         format!("{:z<100}", format!("c{tag}")), // long
     ];
     s.deploy(&t, "abstract", ABSTRACT_PROBE).await;
     let q = format!("/?host={host_name}&squat={}", squat.join(","));
-    let (status, body) = s
-        .until("alice", "abstract", |st, _| st == 200)
-        .await;
+    let (status, body) = s.until("alice", "abstract", |st, _| st == 200).await;
     assert_eq!(status, 200);
     let _ = body;
     let v: Value = s.get("alice", "abstract", &q).await.json().await.unwrap();
@@ -138,7 +136,8 @@ async fn a_running_instance_carries_every_layer(b: TestBackend) {
     if root {
         let uid = status_field(pid, "Uid:");
         assert!(
-            uid.split_whitespace().all(|u| u.parse::<u32>().unwrap() >= 200_000),
+            uid.split_whitespace()
+                .all(|u| u.parse::<u32>().unwrap() >= 200_000),
             "instance uid: {uid}"
         );
     }
@@ -148,9 +147,18 @@ async fn a_running_instance_carries_every_layer(b: TestBackend) {
     let ns = |p: u32, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).unwrap();
     let me = std::process::id();
     assert_ne!(ns(pid, "mnt"), ns(me, "mnt"), "shares the router's mounts");
-    assert_ne!(ns(pid, "ipc"), ns(me, "ipc"), "shares the router's IPC namespace");
+    assert_ne!(
+        ns(pid, "ipc"),
+        ns(me, "ipc"),
+        "shares the router's IPC namespace"
+    );
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // state ppid pgrp session: its own session and process group.
     assert_eq!(fields[3], pid.to_string(), "not its own session");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -289,7 +297,10 @@ async fn instances_die_with_a_killed_router_whatever_they_patch() {
             assert_eq!(r.text().await.unwrap(), "immortal");
             break;
         }
-        assert!(Instant::now() < deadline, "the router process never served the function");
+        assert!(
+            Instant::now() < deadline,
+            "the router process never served the function"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pids = deno_pids(&data.display().to_string());
