@@ -5,6 +5,8 @@ mod accounts;
 mod functions;
 mod helpers;
 mod hostile;
+mod rate_limits;
+mod request_log;
 
 /// Runs each listed `async fn(TestBackend)` once per backend.
 #[macro_export]
