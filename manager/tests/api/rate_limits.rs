@@ -23,6 +23,7 @@ crate::on_both_backends!(
     ipv6_clients_are_counted_per_64,
     malformed_forwarded_for_from_a_trusted_proxy,
     a_flood_of_distinct_addresses_keeps_the_tables_bounded,
+    password_hashes_run_one_per_cpu_under_a_flood,
 );
 
 const PROXY: &str = "127.0.0.1/32";
@@ -471,4 +472,50 @@ async fn a_flood_of_distinct_addresses_keeps_the_tables_bounded(b: TestBackend) 
     assert_eq!(r.status(), 200);
     let r = login_as(&app, &proxy, "198.51.100.50", "alice", PASSWORD).await;
     assert_limited(r, 60).await;
+}
+
+async fn password_hashes_run_one_per_cpu_under_a_flood(b: TestBackend) {
+    let app = spawn_app_with(
+        b,
+        Options {
+            login_limit_per_addr: 1,
+            register_limit_per_addr: 1,
+            trusted_proxies: PROXY,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.register("alice").await;
+    let proxy = client_from("127.0.0.1");
+    // Many addresses, each within its limit, all at once: each request costs
+    // one argon2 hash (19 MiB).
+    let logins = (0..32u32).map(|i| {
+        let (app, proxy) = (&app, &proxy);
+        async move {
+            let user = if i % 2 == 0 { "alice" } else { "nobody" };
+            let client = format!("198.51.{}.{}", 100 + i / 200, i % 200);
+            login_as(app, proxy, &client, user, "guess").await.status()
+        }
+    });
+    let registrations = (0..8u32).map(|i| {
+        let (app, proxy) = (&app, &proxy);
+        async move {
+            let body = creds(&format!("flood-{i}"), PASSWORD);
+            let client = format!("203.0.113.{i}");
+            app.post_forwarded(proxy, "/register", &client, &body)
+                .await
+                .status()
+        }
+    });
+    let (logins, registrations) = tokio::join!(
+        futures_util::future::join_all(logins),
+        futures_util::future::join_all(registrations)
+    );
+    assert!(logins.iter().all(|s| *s == 401), "{logins:?}");
+    assert!(registrations.iter().all(|s| *s == 201), "{registrations:?}");
+    let (slots, peak) = app.state.limits.hashing_slots_and_peak();
+    assert!(
+        (1..=slots).contains(&peak),
+        "{peak} hashes ran at once; at most {slots} may"
+    );
 }
