@@ -452,7 +452,9 @@ class Bench:
             "SKIFF_DENO": deno,
             "SKIFF_PUBLIC_URL": f"http://127.0.0.1:{self.router_port}",
             "SKIFF_LOGIN_LIMIT_PER_USER": "1000",
+            "SKIFF_LOGIN_LIMIT_PER_USER_ADDR": "1000",
             "SKIFF_LOGIN_LIMIT_PER_ADDR": "100000",
+            "SKIFF_REGISTER_LIMIT_PER_ADDR": "100000",
             "RUST_LOG": "warn",
         }
         p = self.procs.start(name, [self.args.manager], env=env)

@@ -101,7 +101,9 @@ SKIFF_DATABASE_URL="sqlite://$work/skiff.db" \
     SKIFF_DATA_DIR="$work/data" \
     SKIFF_PUBLIC_URL=http://127.0.0.1:8000 \
     SKIFF_LOGIN_LIMIT_PER_USER=1000000 \
+    SKIFF_LOGIN_LIMIT_PER_USER_ADDR=1000000 \
     SKIFF_LOGIN_LIMIT_PER_ADDR=1000000 \
+    SKIFF_REGISTER_LIMIT_PER_ADDR=1000000 \
     RUST_LOG=${RUST_LOG:-warn,skiff_manager=info} NO_COLOR=1 \
     "$manager" >"$work/manager.log" 2>&1 &
 pid=$!

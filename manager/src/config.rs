@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use skiff_core::secret::Secret;
 use skiff_core::tokens::MIN_SECRET_BYTES;
+use skiff_core::trusted_proxies::TrustedProxies;
 
 use crate::kube::settings::{KubeSettings, KubeSettingsError};
 use crate::typecheck::settings::CheckerSettings;
@@ -50,15 +51,31 @@ pub struct ManagerSettings {
     /// Lifetime of a login token, in seconds
     #[arg(long, env = "SKIFF_TOKEN_TTL_SECS", default_value_t = 24 * 3600)]
     pub token_ttl_secs: i64,
-    /// Login attempts allowed per username per window
-    #[arg(long, env = "SKIFF_LOGIN_LIMIT_PER_USER", default_value_t = 10)]
+    /// Login attempts allowed per username from all addresses per window
+    /// (not counted for an address the user recently logged in from)
+    #[arg(long, env = "SKIFF_LOGIN_LIMIT_PER_USER", default_value_t = 100)]
     pub login_limit_per_user: u32,
+    /// Login attempts allowed per username from one client address per window
+    #[arg(long, env = "SKIFF_LOGIN_LIMIT_PER_USER_ADDR", default_value_t = 10)]
+    pub login_limit_per_user_addr: u32,
     /// Login attempts allowed per client address per window
     #[arg(long, env = "SKIFF_LOGIN_LIMIT_PER_ADDR", default_value_t = 30)]
     pub login_limit_per_addr: u32,
     /// Length of the login rate-limit window, in seconds
     #[arg(long, env = "SKIFF_LOGIN_WINDOW_SECS", default_value_t = 60)]
     pub login_window_secs: u64,
+    /// Registrations allowed per client address per window
+    #[arg(long, env = "SKIFF_REGISTER_LIMIT_PER_ADDR", default_value_t = 10)]
+    pub register_limit_per_addr: u32,
+    /// Length of the registration rate-limit window, in seconds
+    #[arg(long, env = "SKIFF_REGISTER_WINDOW_SECS", default_value_t = 3600)]
+    pub register_window_secs: u64,
+    /// Keys each rate-limit table holds at most (over it, the oldest is forgotten)
+    #[arg(long, env = "SKIFF_RATE_LIMIT_MAX_KEYS", default_value_t = 20_000)]
+    pub rate_limit_max_keys: usize,
+    /// CIDRs of proxies whose X-Forwarded-For is believed (comma-separated) [default: none]
+    #[arg(long, env = "SKIFF_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<TrustedProxies>,
     /// Kubernetes runtime settings (SKIFF_K8S_*), used when SKIFF_RUNTIME=kubernetes
     #[command(flatten)]
     pub kubernetes: KubeSettings,
@@ -80,8 +97,14 @@ pub struct ManagerConfig {
     pub max_source_bytes: usize,
     pub token_ttl_secs: i64,
     pub login_limit_per_user: u32,
+    pub login_limit_per_user_addr: u32,
     pub login_limit_per_addr: u32,
     pub login_window_secs: u64,
+    pub register_limit_per_addr: u32,
+    pub register_window_secs: u64,
+    pub rate_limit_max_keys: usize,
+    /// Peers whose `X-Forwarded-For` names the real client (rate limits, logs).
+    pub trusted_proxies: TrustedProxies,
     pub kubernetes: KubeSettings,
     pub checker: CheckerSettings,
 }
@@ -121,6 +144,12 @@ impl ManagerSettings {
         if self.login_window_secs == 0 {
             return Err(ConfigError::NotPositive("SKIFF_LOGIN_WINDOW_SECS"));
         }
+        if self.register_window_secs == 0 {
+            return Err(ConfigError::NotPositive("SKIFF_REGISTER_WINDOW_SECS"));
+        }
+        if self.rate_limit_max_keys == 0 {
+            return Err(ConfigError::NotPositive("SKIFF_RATE_LIMIT_MAX_KEYS"));
+        }
         if self.runtime == RuntimeKind::Kubernetes {
             self.kubernetes.validate()?;
         }
@@ -136,8 +165,13 @@ impl ManagerSettings {
             max_source_bytes: self.max_source_bytes,
             token_ttl_secs: self.token_ttl_secs,
             login_limit_per_user: self.login_limit_per_user,
+            login_limit_per_user_addr: self.login_limit_per_user_addr,
             login_limit_per_addr: self.login_limit_per_addr,
             login_window_secs: self.login_window_secs,
+            register_limit_per_addr: self.register_limit_per_addr,
+            register_window_secs: self.register_window_secs,
+            rate_limit_max_keys: self.rate_limit_max_keys,
+            trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             kubernetes: self.kubernetes,
             checker: self.checker,
         })
@@ -165,9 +199,14 @@ impl ManagerConfig {
             data_dir,
             max_source_bytes: 1024 * 1024,
             token_ttl_secs: 24 * 3600,
-            login_limit_per_user: 10,
+            login_limit_per_user: 100,
+            login_limit_per_user_addr: 10,
             login_limit_per_addr: 30,
             login_window_secs: 60,
+            register_limit_per_addr: 10,
+            register_window_secs: 3600,
+            rate_limit_max_keys: 20_000,
+            trusted_proxies: TrustedProxies::none(),
             kubernetes: KubeSettings::default(),
             checker: CheckerSettings::default(),
         }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod kube;
 pub mod passwords;
 pub mod rate_limit;
+pub mod request_log;
 pub mod routes;
 pub mod runtime;
 pub mod startup;

@@ -14,6 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::config::ManagerConfig;
 use crate::error::ApiError;
 use crate::passwords;
+use crate::request_log::RequestSpan;
 use crate::routes;
 use crate::state::AppState;
 use crate::typecheck::TypeChecker;
@@ -22,6 +23,7 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Store,
+    state: web::Data<AppState>,
 }
 
 /// Connects to the database named in the configuration and migrates it.
@@ -85,10 +87,11 @@ impl Application {
         let state = web::Data::new(
             AppState::new(store.clone(), tokens, checker, config).with_runtime(runtime),
         );
+        let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(app_state.clone())
                 .app_data(json_config())
                 .app_data(query_config())
                 .app_data(path_config())
@@ -101,6 +104,7 @@ impl Application {
             port,
             server,
             store,
+            state,
         })
     }
 
@@ -114,6 +118,11 @@ impl Application {
 
     pub fn server(&self) -> &Server {
         &self.server
+    }
+
+    /// What the handlers share (tests read the rate-limit tables' sizes).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

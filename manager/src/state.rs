@@ -1,13 +1,11 @@
 //! What every handler can reach: the store, the token keys, the type checker,
-//! the login limiters and the configuration.
-
-use std::time::Duration;
+//! the account rate limits and the configuration.
 
 use skiff_core::store::Store;
 use skiff_core::tokens::TokenKeys;
 
 use crate::config::ManagerConfig;
-use crate::rate_limit::Limiter;
+use crate::rate_limit::AccountLimits;
 use crate::runtime::SharedRuntime;
 use crate::typecheck::TypeChecker;
 
@@ -16,8 +14,7 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub checker: TypeChecker,
     pub config: ManagerConfig,
-    pub login_by_user: Limiter,
-    pub login_by_addr: Limiter,
+    pub limits: AccountLimits,
     /// Where functions run; `None` is the process runtime (the router starts
     /// instances itself). Told after every committed deploy and delete.
     pub runtime: Option<SharedRuntime>,
@@ -30,10 +27,8 @@ impl AppState {
         checker: TypeChecker,
         config: ManagerConfig,
     ) -> Self {
-        let window = Duration::from_secs(config.login_window_secs);
         Self {
-            login_by_user: Limiter::new(config.login_limit_per_user, window),
-            login_by_addr: Limiter::new(config.login_limit_per_addr, window),
+            limits: AccountLimits::new(&config),
             store,
             tokens,
             checker,

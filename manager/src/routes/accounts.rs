@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::passwords;
+use crate::rate_limit::{ClientKey, client_ip};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -43,8 +44,11 @@ pub struct LoggedIn {
     (status = 400, description = "Invalid name, password or JSON", body = ErrorBody),
     (status = 403, description = "Signup is closed", body = ErrorBody),
     (status = 409, description = "The name is taken", body = ErrorBody),
+    (status = 429, description = "Too many registrations from this address", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
     (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
@@ -54,10 +58,20 @@ pub async fn register(
             message: "signup is closed on this server; ask an administrator for an account".into(),
         });
     }
+    // Every attempt counts, not only those that reach the password hash: a
+    // `409` also tells which names exist.
+    state
+        .limits
+        .register_attempt(client_key(&req, &state))
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let Credentials { username, password } = body.into_inner();
     let username = UserName::parse(&username)?;
     passwords::check_policy(&password)?;
-    let hash = passwords::hash(password).await?;
+    let hash = state
+        .limits
+        .hashing(passwords::hash(password))
+        .await
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the password hashing task failed")))??;
     match state.store.create_user(&username, &hash).await {
         Ok(user) => Ok(HttpResponse::Created().json(Registered {
             username: user.username,
@@ -84,16 +98,10 @@ pub async fn login(
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = body.into_inner();
-    let addr = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    // Keys are bounded so a hostile name cannot grow the limiter's memory.
-    let user_key: String = username.chars().take(64).collect();
+    let client = client_key(&req, &state);
     state
-        .login_by_addr
-        .hit(&addr)
-        .and_then(|()| state.login_by_user.hit(&user_key))
+        .limits
+        .login_attempt(&username, client)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let denied = || ApiError::Unauthorized("wrong username or password".into());
     if password.len() > passwords::MAX_PASSWORD_LEN {
@@ -107,11 +115,15 @@ pub async fn login(
         .await?
         .filter(|u| u.username == username);
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    if !passwords::verify(password, hash).await {
+    let verified = state
+        .limits
+        .hashing(passwords::verify(password, hash))
+        .await;
+    if verified != Some(true) {
         return Err(denied());
     }
     let user = user.ok_or_else(denied)?;
-    state.login_by_user.reset(&user_key);
+    state.limits.login_succeeded(&user.username, client);
     let now = chrono::Utc::now().timestamp();
     let (token, exp) = state
         .tokens
@@ -121,4 +133,14 @@ pub async fn login(
         token,
         expires_at: rfc3339(exp * 1000),
     }))
+}
+
+/// The unit the account limits count: the real client address (behind
+/// `SKIFF_TRUSTED_PROXIES`), IPv6 by /64.
+fn client_key(req: &HttpRequest, state: &AppState) -> ClientKey {
+    ClientKey::of(client_ip(
+        req.peer_addr(),
+        req.headers(),
+        &state.config.trusted_proxies,
+    ))
 }

@@ -183,7 +183,7 @@ async fn login_attempts_are_rate_limited(b: TestBackend) {
     let app = spawn_app_with(
         b,
         Options {
-            login_limit_per_user: 3,
+            login_limit_per_user_addr: 3,
             ..Options::default()
         },
     )

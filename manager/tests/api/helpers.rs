@@ -1,7 +1,7 @@
 //! Spawns the real manager on port 0 against a fresh database, and talks to it
 //! over HTTP like any client would.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Value, json};
 use skiff_core::secret::Secret;
@@ -10,6 +10,7 @@ use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_manager::state::AppState;
 
 pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "correct horse battery";
@@ -20,14 +21,24 @@ pub struct TestApp {
     /// A second connection to the same database, to check what was written.
     pub store: Store,
     pub data_dir: tempfile::TempDir,
+    /// The running manager's shared state (rate-limit table sizes).
+    pub state: actix_web::web::Data<AppState>,
     _db: TestDb,
 }
 
+/// Settings a test may change; the rate limits default to high values so that
+/// only the tests about them meet them.
 pub struct Options {
     pub allow_signup: bool,
     pub max_source_bytes: usize,
     pub login_limit_per_user: u32,
     pub checker: CheckerSettings,
+    pub login_limit_per_user_addr: u32,
+    pub login_limit_per_addr: u32,
+    pub register_limit_per_addr: u32,
+    pub rate_limit_max_keys: usize,
+    /// `SKIFF_TRUSTED_PROXIES`
+    pub trusted_proxies: &'static str,
 }
 
 impl Default for Options {
@@ -37,6 +48,11 @@ impl Default for Options {
             max_source_bytes: 1024 * 1024,
             login_limit_per_user: 1000,
             checker: CheckerSettings::default(),
+            login_limit_per_user_addr: 1000,
+            login_limit_per_addr: 10_000,
+            register_limit_per_addr: 10_000,
+            rate_limit_max_keys: 20_000,
+            trusted_proxies: "",
         }
     }
 }
@@ -55,10 +71,15 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
     config.allow_signup = opts.allow_signup;
     config.max_source_bytes = opts.max_source_bytes;
     config.login_limit_per_user = opts.login_limit_per_user;
-    config.login_limit_per_addr = 10_000;
     config.checker = opts.checker;
+    config.login_limit_per_user_addr = opts.login_limit_per_user_addr;
+    config.login_limit_per_addr = opts.login_limit_per_addr;
+    config.register_limit_per_addr = opts.register_limit_per_addr;
+    config.rate_limit_max_keys = opts.rate_limit_max_keys;
+    config.trusted_proxies = opts.trusted_proxies.parse().expect("trusted proxies");
     let app = Application::build(config).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
     tokio::spawn(app.run_until_stopped());
     let store = db.store().await;
     TestApp {
@@ -66,8 +87,18 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
         client: reqwest::Client::new(),
         store,
         data_dir,
+        state,
         _db: db,
     }
+}
+
+/// A client whose connections come from `local` (any of 127.0.0.0/8 reaches
+/// the manager on 127.0.0.1): a second machine, as far as the manager can tell.
+pub fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
 }
 
 impl TestApp {
@@ -95,6 +126,24 @@ impl TestApp {
     pub async fn login(&self, user: &str, password: &str) -> reqwest::Response {
         self.post_json("/login", &json!({"username": user, "password": password}))
             .await
+    }
+
+    /// `POST path` with a JSON body and an `X-Forwarded-For` header, sent by
+    /// `client` (as a proxy, or as a client forging the header).
+    pub async fn post_forwarded(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        forwarded_for: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        client
+            .post(self.url(path))
+            .header("x-forwarded-for", forwarded_for)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Registers `user` and returns a fresh token.

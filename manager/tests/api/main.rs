@@ -6,6 +6,8 @@ mod checker_sandbox;
 mod functions;
 mod helpers;
 mod hostile;
+mod rate_limits;
+mod request_log;
 
 /// Runs each listed `async fn(TestBackend)` once per backend.
 #[macro_export]

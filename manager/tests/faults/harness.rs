@@ -58,6 +58,8 @@ impl Manager {
             .env("SKIFF_PUBLIC_URL", "http://fn.example.test")
             .env("SKIFF_LOGIN_LIMIT_PER_USER", "100000")
             .env("SKIFF_LOGIN_LIMIT_PER_ADDR", "100000")
+            .env("SKIFF_LOGIN_LIMIT_PER_USER_ADDR", "100000")
+            .env("SKIFF_REGISTER_LIMIT_PER_ADDR", "100000")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -1,0 +1,255 @@
+//! What the manager logs, read from the real `skiff-manager` binary's output
+//! (its own logging set-up, at `RUST_LOG=debug`): secrets a client put in a
+//! query string, a header or a body never appear; paths and the real client
+//! address do.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skiff_core::store::testing::{TestBackend, TestDb};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{SECRET, client_from};
+
+crate::on_both_backends!(secrets_in_urls_headers_and_bodies_never_reach_the_log);
+
+/// The running binary (killed when dropped) and everything it printed.
+struct LoggedManager {
+    _child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl LoggedManager {
+    async fn start(db: &TestDb, data_dir: &std::path::Path) -> LoggedManager {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff-manager"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SKIFF_DATABASE_URL", &db.url)
+            .env("SKIFF_JWT_SECRET", SECRET)
+            .env("SKIFF_ALLOW_SIGNUP", "true")
+            .env("SKIFF_LISTEN", "127.0.0.1:0")
+            .env("SKIFF_DATA_DIR", data_dir)
+            .env("SKIFF_TRUSTED_PROXIES", "127.0.0.1/32")
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(deno) = std::env::var_os("SKIFF_DENO") {
+            cmd.env("SKIFF_DENO", deno);
+        }
+        let mut child = cmd.spawn().expect("spawn skiff-manager");
+        let log = Arc::new(Mutex::new(String::new()));
+        let outputs: [Option<Box<dyn AsyncRead + Unpin + Send>>; 2] = [
+            child.stdout.take().map(|s| Box::new(s) as _),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ];
+        for output in outputs.into_iter().flatten() {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(output).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let mut manager = LoggedManager {
+            _child: child,
+            base: String::new(),
+            log,
+        };
+        let port = manager
+            .wait_for(|log| {
+                log.lines()
+                    .filter(|l| l.contains("skiff-manager listening"))
+                    .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("port=")))
+                    .map(str::to_owned)
+            })
+            .await;
+        manager.base = format!("http://127.0.0.1:{port}");
+        manager
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `found` finds something in the log.
+    async fn wait_for<T>(&self, found: impl Fn(&str) -> Option<T>) -> T {
+        for _ in 0..1200 {
+            if let Some(t) = found(&self.log()) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("not found in the manager's log:\n{}", self.log());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+async fn secrets_in_urls_headers_and_bodies_never_reach_the_log(b: TestBackend) {
+    let db = TestDb::new(b).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let m = LoggedManager::start(&db, data_dir.path()).await;
+    let proxy = client_from("127.0.0.1");
+    let other_machine = client_from("127.0.0.2");
+    let mut secrets: Vec<String> = (1..=20).map(|i| format!("s3cr3t{i:02}x")).collect();
+    let s = |i: usize| secrets[i - 1].clone();
+    let password = format!("password {}", s(1));
+
+    let r = proxy
+        .post(m.url(&format!("/register?password={}", s(2))))
+        .json(&json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = proxy
+        .post(m.url(&format!("/login?password={}&user=alice", s(3))))
+        .header("x-forwarded-for", "198.51.100.77")
+        .json(&json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = proxy
+        .post(m.url(&format!("/login?password={}", s(4))))
+        .json(&json!({"username": "alice", "password": s(5)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A body that is not JSON: the parser's error goes back to the client only.
+    let r = proxy
+        .post(m.url("/login"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"username\":\"alice\",\"password\":\"{}\"",
+            s(6)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A deploy whose source holds a secret and is refused (its diagnostics
+    // quote the source), with a valid token and secrets in other headers.
+    let source = format!(
+        "import k from \"file:///{}\";\nconst key: number = \"{}\";\nexport default () => new Response(key + k);\n",
+        s(7),
+        s(8)
+    );
+    let r = proxy
+        .post(m.url(&format!("/func?name=hello&token={}", s(9))))
+        .bearer_auth(&token)
+        .header("cookie", format!("session={}", s(10)))
+        .header("x-api-key", s(11))
+        .body(source)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_client_error() || r.status() == 503,
+        "{}",
+        r.status()
+    );
+    let r = proxy
+        .get(m.url(&format!("/func?access_token={}", s(12))))
+        .bearer_auth(s(13))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = proxy
+        .get(m.url(&format!("/func/hello/code?sig={}", s(14))))
+        .header("proxy-authorization", format!("Basic {}", s(15)))
+        .header("authorization", format!("Basic {}", s(16)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = proxy
+        .delete(m.url(&format!("/login?password={}", s(17))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = proxy
+        .get(m.url(&format!("/nope?secret={}", s(18))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = proxy
+        .get(m.url(&format!("/healthz?probe={}", s(19))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A machine that is not a proxy claims to be someone else.
+    let r = other_machine
+        .get(m.url(&format!("/forged-client?x={}", s(20))))
+        .header("x-forwarded-for", "203.0.113.66")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = proxy.get(m.url("/the-end")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // The last request's line (in any format) says the log is complete.
+    let log = m
+        .wait_for(|log| log.contains("/the-end").then(|| log.to_owned()))
+        .await;
+
+    secrets.push(token.clone());
+    secrets.push(password.clone());
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "{secret:?} is in the manager's log:\n{log}"
+        );
+    }
+    // The token's signature alone is a secret too (the JWT parts are logged nowhere).
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "the token's signature is logged");
+    for (path, status) in [
+        ("/register", 201),
+        ("/login", 200),
+        ("/login", 401),
+        ("/login", 400),
+        ("/func", 401),
+        ("/func/hello/code", 401),
+        ("/login", 405),
+        ("/nope", 404),
+        ("/healthz", 200),
+    ] {
+        let line = format!("path={path} ");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&line) && l.contains(&format!("status={status}"))),
+            "no log line for {path} answered {status}:\n{log}"
+        );
+    }
+    // The client is the real one: behind the proxy, the address it forwarded;
+    // a direct client, its own address whatever header it sends.
+    assert!(log.contains("client=198.51.100.77"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("path=/forged-client") && l.contains("client=127.0.0.2")),
+        "{log}"
+    );
+    assert!(!log.contains("203.0.113.66"), "a forged address is logged");
+}
