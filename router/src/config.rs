@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_core::secret::Secret;
+use skiff_core::trusted_proxies::TrustedProxies;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
@@ -75,6 +76,21 @@ pub struct RouterSettings {
     /// Namespace of the function Services (kubernetes runtime)
     #[arg(long, env = "SKIFF_K8S_NAMESPACE", default_value = "skiff-functions")]
     pub k8s_namespace: String,
+    /// Peers (CIDRs, comma-separated) whose X-Forwarded-*/Forwarded headers are
+    /// believed and appended to; every other caller's are replaced [default: none]
+    #[arg(long, env = "SKIFF_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// A request whose body makes no progress for this long ends (408), in seconds
+    #[arg(long, env = "SKIFF_BODY_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub body_read_timeout_secs: u64,
+    /// A client that reads none of its response for this long is disconnected, in seconds
+    #[arg(long, env = "SKIFF_RESPONSE_WRITE_TIMEOUT_SECS", default_value_t = 15)]
+    pub response_write_timeout_secs: u64,
+    /// Share of a function's concurrency one client address may hold, in percent
+    /// (at least 4 requests); over it: 429 rate_limited
+    #[arg(long, env = "SKIFF_CLIENT_SHARE_PERCENT", default_value_t = 25,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub client_share_percent: u8,
     /// Worker threads of the router [default: half the CPUs with the process
     /// runtime, whose function instances share the machine; all with kubernetes]
     #[arg(long, env = "SKIFF_ROUTER_THREADS")]
@@ -116,6 +132,10 @@ pub struct RouterConfig {
     pub function_uid_base: u32,
     pub poll_interval: Duration,
     pub k8s_namespace: String,
+    pub trusted_proxies: TrustedProxies,
+    pub body_read_timeout: Duration,
+    pub response_write_timeout: Duration,
+    pub client_share_percent: u8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +163,11 @@ impl RouterSettings {
                 self.function_concurrency as u64,
             ),
             ("SKIFF_FUNCTION_HEAP_MB", u64::from(self.heap_mb)),
+            ("SKIFF_BODY_READ_TIMEOUT_SECS", self.body_read_timeout_secs),
+            (
+                "SKIFF_RESPONSE_WRITE_TIMEOUT_SECS",
+                self.response_write_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));
@@ -171,6 +196,10 @@ impl RouterSettings {
                 function_uid_base: self.function_uid_base,
                 poll_interval: Duration::from_millis(self.poll_interval_ms),
                 k8s_namespace: self.k8s_namespace,
+                trusted_proxies: self.trusted_proxies,
+                body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+                response_write_timeout: Duration::from_secs(self.response_write_timeout_secs),
+                client_share_percent: self.client_share_percent,
             },
         ))
     }
@@ -197,6 +226,10 @@ impl RouterConfig {
             function_uid_base: 200_000,
             poll_interval: Duration::from_millis(100),
             k8s_namespace: "skiff-functions".into(),
+            trusted_proxies: TrustedProxies::none(),
+            body_read_timeout: Duration::from_secs(15),
+            response_write_timeout: Duration::from_secs(15),
+            client_share_percent: 25,
         }
     }
 }
