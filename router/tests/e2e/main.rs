@@ -4,11 +4,14 @@
 
 mod calls;
 mod faults;
+mod forwarded_headers;
 mod helpers;
 mod hostile_clients;
 mod hostile_code;
 mod lifecycle;
 mod sandbox;
+mod slow_clients;
+mod wire;
 
 #[macro_export]
 macro_rules! on_both_backends {
