@@ -88,7 +88,7 @@ pub struct RouterSettings {
     pub response_write_timeout_secs: u64,
     /// Share of a function's concurrency one client address may hold, in percent
     /// (at least 4 requests); over it: 429 rate_limited
-    #[arg(long, env = "SKIFF_CLIENT_SHARE_PERCENT", default_value_t = 25,
+    #[arg(long, env = "SKIFF_CLIENT_SHARE_PERCENT", default_value_t = 50,
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub client_share_percent: u8,
     /// Worker threads of the router [default: half the CPUs with the process
@@ -229,7 +229,67 @@ impl RouterConfig {
             trusted_proxies: TrustedProxies::none(),
             body_read_timeout: Duration::from_secs(15),
             response_write_timeout: Duration::from_secs(15),
-            client_share_percent: 25,
+            client_share_percent: 50,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: RouterSettings,
+    }
+
+    fn parse(args: &[&str]) -> Result<RouterConfig, String> {
+        let argv = [&["skiff-router", "--database-url", "sqlite://x"], args].concat();
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.settings
+            .into_config()
+            .map(|(_, c)| c)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn request_path_hardening_settings() {
+        let c = parse(&[]).unwrap();
+        assert!(c.trusted_proxies.is_empty(), "nobody is trusted by default");
+        assert_eq!(c.body_read_timeout, Duration::from_secs(15));
+        assert_eq!(c.response_write_timeout, Duration::from_secs(15));
+        assert_eq!(c.client_share_percent, 50);
+        let defaults = RouterConfig::new(PathBuf::from("."));
+        assert_eq!(defaults.body_read_timeout, c.body_read_timeout);
+        assert_eq!(defaults.response_write_timeout, c.response_write_timeout);
+        assert_eq!(defaults.client_share_percent, c.client_share_percent);
+
+        let c = parse(&[
+            "--trusted-proxies",
+            "10.0.0.0/8, fc00::/7",
+            "--body-read-timeout-secs",
+            "3",
+            "--client-share-percent",
+            "100",
+        ])
+        .unwrap();
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("fd00::1".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(3));
+
+        for bad in [
+            &["--trusted-proxies", "10.0.0.0/33"][..],
+            &["--trusted-proxies", "everyone"],
+            &["--client-share-percent", "0"],
+            &["--client-share-percent", "101"],
+            &["--body-read-timeout-secs", "0"],
+            &["--response-write-timeout-secs", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
 }
