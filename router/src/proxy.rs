@@ -214,6 +214,9 @@ async fn route(
         .limits
         .acquire(function.function_id, client_key(client))
         .await?;
+    // WebSocket upgrades are not passed through yet: `Upgrade` is stripped
+    // below, so no request forwarded today asks to switch protocols.
+    let asked_upgrade = false;
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     forwarding::rewrite(&mut parts.headers, &parts.uri, peer, client);
@@ -252,7 +255,7 @@ async fn route(
         }
         Ok(Ok(r)) => r,
     };
-    if !status_allowed(resp.status(), false) {
+    if !status_allowed(resp.status(), asked_upgrade) {
         tracing::debug!(user = %function.user, function = %function.name, status = %resp.status(), "unsolicited status from the function");
         return Err(RouterError::BadGateway);
     }
