@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_core::secret::Secret;
+use skiff_core::trusted_proxies::TrustedProxies;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
@@ -81,6 +82,21 @@ pub struct RouterSettings {
     /// Namespace of the function Services (kubernetes runtime)
     #[arg(long, env = "SKIFF_K8S_NAMESPACE", default_value = "skiff-functions")]
     pub k8s_namespace: String,
+    /// Peers (CIDRs, comma-separated) whose X-Forwarded-*/Forwarded headers are
+    /// believed and appended to; every other caller's are replaced [default: none]
+    #[arg(long, env = "SKIFF_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// A request whose body makes no progress for this long ends (408), in seconds
+    #[arg(long, env = "SKIFF_BODY_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub body_read_timeout_secs: u64,
+    /// A client that reads none of its response for this long is disconnected, in seconds
+    #[arg(long, env = "SKIFF_RESPONSE_WRITE_TIMEOUT_SECS", default_value_t = 15)]
+    pub response_write_timeout_secs: u64,
+    /// Share of a function's concurrency one client address may hold, in percent
+    /// (at least 4 requests); over it: 429 rate_limited
+    #[arg(long, env = "SKIFF_CLIENT_SHARE_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub client_share_percent: u8,
     /// Worker threads of the router [default: half the CPUs with the process
     /// runtime, whose function instances share the machine; all with kubernetes]
     #[arg(long, env = "SKIFF_ROUTER_THREADS")]
@@ -137,6 +153,10 @@ pub struct RouterConfig {
     pub function_tmp_mb: u32,
     pub poll_interval: Duration,
     pub k8s_namespace: String,
+    pub trusted_proxies: TrustedProxies,
+    pub body_read_timeout: Duration,
+    pub response_write_timeout: Duration,
+    pub client_share_percent: u8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +184,11 @@ impl RouterSettings {
                 self.function_concurrency as u64,
             ),
             ("SKIFF_FUNCTION_HEAP_MB", u64::from(self.heap_mb)),
+            ("SKIFF_BODY_READ_TIMEOUT_SECS", self.body_read_timeout_secs),
+            (
+                "SKIFF_RESPONSE_WRITE_TIMEOUT_SECS",
+                self.response_write_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));
@@ -194,6 +219,10 @@ impl RouterSettings {
                 function_tmp_mb: self.function_tmp_mb,
                 poll_interval: Duration::from_millis(self.poll_interval_ms),
                 k8s_namespace: self.k8s_namespace,
+                trusted_proxies: self.trusted_proxies,
+                body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+                response_write_timeout: Duration::from_secs(self.response_write_timeout_secs),
+                client_share_percent: self.client_share_percent,
             },
         ))
     }
@@ -222,6 +251,70 @@ impl RouterConfig {
             function_tmp_mb: 64,
             poll_interval: Duration::from_millis(100),
             k8s_namespace: "skiff-functions".into(),
+            trusted_proxies: TrustedProxies::none(),
+            body_read_timeout: Duration::from_secs(15),
+            response_write_timeout: Duration::from_secs(15),
+            client_share_percent: 50,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: RouterSettings,
+    }
+
+    fn parse(args: &[&str]) -> Result<RouterConfig, String> {
+        let argv = [&["skiff-router", "--database-url", "sqlite://x"], args].concat();
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.settings
+            .into_config()
+            .map(|(_, c)| c)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn request_path_hardening_settings() {
+        let c = parse(&[]).unwrap();
+        assert!(c.trusted_proxies.is_empty(), "nobody is trusted by default");
+        assert_eq!(c.body_read_timeout, Duration::from_secs(15));
+        assert_eq!(c.response_write_timeout, Duration::from_secs(15));
+        assert_eq!(c.client_share_percent, 50);
+        let defaults = RouterConfig::new(PathBuf::from("."));
+        assert_eq!(defaults.body_read_timeout, c.body_read_timeout);
+        assert_eq!(defaults.response_write_timeout, c.response_write_timeout);
+        assert_eq!(defaults.client_share_percent, c.client_share_percent);
+
+        let c = parse(&[
+            "--trusted-proxies",
+            "10.0.0.0/8, fc00::/7",
+            "--body-read-timeout-secs",
+            "3",
+            "--client-share-percent",
+            "100",
+        ])
+        .unwrap();
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("fd00::1".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(3));
+
+        for bad in [
+            &["--trusted-proxies", "10.0.0.0/33"][..],
+            &["--trusted-proxies", "everyone"],
+            &["--client-share-percent", "0"],
+            &["--client-share-percent", "101"],
+            &["--body-read-timeout-secs", "0"],
+            &["--response-write-timeout-secs", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
 }

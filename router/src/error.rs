@@ -12,10 +12,19 @@ use crate::process::StartError;
 pub enum RouterError {
     #[error("no such function")]
     NotFound,
+    /// The caller's request is malformed (a bad body, conflicting Host headers).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The caller stopped sending its request body.
+    #[error("the request body stalled: nothing arrived for {} s", .0.as_secs())]
+    BodyTimeout(Duration),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(u64),
     #[error("the function is at its concurrency limit; retry shortly")]
     Busy,
+    /// One client address already holds its share of the function's concurrency.
+    #[error("this client already has {0} requests in flight to this function; retry shortly")]
+    ClientBusy(usize),
     #[error("the function could not be started")]
     StartFailed(#[source] StartError),
     #[error("the function did not answer within {} s", .0.as_secs())]
@@ -28,8 +37,10 @@ impl RouterError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Busy => StatusCode::TOO_MANY_REQUESTS,
+            Self::Busy | Self::ClientBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
@@ -39,8 +50,11 @@ impl RouterError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
+            Self::BadRequest(_) => "bad_request",
+            Self::BodyTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Busy => "too_many_requests",
+            Self::ClientBusy(_) => "rate_limited",
             Self::StartFailed(_) => "function_unavailable",
             Self::Timeout(_) => "function_timeout",
             Self::BadGateway => "bad_gateway",

@@ -1,8 +1,10 @@
 //! The Skiff router: the public data plane (see SPEC.md, "Router").
 
+mod client_body;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod forwarding;
 pub mod process;
 pub mod proxy;
 pub mod server;
@@ -24,7 +26,7 @@ use tokio::sync::watch;
 use config::{RouterConfig, RuntimeKind};
 use directory::{Directory, Syncer};
 use process::ProcessRuntime;
-use state::{Backend, Limits, RouterState};
+use state::{Backend, RouterState};
 
 /// Resolves once the stop flag is set (the watch guard is dropped inside, so
 /// callers' futures stay `Send`).
@@ -106,13 +108,7 @@ impl RouterApp {
             .await
             .context("loading the function directory")?;
         tracing::info!(functions = directory.len(), "function directory loaded");
-        let state = Arc::new(RouterState {
-            directory,
-            limits: Limits::new(cfg.function_concurrency, cfg.queue_wait),
-            backend,
-            request_timeout: cfg.request_timeout,
-            max_body_bytes: cfg.max_body_bytes,
-        });
+        let state = Arc::new(RouterState::new(&cfg, directory, backend));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {

@@ -1,9 +1,9 @@
 //! The request path: `/fn/<user>/<name>[/<rest>]` → the function's instance as
 //! `<METHOD> /<rest>?<query>`, bodies streamed both ways, hop-by-hop headers
-//! removed, `X-Forwarded-*` added. Nothing here touches the database.
+//! removed, forwarding headers rewritten (`forwarding.rs`). Nothing here touches
+//! the database.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,13 +16,14 @@ use http::header::{
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use skiff_core::names::{is_function_name, is_user_name};
-use tokio::sync::OwnedSemaphorePermit;
 
+use crate::client_body::{ClientBody, ClientBodyError};
 use crate::error::RouterError;
-use crate::state::{RouterState, Upstream};
+use crate::forwarding::{self, Peer};
+use crate::state::{RouterState, Upstream, client_key};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -47,7 +48,7 @@ impl RouterError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut r = json(self.status(), body.to_string());
-        if matches!(self, RouterError::Busy) {
+        if matches!(self, RouterError::Busy | RouterError::ClientBusy(_)) {
             r.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -72,9 +73,6 @@ pub fn parse_path(path: &str) -> Option<(&str, &str, &str)> {
 // request (callgrind: ~5,000 instructions per request before this).
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 const HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
@@ -88,7 +86,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Removes hop-by-hop headers, including any the `Connection` header names
+/// (except `Host`: a caller listing it must not leave the function without one).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(CONNECTION) {
         let listed: Vec<HeaderName> = headers
@@ -97,6 +96,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| *n != HOST)
             .collect();
         for h in listed {
             headers.remove(h);
@@ -104,37 +104,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for h in &HOP_BY_HOP {
         headers.remove(h);
-    }
-}
-
-/// The client's address as a header value, made once per connection.
-pub fn peer_header(peer: SocketAddr) -> HeaderValue {
-    // An IP address is always a valid header value; the fallback is unreachable.
-    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
-fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + peer.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(peer.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
-        }
-        _ => Some(peer.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    // A TLS-terminating ingress in front sets these; otherwise the router does.
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(&X_FORWARDED_HOST)
-        && let Some(h) = headers.get(HOST).cloned()
-    {
-        headers.insert(X_FORWARDED_HOST, h);
     }
 }
 
@@ -165,20 +134,30 @@ impl<G: Unpin> Body for Guarded<G> {
     }
 }
 
-fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, any request
+/// at most one. Two could name different hosts to the router and the function.
+fn check_host(req: &Request<Incoming>) -> Result<(), RouterError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(RouterError::BadRequest("more than one Host header")),
+        (None, _) if req.version() == http::Version::HTTP_11 => Err(RouterError::BadRequest(
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        _ => Ok(()),
     }
-    false
+}
+
+/// Whether a response status may be passed on. A `101 Switching Protocols`
+/// needs a caller that asked to switch; `asked_upgrade` is always false today
+/// (`Upgrade` is hop-by-hop and stripped), so any 101 is the function's own
+/// doing and would hand the caller's connection to it unframed.
+fn status_allowed(status: StatusCode, asked_upgrade: bool) -> bool {
+    status != StatusCode::SWITCHING_PROTOCOLS || asked_upgrade
 }
 
 pub async fn handle(
     state: Arc<RouterState>,
-    peer: HeaderValue,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
@@ -200,7 +179,7 @@ pub async fn handle(
 
 async fn route(
     state: &RouterState,
-    peer: &HeaderValue,
+    peer: &Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, RouterError> {
     let (function, tail_and_query) = {
@@ -221,6 +200,7 @@ async fn route(
         .map_err(|_| RouterError::NotFound)?;
         (function, tail_and_query)
     };
+    check_host(&req)?;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -229,15 +209,18 @@ async fn route(
     if declared.is_some_and(|n| n > state.max_body_bytes) {
         return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
     }
-    let permit: OwnedSemaphorePermit = state.limits.acquire(function.function_id).await?;
+    let client = peer.client_ip(req.headers(), &state.trusted_proxies);
+    let admission = state
+        .limits
+        .acquire(function.function_id, client_key(client))
+        .await?;
+    // WebSocket upgrades are not passed through yet: `Upgrade` is stripped
+    // below, so no request forwarded today asks to switch protocols.
+    let asked_upgrade = false;
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer);
-    let body = Limited::new(
-        body,
-        usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX),
-    )
-    .boxed_unsync();
+    forwarding::rewrite(&mut parts.headers, &parts.uri, peer, client);
+    let body = ClientBody::new(body, state.max_body_bytes, state.body_read_timeout).boxed_unsync();
 
     let upstream = state.upstream(&function).await?;
     let mut uri = http::uri::Parts::default();
@@ -260,8 +243,9 @@ async fn route(
             return Err(RouterError::Timeout(state.request_timeout));
         }
         Ok(Err(e)) => {
-            if is_length_limit(&e) {
-                return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
+            // The caller's body failed: its fault, not the instance's.
+            if let Some(client_error) = ClientBodyError::find(&e) {
+                return Err(client_error.to_router_error());
             }
             tracing::debug!(user = %function.user, function = %function.name, error = %e, "upstream failed");
             if let Upstream::Process { lease } = &upstream {
@@ -271,11 +255,15 @@ async fn route(
         }
         Ok(Ok(r)) => r,
     };
+    if !status_allowed(resp.status(), asked_upgrade) {
+        tracing::debug!(user = %function.user, function = %function.name, status = %resp.status(), "unsolicited status from the function");
+        return Err(RouterError::BadGateway);
+    }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = Guarded {
         inner: body,
-        _guard: (upstream, permit),
+        _guard: (upstream, admission),
     }
     .map_err(|e| -> BoxError { Box::new(e) })
     .boxed_unsync();
@@ -326,5 +314,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+        // `Connection: host` does not take the Host header away
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("host, x-a"));
+        h.insert("host", HeaderValue::from_static("h"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["host"], "h");
+    }
+
+    #[test]
+    fn only_a_solicited_101_passes() {
+        assert!(!status_allowed(StatusCode::SWITCHING_PROTOCOLS, false));
+        assert!(status_allowed(StatusCode::SWITCHING_PROTOCOLS, true));
+        assert!(status_allowed(StatusCode::OK, false));
+        assert!(status_allowed(StatusCode::BAD_GATEWAY, false));
     }
 }

@@ -1,15 +1,22 @@
 //! The HTTP/1.1 server loop: accepts connections, serves each with hyper, and
 //! on shutdown stops accepting and lets open requests finish (bounded).
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
+use crate::forwarding::Peer;
 use crate::proxy;
 use crate::state::RouterState;
 
@@ -43,10 +50,12 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // Who the peer is and whether it is trusted: decided once per connection.
+                let peer = Peer::new(peer, &state.trusted_proxies);
+                let io = TimedWrite::new(stream, state.response_write_timeout);
                 let state = state.clone();
-                let peer = proxy::peer_header(peer);
                 let svc = service_fn(move |req| proxy::handle(state.clone(), peer.clone(), req));
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -56,4 +65,106 @@ pub async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
+
+/// The client's socket, failing writes once the client has taken none of our
+/// bytes for `limit`: hyper then drops the connection, and with it the response
+/// body that holds the function's concurrency slot. Without this a client that
+/// never reads keeps that slot for as long as it keeps the connection open.
+struct TimedWrite {
+    io: TcpStream,
+    limit: Duration,
+    /// Made the first time a write has to wait; re-armed after progress.
+    stall: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl TimedWrite {
+    fn new(io: TcpStream, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            stall: None,
+            armed: false,
+        }
+    }
+
+    /// After a write that had to wait: `Ready(error)` once the client has
+    /// taken nothing for `limit`, else `Pending` (woken by the socket or the clock).
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = Instant::now() + self.limit;
+        let sleep = match &mut self.stall {
+            Some(s) => {
+                if !self.armed {
+                    s.as_mut().reset(deadline);
+                }
+                s
+            }
+            None => self
+                .stall
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.armed = true;
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of its response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending => self.waiting(cx),
+            ready => {
+                self.armed = false;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for TimedWrite {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TimedWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

@@ -40,6 +40,8 @@ pub struct Opts {
     pub max_body_bytes: u64,
     pub concurrency: usize,
     pub queue_wait: Duration,
+    /// Any other router setting a test needs.
+    pub tune_router: fn(&mut RouterConfig),
 }
 
 impl Default for Opts {
@@ -50,6 +52,7 @@ impl Default for Opts {
             max_body_bytes: 128 * 1024 * 1024,
             concurrency: 256,
             queue_wait: Duration::from_secs(1),
+            tune_router: |_| {},
         }
     }
 }
@@ -87,6 +90,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     r.max_body_bytes = o.max_body_bytes;
     r.function_concurrency = o.concurrency;
     r.queue_wait = o.queue_wait;
+    (o.tune_router)(&mut r);
     // Its own connection: it learns of deploys only through the change feed.
     let store = skiff_core::store::Store::connect(&db.url, 2).await.unwrap();
     let router = RouterApp::build(r, store).await.expect("router");

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{Opts, stack_with};
+use crate::wire::{connect_from, exchange_from, read_head, read_to_close};
 
 const WHO: &str = "export default (req: Request) => new Response('owner=OWNER path=' + new URL(req.url).pathname);\n";
 
@@ -209,4 +210,132 @@ async fn slow_clients_are_cut_off_without_blocking_others() {
         }
     }
     assert_eq!(closed, 200, "slow clients still hold connections");
+}
+
+/// Reads its whole body; says which instance answered, so a test can tell
+/// whether the router blamed (and replaced) it.
+const READER: &str = r#"const instance = crypto.randomUUID();
+export default async (req: Request) => {
+  const n = (await req.arrayBuffer()).byteLength;
+  return new Response(`read ${n} on ${instance}`);
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_request_bodies_are_the_callers_400_not_the_functions_502() {
+    let s = stack_with(TestBackend::Sqlite, Opts::default()).await;
+    let a = s.token("alice").await;
+    s.deploy(&a, "reader", READER).await;
+    let (_, first) = s.until("alice", "reader", |st, _| st == 200).await;
+    let addr = s.router_addr;
+    let head = "POST /fn/alice/reader HTTP/1.1\r\nHost: x\r\n";
+    let chunked = format!("{head}Transfer-Encoding: chunked\r\n\r\n");
+    let long_extension = format!("{chunked}3;{}\r\nabc\r\n0\r\n\r\n", "e".repeat(20 * 1024));
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "chunk size not hex",
+            format!("{chunked}zz\r\nabc\r\n0\r\n\r\n"),
+        ),
+        (
+            "chunk size overflows",
+            format!("{chunked}fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"),
+        ),
+        (
+            "no CRLF after the chunk data",
+            format!("{chunked}3\r\nabcXY0\r\n\r\n"),
+        ),
+        (
+            "bare LF in a chunk extension",
+            format!("{chunked}3;ext\nabc\r\n0\r\n\r\n"),
+        ),
+        ("chunk extensions over hyper's limit", long_extension),
+        (
+            "chunk longer than its size",
+            format!("{chunked}3\r\nabcdef\r\n0\r\n\r\n"),
+        ),
+    ];
+    for (what, raw) in &cases {
+        let answer = exchange_from(1, addr, raw.as_bytes()).await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.text);
+        assert_eq!(answer.error_code(), "bad_request", "{what}");
+    }
+    // Bodies cut short: the caller closes its sending side (and keeps reading).
+    for (what, raw) in [
+        (
+            "shorter than Content-Length",
+            format!("{head}Content-Length: 100\r\n\r\nonly this"),
+        ),
+        (
+            "chunked without its last chunk",
+            format!("{chunked}3\r\nabc\r\n"),
+        ),
+        ("inside a chunk", format!("{chunked}10\r\nabc")),
+    ] {
+        let mut c = connect_from(1, addr).await;
+        c.write_all(raw.as_bytes()).await.unwrap();
+        c.shutdown().await.unwrap();
+        let answer = read_to_close(&mut c, Duration::from_secs(20)).await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.text);
+        assert_eq!(answer.error_code(), "bad_request", "{what}");
+    }
+    // None of it was held against the function: the same instance still serves.
+    let r = s.get("alice", "reader", "/").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), first);
+}
+
+/// Answers `101 Switching Protocols` to a request that never asked to switch:
+/// Deno refuses `new Response(null, {status: 101})`, but `Deno.upgradeWebSocket`
+/// believes whatever `req.headers` says, and an own property shadows the getter.
+const SWITCHER: &str = r#"export default (req: Request) => {
+  if (new URL(req.url).pathname !== "/switch") return new Response("plain");
+  const headers = new Headers(req.headers);
+  headers.set("upgrade", "websocket");
+  headers.set("connection", "Upgrade");
+  headers.set("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+  headers.set("sec-websocket-version", "13");
+  Object.defineProperty(req, "headers", { value: headers });
+  const { socket, response } = Deno.upgradeWebSocket(req);
+  socket.onopen = () => socket.send("you are talking to the function now");
+  return response;
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsolicited_101_from_a_function_is_a_502() {
+    let s = stack_with(TestBackend::Sqlite, Opts::default()).await;
+    let a = s.token("alice").await;
+    s.deploy(&a, "switcher", SWITCHER).await;
+    s.until("alice", "switcher", |st, t| st == 200 && t == "plain")
+        .await;
+    let r = s.get("alice", "switcher", "/switch").await;
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_gateway");
+
+    // On the wire, also when the caller itself asks for a WebSocket (upgrades
+    // are not passed through yet): a 502, and the connection still speaks HTTP
+    // to the router: the next request on it is answered by the function.
+    for asking in [
+        "",
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    ] {
+        let mut c = connect_from(1, s.router_addr).await;
+        let first = format!("GET /fn/alice/switcher/switch HTTP/1.1\r\nHost: x\r\n{asking}\r\n");
+        c.write_all(first.as_bytes()).await.unwrap();
+        let answer = read_head(&mut c, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(answer.status, 502, "{}", answer.text);
+        assert!(
+            !answer.text.contains("talking to the function"),
+            "{}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "bad_gateway");
+        c.write_all(b"GET /fn/alice/switcher/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let second = read_to_close(&mut c, Duration::from_secs(20)).await;
+        assert_eq!(second.status, 200, "{}", second.text);
+        assert!(second.text.ends_with("plain"), "{}", second.text);
+    }
 }

@@ -4,12 +4,15 @@
 
 mod calls;
 mod faults;
+mod forwarded_headers;
 mod helpers;
 mod hostile_clients;
 mod hostile_code;
 mod lifecycle;
 mod os_sandbox;
 mod sandbox;
+mod slow_clients;
+mod wire;
 
 #[macro_export]
 macro_rules! on_both_backends {
