@@ -78,7 +78,7 @@ echo "deno: $deno"
 
 step "build (release)"
 target=${CARGO_TARGET_DIR:-$root/target}
-cargo build --release --quiet --bin skiff-manager --bin skiff-router
+cargo build --release --quiet --bin skiff-manager --bin skiff-router --bin skiff-sandbox
 cargo build --release --quiet --locked --manifest-path bench/loadgen/Cargo.toml \
     --target-dir "$target/bench-loadgen"
 manager=$target/release/skiff-manager

@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SKIFF_DENO=$(bash scripts/ensure-deno.sh)
 export SKIFF_DENO
-cargo build --release --quiet --bin skiff
+cargo build --release --quiet --bin skiff --bin skiff-sandbox
 exec target/release/skiff dev "$@"

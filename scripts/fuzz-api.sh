@@ -73,7 +73,7 @@ SKIFF_DENO=$(bash scripts/ensure-deno.sh)
 export SKIFF_DENO
 
 say "building skiff-manager"
-cargo build --quiet --bin skiff-manager
+cargo build --quiet --bin skiff-manager --bin skiff-sandbox
 manager=${CARGO_TARGET_DIR:-$root/target}/debug/skiff-manager
 [ -x "$manager" ] || {
     echo "no binary at $manager" >&2

@@ -56,7 +56,7 @@ step "client-runtime tests (Deno)"
 
 if [ -x scripts/validate-k8s.sh ] || [ -f scripts/validate-k8s.sh ]; then
     step "Kubernetes manifests, rendered objects and Dockerfiles"
-    cargo build --quiet --bin skiff-manager
+    cargo build --quiet --bin skiff-manager --bin skiff-sandbox
     bash scripts/validate-k8s.sh target/debug/skiff-manager
 fi
 
