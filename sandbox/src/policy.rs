@@ -37,8 +37,14 @@ pub struct Policy {
     /// Apply Landlock (filesystem rules, TCP bind, abstract-socket and signal
     /// scopes).
     pub landlock: bool,
-    /// Refuse every TCP bind (Landlock ABI ≥ 4).
+    /// Refuse every TCP bind (Landlock ABI ≥ 4) but to these ports.
     pub deny_tcp_bind: bool,
+    pub tcp_bind_ports: Vec<u16>,
+    /// A layer the kernel or the container does not allow (Landlock,
+    /// namespaces, seccomp, the session) is skipped with a warning on stderr
+    /// instead of refusing to run. For places that cannot ask the self-test
+    /// first (a container's entry point); the services never set it.
+    pub best_effort: bool,
     /// Apply the seccomp filter (`enforce::seccomp`).
     pub seccomp: bool,
     /// Private mount and IPC namespaces (a user namespace too when not root).
@@ -129,6 +135,9 @@ impl Policy {
         for n in &self.bind_lengths {
             opt("--bind-len", n.to_string().into());
         }
+        for n in &self.tcp_bind_ports {
+            opt("--tcp-bind-port", n.to_string().into());
+        }
         for (flag, on) in [
             ("--system-files", self.system_files),
             ("--landlock", self.landlock),
@@ -137,6 +146,7 @@ impl Policy {
             ("--namespaces", self.namespaces),
             ("--no-network", self.no_network),
             ("--restrict-bind", self.restrict_bind),
+            ("--best-effort", self.best_effort),
         ] {
             if on {
                 out.push(flag.into());
@@ -170,6 +180,7 @@ impl Policy {
                 "--namespaces" => p.namespaces = true,
                 "--no-network" => p.no_network = true,
                 "--restrict-bind" => p.restrict_bind = true,
+                "--best-effort" => p.best_effort = true,
                 name => {
                     let flag =
                         known_valued(name).ok_or_else(|| ParseError::Unknown(arg.clone()))?;
@@ -183,7 +194,7 @@ impl Policy {
     }
 }
 
-const VALUED: [&str; 14] = [
+const VALUED: [&str; 15] = [
     "--uid",
     "--gid",
     "--ro",
@@ -198,6 +209,7 @@ const VALUED: [&str; 14] = [
     "--chdir",
     "--hide",
     "--bind-len",
+    "--tcp-bind-port",
 ];
 
 fn known_valued(name: &str) -> Option<&'static str> {
@@ -226,6 +238,7 @@ fn set_valued(p: &mut Policy, flag: &'static str, v: OsString) -> Result<(), Par
         "--chdir" => p.chdir = Some(v.into()),
         "--hide" => p.hide.push(v.into()),
         "--bind-len" => p.bind_lengths.push(number(flag, &v)?),
+        "--tcp-bind-port" => p.tcp_bind_ports.push(number(flag, &v)?),
         _ => return Err(ParseError::Unknown(flag.to_owned())),
     }
     Ok(())
@@ -253,6 +266,8 @@ mod tests {
             hide: vec!["/run".into(), "/dev/shm".into()],
             restrict_bind: true,
             bind_lengths: vec![16, 28, 110],
+            tcp_bind_ports: vec![8080, 8081],
+            best_effort: true,
             cgroups: vec!["/sys/fs/cgroup/memory/skiff/1".into()],
             limits: Limits {
                 nofile: Some(1024),

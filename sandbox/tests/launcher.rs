@@ -379,3 +379,71 @@ fn bad_command_lines_and_missing_programs_fail_clearly() {
     assert_eq!(out.status.code(), Some(127));
     assert!(text(&out.stderr).contains("cannot run"));
 }
+
+/// Binds a TCP port on loopback with perl (part of every Debian system).
+fn bind_script(port: u16) -> String {
+    format!(
+        "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', \
+         LocalPort => {port}, Listen => 1, ReuseAddr => 1) or die \"refused: $!\\n\"; print \"bound\\n\";"
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_binds_are_refused_except_on_the_allowed_ports() {
+    let (allowed, other) = (free_port(), free_port());
+    let mut p = confined();
+    p.tcp_bind_ports = vec![allowed];
+    let ok = run(&p, "/usr/bin/perl", &["-e", &bind_script(allowed)]);
+    assert_eq!(text(&ok.stdout), "bound\n", "{}", text(&ok.stderr));
+    let refused = run(&p, "/usr/bin/perl", &["-e", &bind_script(other)]);
+    assert!(text(&refused.stdout).is_empty());
+    assert!(
+        text(&refused.stderr).contains("refused: Permission denied"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+#[test]
+fn best_effort_skips_a_layer_the_host_refuses_and_says_so() {
+    // The outer launcher's seccomp filter refuses namespaces: to the inner
+    // one this host has none.
+    let outer = Policy {
+        seccomp: true,
+        ..Policy::default()
+    };
+    let inner = |best_effort| Policy {
+        namespaces: true,
+        best_effort,
+        ..Policy::default()
+    };
+    let nested = |p: Policy| {
+        let mut args = vec![LAUNCHER.to_owned()];
+        args.extend(
+            p.to_args("/bin/echo", ["ran"])
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&outer, refs[0], &refs[1..])
+    };
+    let strict = nested(inner(false));
+    assert_eq!(strict.status.code(), Some(125), "{}", text(&strict.stderr));
+    assert!(text(&strict.stdout).is_empty());
+    let lenient = nested(inner(true));
+    assert!(lenient.status.success(), "{}", text(&lenient.stderr));
+    assert_eq!(text(&lenient.stdout), "ran\n");
+    assert!(
+        text(&lenient.stderr).contains("warning: layer skipped: namespaces"),
+        "{}",
+        text(&lenient.stderr)
+    );
+}

@@ -172,6 +172,8 @@ impl CheckerSandbox {
             system_files: true,
             landlock,
             deny_tcp_bind: landlock && r.enforces(names::LANDLOCK_TCP_BIND),
+            tcp_bind_ports: Vec::new(),
+            best_effort: false,
             seccomp: r.enforces(names::SECCOMP),
             // A checker binds nothing.
             restrict_bind: true,

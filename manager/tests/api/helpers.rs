@@ -9,8 +9,8 @@ use skiff_core::store::Store;
 use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
-use skiff_manager::typecheck::settings::CheckerSettings;
 use skiff_manager::state::AppState;
+use skiff_manager::typecheck::settings::CheckerSettings;
 
 pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 pub const PASSWORD: &str = "correct horse battery";

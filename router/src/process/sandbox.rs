@@ -281,6 +281,8 @@ impl Sandbox {
             system_files: true,
             landlock,
             deny_tcp_bind: landlock && self.report.enforces(names::LANDLOCK_TCP_BIND),
+            tcp_bind_ports: Vec::new(),
+            best_effort: false,
             seccomp,
             restrict_bind: seccomp,
             bind_lengths: INET_ADDR_LENS.into_iter().chain([socket_len]).collect(),

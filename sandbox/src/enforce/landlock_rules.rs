@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
 };
 
 use crate::policy::Policy;
@@ -95,11 +95,16 @@ pub fn restrict(p: &Policy) -> Result<Enforced, LandlockError> {
         // Handled with no rule: every bind refused; connects stay free.
         ruleset = ruleset.handle_access(AccessNet::BindTcp)?;
     }
-    let status = ruleset
+    let mut created = ruleset
         .scope(Scope::from_all(TESTED))?
         .create()?
-        .add_rules(rules.into_iter().map(Ok::<_, RulesetError>))?
-        .restrict_self()?;
+        .add_rules(rules.into_iter().map(Ok::<_, RulesetError>))?;
+    if p.deny_tcp_bind {
+        for port in &p.tcp_bind_ports {
+            created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp))?;
+        }
+    }
+    let status = created.restrict_self()?;
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err(LandlockError::NotEnforced);
     }

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
-use nix::unistd::{Gid, Pid, Uid, getppid, setgroups, setresgid, setresuid, setsid};
+use nix::unistd::{
+    Gid, Pid, Uid, getpid, getppid, getsid, setgroups, setresgid, setresuid, setsid,
+};
 
 use crate::policy::Policy;
 
@@ -116,12 +118,20 @@ pub fn apply(p: &Policy) -> Result<Applied, EnforceError> {
     let parent = getppid();
     let mut applied = Applied::default();
     // Own session and process group: the caller can kill the group, and the
-    // program cannot reach the caller's terminal.
-    setsid().map_err(EnforceError::Session)?;
+    // program cannot reach the caller's terminal. (A container's first
+    // process already leads its session.)
+    if let Err(e) = setsid()
+        && getsid(None).ok() != Some(getpid())
+    {
+        return Err(EnforceError::Session(e));
+    }
     join_cgroups(p)?;
     limits(p)?;
     if p.namespaces {
-        applied.user_namespace = namespaces::enter(p)?.user_namespace;
+        match namespaces::enter(p) {
+            Ok(e) => applied.user_namespace = e.user_namespace,
+            Err(e) => skip_or_fail(p, e.into())?,
+        }
     }
     switch_identity(p)?;
     die_with_parent(parent)?;
@@ -133,11 +143,26 @@ pub fn apply(p: &Policy) -> Result<Applied, EnforceError> {
         })?;
     }
     if p.landlock {
-        let e = landlock_rules::restrict(p)?;
-        applied.landlock = Some(format!("{:?}", e.status));
+        match landlock_rules::restrict(p) {
+            Ok(e) => applied.landlock = Some(format!("{:?}", e.status)),
+            Err(e) => skip_or_fail(p, e.into())?,
+        }
     }
-    if p.seccomp {
-        seccomp::install(p.restrict_bind.then_some(p.bind_lengths.as_slice()))?;
+    if p.seccomp
+        && let Err(e) = seccomp::install(p.restrict_bind.then_some(p.bind_lengths.as_slice()))
+    {
+        skip_or_fail(p, e.into())?;
     }
     Ok(applied)
+}
+
+/// With `best_effort`, a layer the host refuses is said on stderr and
+/// skipped; otherwise the launch fails.
+fn skip_or_fail(p: &Policy, e: EnforceError) -> Result<(), EnforceError> {
+    if p.best_effort {
+        eprintln!("skiff-sandbox: warning: layer skipped: {e}");
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
