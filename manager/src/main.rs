@@ -28,6 +28,13 @@ enum Command {
     User(users_cli::UserCommand),
     /// Print the Kubernetes objects of one function version as YAML (no database or cluster needed)
     Render(skiff_manager::kube::render::RenderArgs),
+    /// Run only the deploy-time checker, answering managers on a Unix socket (in Kubernetes: its
+    /// own container of the manager's pod, another uid, none of the manager's secrets)
+    Checker {
+        /// The Unix socket to answer on; managers set SKIFF_CHECKER_SOCKET to it
+        #[arg(long, env = "SKIFF_CHECKER_LISTEN")]
+        listen: std::path::PathBuf,
+    },
 }
 
 async fn store(settings: &ManagerSettings) -> anyhow::Result<Store> {
@@ -64,6 +71,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 skiff_manager::kube::render::run(&cli.settings.kubernetes, &args)?
             );
+        }
+        Command::Checker { listen } => {
+            let s = &cli.settings;
+            let deno = skiff_core::deno::locate(s.deno.as_deref())
+                .await
+                .map_err(|e| e.to_string());
+            let checker = skiff_manager::typecheck::LocalChecker::relocating(
+                deno,
+                s.deno.clone(),
+                &s.data_dir,
+                &s.checker,
+            )?;
+            let listener = skiff_manager::typecheck::remote::bind(&listen)?;
+            tracing::info!(socket = %listen.display(), "skiff-manager checker answering");
+            tokio::select! {
+                () = skiff_manager::typecheck::remote::serve(listener, checker, s.max_source_bytes) => {}
+                () = skiff_core::signals::terminated() => tracing::info!("stopping"),
+            }
+            let _ = std::fs::remove_file(&listen);
         }
         Command::User(cmd) => {
             let store = store(&cli.settings).await?;

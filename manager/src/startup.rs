@@ -57,7 +57,10 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let tokens = TokenKeys::new(&config.jwt_secret, config.token_ttl_secs)
             .context("SKIFF_JWT_SECRET")?;
+        let remote = config.checker.checker_socket.is_some();
         let deno = match skiff_core::deno::locate(config.deno.as_deref()).await {
+            // Checks run elsewhere; this process does not need Deno.
+            _ if remote => Err("checks run in the checker process".to_owned()),
             Ok(path) => {
                 tracing::info!(deno = %path.display(), "deploy-time type checks use this Deno");
                 Ok(path)
@@ -71,8 +74,12 @@ impl Application {
                 Err(why)
             }
         };
-        let checker =
-            TypeChecker::relocating(deno, config.deno.clone(), &config.data_dir, &config.checker)?;
+        let checker = TypeChecker::from_settings(
+            deno,
+            config.deno.clone(),
+            &config.data_dir,
+            &config.checker,
+        )?;
         let swept = crate::typecheck::sweep_stale_scratch(&config.data_dir);
         if swept > 0 {
             tracing::info!(

@@ -7,6 +7,7 @@
 //! never make it read or print a host file, whatever form its imports take.
 
 mod graph;
+pub mod remote;
 pub mod sandbox;
 pub mod settings;
 
@@ -64,8 +65,74 @@ pub enum CheckError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The deploy-time checker the handlers call: run here, through the
+/// launcher, or in a separate checker process over its socket (Kubernetes:
+/// another container of the manager's pod).
 #[derive(Clone)]
 pub struct TypeChecker {
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Local(LocalChecker),
+    Remote(remote::RemoteChecker),
+}
+
+impl TypeChecker {
+    /// A local checker (see `LocalChecker::new`).
+    pub fn new(deno: Result<PathBuf, String>, data_dir: &Path) -> anyhow::Result<Self> {
+        Ok(LocalChecker::new(deno, data_dir)?.into())
+    }
+
+    /// The checker `settings` ask for: remote when `SKIFF_CHECKER_SOCKET` is
+    /// set, else local (see `LocalChecker::relocating`).
+    pub fn from_settings(
+        deno: Result<PathBuf, String>,
+        explicit: Option<PathBuf>,
+        data_dir: &Path,
+        settings: &CheckerSettings,
+    ) -> anyhow::Result<Self> {
+        if let Some(socket) = &settings.checker_socket {
+            return Ok(Self {
+                kind: Kind::Remote(remote::RemoteChecker::new(
+                    socket.clone(),
+                    Duration::from_secs(settings.check_timeout_secs),
+                )),
+            });
+        }
+        Ok(LocalChecker::relocating(deno, explicit, data_dir, settings)?.into())
+    }
+
+    pub async fn check(&self, source: &str) -> Result<(), CheckError> {
+        match &self.kind {
+            Kind::Local(c) => c.check(source).await,
+            Kind::Remote(c) => c.check(source).await,
+        }
+    }
+
+    /// What this host enforces for checks, or where they run.
+    pub fn describe_sandbox(&self) -> String {
+        match &self.kind {
+            Kind::Local(c) => c.describe_sandbox(),
+            Kind::Remote(c) => format!(
+                "deploy-time checks run in the checker process at {}\n",
+                c.socket().display()
+            ),
+        }
+    }
+}
+
+impl From<LocalChecker> for TypeChecker {
+    fn from(c: LocalChecker) -> Self {
+        Self {
+            kind: Kind::Local(c),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LocalChecker {
     inner: Arc<Inner>,
 }
 
@@ -92,7 +159,7 @@ struct Inner {
     timeout: Duration,
 }
 
-impl TypeChecker {
+impl LocalChecker {
     /// `deno` is the located binary, or why there is none (reported on deploy).
     /// Fails when the sandbox launcher is missing: no check runs unconfined.
     pub fn new(deno: Result<PathBuf, String>, data_dir: &Path) -> anyhow::Result<Self> {
@@ -118,11 +185,15 @@ impl TypeChecker {
         settings: &CheckerSettings,
     ) -> anyhow::Result<Self> {
         let sandbox = CheckerSandbox::detect(settings)?;
-        let deno = deno.and_then(|d| sandbox.runnable(&d, data_dir));
         let scratch = data_dir.join("checks");
         let deno_dir = data_dir.join("deno-cache");
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
+        let deno = deno.and_then(|d| {
+            sandbox.runnable(&d, data_dir).inspect_err(|why| {
+                tracing::error!("{why}; deploys answer 503 checker_unavailable");
+            })
+        });
         sandbox
             .prepare_deno_dir(&deno_dir)
             .with_context(|| format!("preparing {}", deno_dir.display()))?;
@@ -154,7 +225,10 @@ impl TypeChecker {
             .inner
             .sandbox
             .runnable(&deno, &self.inner.data_dir)
-            .map_err(|_| unavailable())?;
+            .map_err(|why| {
+                tracing::error!("{why}; deploys answer 503 checker_unavailable");
+                unavailable()
+            })?;
         let sha = skiff_core::store::sha256_hex(source.as_bytes());
         if self.has_passed(&sha) {
             return Ok(());
@@ -418,7 +492,7 @@ fn unavailable() -> CheckError {
     )
 }
 
-impl TypeChecker {
+impl LocalChecker {
     /// The Deno binary, looking for it again when it was missing (see `relocating`).
     async fn deno(&self) -> Result<PathBuf, String> {
         let mut state = self.inner.deno.lock().await;
@@ -506,7 +580,7 @@ mod pass_cache_tests {
     const OTHER: &str = "export default (_req: Request) => new Response(\"other\");\n";
     const BAD: &str = "export default (_req: Request) => new Response(1 + \"\" - 1);\n";
 
-    async fn checker(dir: &Path) -> TypeChecker {
+    async fn checker(dir: &Path) -> LocalChecker {
         let real = skiff_core::deno::locate(None)
             .await
             .expect("Deno for the tests");
@@ -514,7 +588,7 @@ mod pass_cache_tests {
             .expect("the sandbox launcher (cargo build -p skiff-sandbox)")
     }
 
-    fn runs(c: &TypeChecker) -> usize {
+    fn runs(c: &LocalChecker) -> usize {
         c.inner
             .checks_run
             .load(std::sync::atomic::Ordering::Relaxed)

@@ -23,6 +23,10 @@ pub struct CheckerSettings {
     /// The sandbox launcher binary [default: `skiff-sandbox` next to this binary, else on PATH]
     #[arg(long, env = "SKIFF_SANDBOX")]
     pub sandbox: Option<PathBuf>,
+    /// Send deploy-time checks to a separate checker process (`skiff-manager checker`) at this
+    /// Unix socket instead of running them here
+    #[arg(long, env = "SKIFF_CHECKER_SOCKET")]
+    pub checker_socket: Option<PathBuf>,
 }
 
 impl Default for CheckerSettings {
@@ -32,6 +36,7 @@ impl Default for CheckerSettings {
             check_timeout_secs: DEFAULT_CHECK_TIMEOUT_SECS,
             check_memory_mb: DEFAULT_CHECK_MEMORY_MB,
             sandbox: None,
+            checker_socket: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod functions;
 mod helpers;
 mod hostile;
 mod rate_limits;
+mod remote_checker;
 mod request_log;
 
 /// Runs each listed `async fn(TestBackend)` once per backend.

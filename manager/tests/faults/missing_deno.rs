@@ -50,7 +50,9 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("Deno is missing"), "{msg}");
     assert!(!msg.contains(&data.path().display().to_string()), "{msg}");
-    // The import policy needs no Deno: a forbidden import is still the user's 400.
+    // The import policy reads the module graph Deno reports (no hand-written
+    // scanner any more): without Deno, a forbidden import cannot be judged
+    // either, and is unavailable too — never a wrong 2xx.
     let r = mgr
         .deploy(
             &token,
@@ -59,7 +61,10 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
         )
         .await
         .unwrap();
-    assert_eq!(status_and_code(r).await, (400, "type_check_failed".into()));
+    assert_eq!(
+        status_and_code(r).await,
+        (503, "checker_unavailable".into())
+    );
     // Nothing was stored.
     let list: Value = mgr
         .get(&token, "/func")
@@ -121,7 +126,12 @@ async fn deno_vanishing_after_start_answers_503_then_recovers() {
     let mgr = Manager::start(&env).await;
     let token = mgr.register_and_login("alice").await;
     let r = mgr.deploy(&token, "hello", &source("v1")).await.unwrap();
-    assert_eq!(status_and_code(r).await, (201, String::new()));
+    assert_eq!(
+        status_and_code(r).await,
+        (201, String::new()),
+        "{}",
+        mgr.log()
+    );
 
     std::fs::remove_file(&ours).unwrap();
     let r = mgr.deploy(&token, "hello", &source("v2")).await.unwrap();
