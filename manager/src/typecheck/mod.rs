@@ -584,7 +584,7 @@ mod pass_cache_tests {
         let real = skiff_core::deno::locate(None)
             .await
             .expect("Deno for the tests");
-        TypeChecker::new(Ok(real), dir)
+        LocalChecker::new(Ok(real), dir)
             .expect("the sandbox launcher (cargo build -p skiff-sandbox)")
     }
 
