@@ -11,6 +11,12 @@
 #   SKIFF_DENY_NET  (required, non-empty) comma list for --deny-net
 #   SKIFF_HEAP_MB   (default 128) V8 old-space cap in MiB
 #   SKIFF_DENO      (default "deno") the deno executable
+#   SKIFF_SANDBOX   (optional) the sandbox launcher: when set, Deno starts
+#                   through it, confined by Landlock to the dirs above and by
+#                   its seccomp filter, with layers the container refuses
+#                   skipped with a warning (--best-effort)
+#   SKIFF_BIND_PORTS (optional, with SKIFF_SANDBOX) comma list of the only TCP
+#                   ports the runtime may listen on
 #
 # Values must not contain spaces or commas (commas separate Deno's list
 # values); this script does not try to escape them.
@@ -77,4 +83,34 @@ while [ "$i" -lt "$n_user_args" ]; do
   i=$((i + 1))
 done
 
-exec "$deno" "$@"
+if [ -z "${SKIFF_SANDBOX:-}" ]; then
+  exec "$deno" "$@"
+fi
+
+# Through the launcher: the rules need absolute paths.
+case $deno in
+  /*) ;;
+  *) deno=$(command -v "$deno") || die "cannot find $deno" ;;
+esac
+sandbox_args="--best-effort --system-files --landlock --seccomp --restrict-bind
+--bind-len 16 --bind-len 28 --nofile 1024 --deny-tcp-bind"
+ports=${SKIFF_BIND_PORTS:-}
+while [ -n "$ports" ]; do
+  port=${ports%%,*}
+  case $port in
+    '' | *[!0-9]*) die "SKIFF_BIND_PORTS must be a comma list of ports" ;;
+  esac
+  sandbox_args="$sandbox_args --tcp-bind-port $port"
+  case $ports in
+    *,*) ports=${ports#*,} ;;
+    *) ports='' ;;
+  esac
+done
+# Paths go in as separate arguments (they may hold spaces): prepend them in
+# reverse order, then the fixed options, in front of the Deno command line.
+set -- -- "$deno" "$@"
+if [ -d "${DENO_DIR:-}" ]; then set -- --rw "$DENO_DIR" "$@"; fi
+set -- --ro "$SKIFF_CODE_DIR" --ro "$main" --rx "$deno" --rw "$SKIFF_TMP_DIR" \
+  --chdir "$SKIFF_CODE_DIR" "$@"
+# shellcheck disable=SC2086 # word splitting of the fixed options is intended
+exec "$SKIFF_SANDBOX" $sandbox_args "$@"

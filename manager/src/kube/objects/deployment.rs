@@ -104,6 +104,12 @@ fn container(settings: &KubeSettings) -> Container {
             env("SKIFF_DENY_NET", deny_net_value()),
             env("DENO_DIR", DENO_DIR),
             env("NO_COLOR", "1"),
+            // The image's launcher (SKIFF_SANDBOX) lets the runtime listen on
+            // these TCP ports and no others.
+            env(
+                "SKIFF_BIND_PORTS",
+                format!("{CONTAINER_PORT},{HEALTH_PORT}"),
+            ),
         ]),
         ports: Some(vec![
             ContainerPort {
@@ -358,6 +364,10 @@ mod tests {
             .collect();
         assert_eq!(env["SKIFF_CODE_DIR"], CODE_DIR);
         assert_eq!(env["SKIFF_TMP_DIR"], TMP_DIR);
+        assert_eq!(
+            env["SKIFF_BIND_PORTS"],
+            format!("{CONTAINER_PORT},{HEALTH_PORT}")
+        );
         assert_eq!(env["SKIFF_HEAP_MB"], "128");
         assert_eq!(env["SKIFF_DENY_NET"], deny_net_value());
         let mounts = c.volume_mounts.clone().unwrap();
