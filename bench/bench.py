@@ -395,7 +395,8 @@ class Bench:
         self.out = Path(args.out)
         self.logdir = Path(args.logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="skb-", dir="/tmp"))
+        # Not under /tmp: instances get a private /tmp, which would cover it.
+        self.work = Path(tempfile.mkdtemp(prefix="skb-", dir="/var/tmp"))
         os.chmod(self.work, 0o755)
         self.procs = Procs(Path(args.pidfile), self.logdir)
         self.deno = args.deno
@@ -882,8 +883,11 @@ http {{
     def phase_cold_anatomy(self):
         """Evidence for 3 and 6: the client runtime started the way the router
         starts it (flags of deno-flags.txt, no uid/cgroup), spawn → socket accepts
-        → first response, with a fresh DENO_DIR per start (what the router does
-        now) and with one kept between starts; plus the CPU each start costs."""
+        → first response, with a fresh DENO_DIR per start and with one kept
+        between starts (what the router does per version); the same kept start
+        through the sandbox launcher with the router's layers ("sandboxed":
+        Landlock, seccomp, private mount/IPC namespaces with a private /tmp,
+        rlimits; no uid switch or cgroup); plus the CPU each start costs."""
         n = self.cfg["anatomy_starts"]
         if not n:
             return
@@ -899,7 +903,9 @@ http {{
         deny = ("127.0.0.0/8,0.0.0.0/8,[::],[::1],169.254.0.0/16,10.0.0.0/8,172.16.0.0/12,"
                 "192.168.0.0/16,100.64.0.0/10,[fd00:ec2::254]")
         kept = self.work / "anatomy-kept-deno-dir"
-        res = {"fresh": [], "kept": [], "bare": []}
+        launcher = Path(self.args.manager).resolve().parent / "skiff-sandbox"
+        kinds = ["fresh", "kept", "bare"] + (["sandboxed"] if launcher.exists() else [])
+        res = {k: [] for k in kinds}
         bare = self.work / "bare.ts"
         bare.write_text('const path = Deno.args[0];\n'
                         'Deno.serve({ path, onListen() {} }, () => new Response("ok\\n"));\n')
@@ -907,19 +913,29 @@ http {{
         def one(kind, i):
             tmp = self.work / f"anatomy-{kind}-{i}"
             tmp.mkdir()
-            sock = tmp / "s"
+            # Padded like the router's (the launcher's seccomp filter allows
+            # bind() for exactly this length).
+            sock = tmp / ("s" + "_" * max(0, 107 - len(str(tmp)) - 2))
             if kind == "bare":
                 argv = [self.deno, "run", "--allow-read", "--allow-write", "--allow-net",
                         str(bare), str(sock)]
             else:
-                subst = {"{code_dir}": str(code), "{tmp_dir}": str(tmp), "{heap_mb}": "128",
-                         "{deny_net}": deny, "{main}": str(code / "main.ts")}
+                subst = {"{code_dir}": str(code), "{tmp_dir}": str(tmp), "{write_dirs}": str(tmp),
+                         "{heap_mb}": "128", "{deny_net}": deny, "{main}": str(code / "main.ts")}
                 argv = [self.deno]
                 for fl in flags:
                     for k, v in subst.items():
                         fl = fl.replace(k, v)
                     argv.append(fl)
                 argv += ["--module", str(code / "fn.ts"), "--listen", f"unix:{sock}"]
+            if kind == "sandboxed":
+                dd = str(kept) + kind
+                argv = [str(launcher), "--ro", str(code), "--rx", self.deno, "--rw", str(tmp),
+                        "--rw", dd, "--system-files", "--landlock", "--deny-tcp-bind",
+                        "--seccomp", "--restrict-bind", "--bind-len", "16", "--bind-len", "28",
+                        "--bind-len", str(len(str(sock)) + 3), "--namespaces",
+                        "--private-tmp", str(64 << 20), "--hide", "/run", "--hide", "/dev/shm",
+                        "--nofile", "1024", "--chdir", str(code), "--"] + argv
             env = {"DENO_DIR": str(tmp / ".deno") if kind == "fresh" else str(kept) + kind,
                    "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1", "PATH": "/usr/bin:/bin"}
             if i == 0:
@@ -958,8 +974,11 @@ http {{
 
         one("kept", -1)  # fills the kept DENO_DIRs
         one("bare", -1)
+        if "sandboxed" in kinds:
+            (Path(str(kept) + "sandboxed")).mkdir(exist_ok=True)
+            one("sandboxed", -1)
         for i in range(n):
-            for kind in ("fresh", "kept", "bare"):
+            for kind in kinds:
                 res[kind].append(one(kind, i))
         out = {}
         for kind, rows in res.items():
