@@ -103,11 +103,17 @@ const stderrWriteSync = Deno.stderr.writeSync.bind(Deno.stderr);
 const NotFoundPrototype = Deno.errors.NotFound.prototype;
 const NotCapablePrototype = Deno.errors.NotCapable.prototype;
 
-// Every `await` and Deno's own serve loop ask a promise for its `constructor`
-// (and that for its species) before following it: a user module that changed
-// them would reroute the runtime's promises through its own code. Locked;
-// `Promise.prototype.then` itself stays replaceable (the runtime never looks
-// it up).
+// Locked, because Deno's own internals look them up after the module loaded:
+// every `await` and Deno's serve loop ask a promise for its `constructor` (and
+// that for its species) before following it, and every async operation of
+// Deno (stdin reads, signals, HTTP) is started with `op.call(...)`. A module
+// that replaced them would reroute or break those. `Promise.prototype.then`
+// stays replaceable: the runtime never looks it up.
+ObjectDefineProperty(Function.prototype, "call", {
+  __proto__: null,
+  writable: false,
+  configurable: false,
+} as PropertyDescriptor);
 ObjectDefineProperty(PromisePrototype, "constructor", {
   __proto__: null,
   writable: false,
@@ -175,7 +181,9 @@ function relativize(s: string): string {
 function hidePathsUnder(dir: string, shown: string): void {
   if (!StringPrototypeStartsWith(dir, "/") || dir === "/") return;
   const slash = dir[dir.length - 1] === "/" ? dir : dir + "/";
+  // Stack traces print file: URLs decoded, error messages encoded.
   hostPaths[hostPaths.length] = [toFileUrl(slash).href, shown];
+  hostPaths[hostPaths.length] = [`file://${slash}`, shown];
   hostPaths[hostPaths.length] = [slash, shown];
 }
 
@@ -877,6 +885,16 @@ async function main(): Promise<void> {
     ? { transport: "unix", path: listen.path }
     : { transport: "tcp", hostname: listen.hostname, port: listen.port };
 
+  // Before the import: Deno's own error objects (a NotFound here) are built
+  // with built-ins the module may break.
+  if (listen.kind === "unix") {
+    try {
+      removeStaleSocket(listen.path);
+    } catch (e) {
+      listenFailure(`unix:${listen.path}`, e);
+    }
+  }
+
   let invoke: Invoke;
   try {
     const mod = await import(toFileUrl(args.module).href);
@@ -907,7 +925,6 @@ async function main(): Promise<void> {
 
   try {
     if (listen.kind === "unix") {
-      removeStaleSocket(listen.path);
       mainServer = denoServe(
         bare({
           path: listen.path,

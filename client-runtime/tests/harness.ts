@@ -30,6 +30,10 @@ export const DENY_NET_HEALTH = DENY_NET.split(",")
 
 export const decoder = new TextDecoder();
 
+/** A runtime that has not answered by then never will (a hang fails the test
+ * instead of stalling the suite). */
+export const ANSWER_TIMEOUT_MS = 10_000;
+
 /** Reads deno-flags.txt and substitutes its placeholders. */
 export async function denoArgs(
   vars: Record<string, string>,
@@ -136,6 +140,7 @@ export class Runtime {
 
   fetch(path: string, init: RequestInit = {}): Promise<Response> {
     return fetch(`http://skiff.invalid${path}`, {
+      signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
       ...init,
       client: this.client,
     });
@@ -152,10 +157,21 @@ export class Runtime {
     init: RequestInit = {},
   ): Promise<[number, string]> {
     const res = await fetch(`http://skiff.invalid${path}`, {
+      signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
       ...init,
       client: this.healthClient,
     });
     return [res.status, await res.text()];
+  }
+
+  /** Writes to the runtime's stdin (the platform itself never does). */
+  async writeStdin(text: string): Promise<void> {
+    const w = this.proc.stdin.getWriter();
+    try {
+      await w.write(new TextEncoder().encode(text));
+    } finally {
+      w.releaseLock();
+    }
   }
 
   /** Closes the runtime's stdin: what the platform's death looks like. */
@@ -238,6 +254,7 @@ export async function start(opts: StartOptions): Promise<Runtime> {
 
   const proc = new Deno.Command(DENO, {
     args,
+    cwd: tmpDir, // as the process runtime does
     stdin: opts.exitWithParent ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
