@@ -8,6 +8,7 @@ mod helpers;
 mod hostile_clients;
 mod hostile_code;
 mod lifecycle;
+mod logs;
 mod sandbox;
 
 #[macro_export]
