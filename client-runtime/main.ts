@@ -315,19 +315,22 @@ function typeName(v: unknown): string {
 // ---------------------------------------------------------------------------
 // Promises and responses handed to Deno
 
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve: (v: T) => void;
-  reject: (e: unknown) => void;
+/**
+ * A promise with its settle functions. Initialised fields are own properties
+ * before the executor assigns them, so the assignment cannot reach a setter
+ * the user put on `Object.prototype`.
+ */
+class Deferred<T> {
+  resolve: (v: T) => void = noop;
+  reject: (e: unknown) => void = noop;
+  readonly promise: Promise<T> = new PromiseCtor<T>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
 }
 
 function deferred<T>(): Deferred<T> {
-  const d = bare({}) as Deferred<T>;
-  d.promise = new PromiseCtor<T>((resolve, reject) => {
-    d.resolve = resolve;
-    d.reject = reject;
-  });
-  return d;
+  return new Deferred<T>();
 }
 
 function noop(): void {}
@@ -363,15 +366,27 @@ function shieldResponse(r: Response): Response {
 }
 
 /**
- * Calls `onValue` with what `v` settles to (at once for a plain value; a
- * native promise is followed directly since its constructor is locked; a
- * thenable's own `then` is the user's code), or `onError`.
+ * Calls `onValue` with what `v` settles to, or `onError`: at once for a
+ * Response or any other non-object; a native promise is followed with the
+ * original `then` (its constructor and species are locked); anything else is
+ * adopted the way `await` does (a thenable's own `then` is the user's code).
  */
 function settle(
   v: unknown,
   onValue: (v: unknown) => void,
   onError: (e: unknown) => void,
 ): void {
+  if (
+    isResponse(v) || v === null ||
+    (typeof v !== "object" && typeof v !== "function")
+  ) {
+    onValue(v);
+    return;
+  }
+  try {
+    PromisePrototypeThen(v as Promise<unknown>, onValue, onError);
+    return;
+  } catch { /* not a native promise */ }
   (async () => {
     let value: unknown;
     try {
@@ -384,18 +399,21 @@ function settle(
   })();
 }
 
-function answer(
-  body: string,
-  status: number,
-  headers: Record<string, string>,
-): Response {
-  return shieldResponse(
-    new ResponseCtor(body, bare({ status, headers: bare({ ...headers }) })),
-  );
+/** A ResponseInit whose every lookup stays inside it. */
+function init(status: number, contentType: string): ResponseInit {
+  return bare({ status, headers: bare({ "content-type": contentType }) });
 }
 
-const JSON_HEADERS = { "content-type": "application/json" };
-const TEXT_HEADERS = { "content-type": "text/plain;charset=UTF-8" };
+const TEXT = "text/plain;charset=UTF-8";
+const INIT_200 = init(200, TEXT);
+const INIT_404 = init(404, TEXT);
+const INIT_405 = init(405, TEXT);
+const INIT_503 = init(503, TEXT);
+const INIT_ERROR = init(500, "application/json");
+
+function answer(body: string, responseInit: ResponseInit): Response {
+  return shieldResponse(new ResponseCtor(body, responseInit));
+}
 
 function cut(s: string, max: number): string {
   return s.length <= max ? s : `${StringPrototypeSlice(s, 0, max)}…`;
@@ -405,8 +423,7 @@ function errorResponse(message: string): Response {
   const text = JSONStringify(cut(relativize(message), MAX_MESSAGE));
   return answer(
     `{"error":{"code":"function_error","message":${text}}}`,
-    500,
-    JSON_HEADERS,
+    INIT_ERROR,
   );
 }
 
@@ -839,15 +856,15 @@ async function main(): Promise<void> {
       path = pathOf(RequestUrl(req));
     } catch { /* answer 405 below */ }
     if (method !== "GET" && method !== "HEAD") {
-      return answer("method not allowed\n", 405, TEXT_HEADERS);
+      return answer("method not allowed\n", INIT_405);
     }
-    if (path === "/healthz") return answer("ok\n", 200, TEXT_HEADERS);
+    if (path === "/healthz") return answer("ok\n", INIT_200);
     if (path === "/ready") {
       return ready
-        ? answer("ready\n", 200, TEXT_HEADERS)
-        : answer("not ready\n", 503, TEXT_HEADERS);
+        ? answer("ready\n", INIT_200)
+        : answer("not ready\n", INIT_503);
     }
-    return answer("not found\n", 404, TEXT_HEADERS);
+    return answer("not found\n", INIT_404);
   };
   if (args.healthPort !== undefined) {
     const where = `0.0.0.0:${args.healthPort}`;
