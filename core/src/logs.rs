@@ -134,8 +134,7 @@ fn replace_path(text: &str, dir: &str) -> String {
 fn url_encoded_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
-        let escape = b < 0x20
-            || b >= 0x7f
+        let escape = !(0x20..0x7f).contains(&b)
             || matches!(
                 b,
                 b' ' | b'"' | b'#' | b'%' | b'<' | b'>' | b'?' | b'`' | b'{' | b'}'
