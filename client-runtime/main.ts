@@ -7,80 +7,463 @@
 //                           [--exit-with-parent]
 //
 // Exit codes:
-//   0   clean shutdown after SIGTERM / SIGINT
+//   0   clean shutdown after SIGTERM / SIGINT, or stdin closed (--exit-with-parent)
 //   64  bad command line
 //   71  could not listen (main or health listener)
 //   78  the user module failed to load or has an unsupported default export
 //
 // This file must not depend on a config file (the runtime runs with
 // --no-config) nor on any remote/npm module (--no-remote --no-npm).
+//
+// The user's module runs in this same realm and may replace any global or
+// patch any prototype. Everything the runtime does after importing it (exit
+// with its parent, answer health probes, turn errors into 500s, log) goes
+// through references captured below, before the import, and through objects
+// whose lookups cannot reach a prototype the user can change.
+
+// ---------------------------------------------------------------------------
+// Captured before any user code runs
+
+// `uncurryThis(f)(self, ...a)` calls the original `f` even after the user
+// replaces `Function.prototype.call` or `f`'s home property.
+const uncurryThis = Function.prototype.bind.bind(Function.prototype.call) as <
+  T,
+  A extends unknown[],
+  R,
+>(fn: (this: T, ...args: A) => R) => (self: T, ...args: A) => R;
+
+const ObjectDefineProperty = Object.defineProperty;
+const ObjectGetOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+const ObjectSetPrototypeOf = Object.setPrototypeOf;
+const ObjectPrototypeIsPrototypeOf = uncurryThis(
+  Object.prototype.isPrototypeOf,
+);
+const ArrayIsArray = Array.isArray;
+const StringCtor = String;
+const StringPrototypeIndexOf = uncurryThis(String.prototype.indexOf);
+const StringPrototypeLastIndexOf = uncurryThis(String.prototype.lastIndexOf);
+const StringPrototypeSlice = uncurryThis(String.prototype.slice);
+const StringPrototypeCharCodeAt = uncurryThis(String.prototype.charCodeAt);
+const StringPrototypeStartsWith = uncurryThis(String.prototype.startsWith);
+const JSONStringify = JSON.stringify;
+const PromiseCtor = Promise;
+const PromisePrototype = Promise.prototype;
+const PromisePrototypeThen = uncurryThis(Promise.prototype.then);
+const PromisePrototypeThenMethod = Promise.prototype.then;
+const ErrorCtor = Error;
+const ErrorPrototype = Error.prototype;
+const TypeErrorCtor = TypeError;
+const ResponseCtor = Response;
+const ResponsePrototype = Response.prototype;
+const Uint8ArrayCtor = Uint8Array;
+const SymbolFor = Symbol.for;
+const URLCtor = URL;
+
+function getter<T, R>(proto: T, name: string): (self: T) => R {
+  const desc = ObjectGetOwnPropertyDescriptor(proto, name);
+  if (desc === undefined || desc.get === undefined) {
+    throw new ErrorCtor(`no getter ${name}`);
+  }
+  return uncurryThis(desc.get as (this: T) => R);
+}
+const TypedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype);
+const TypedArrayByteLength = getter<Uint8Array, number>(
+  TypedArrayPrototype,
+  "byteLength",
+);
+const TypedArrayBuffer = getter<Uint8Array, ArrayBuffer>(
+  TypedArrayPrototype,
+  "buffer",
+);
+const RequestMethod = getter<Request, string>(Request.prototype, "method");
+const RequestUrl = getter<Request, string>(Request.prototype, "url");
+const RejectionReason = getter<PromiseRejectionEvent, unknown>(
+  PromiseRejectionEvent.prototype,
+  "reason",
+);
+const ErrorEventError = getter<ErrorEvent, unknown>(
+  ErrorEvent.prototype,
+  "error",
+);
+const ErrorEventMessage = getter<ErrorEvent, string>(
+  ErrorEvent.prototype,
+  "message",
+);
+const EventPreventDefault = uncurryThis(Event.prototype.preventDefault);
+const TextEncode = uncurryThis(TextEncoder.prototype.encode);
+const encoder = new TextEncoder();
+
+const denoExit: (code?: number) => never = Deno.exit;
+const denoServe = Deno.serve;
+const denoAddSignalListener = Deno.addSignalListener;
+const denoLstatSync = Deno.lstatSync;
+const denoRemoveSync = Deno.removeSync;
+const stdinRead = Deno.stdin.read.bind(Deno.stdin);
+const stderrWriteSync = Deno.stderr.writeSync.bind(Deno.stderr);
+const NotFoundPrototype = Deno.errors.NotFound.prototype;
+const NotCapablePrototype = Deno.errors.NotCapable.prototype;
+
+// Locked, because Deno's own internals look them up after the module loaded:
+// every `await` and Deno's serve loop ask a promise for its `constructor` (and
+// that for its species) before following it, and every async operation of
+// Deno (stdin reads, signals, HTTP) is started with `op.call(...)`. A module
+// that replaced them would reroute or break those. `Promise.prototype.then`
+// stays replaceable: the runtime never looks it up.
+ObjectDefineProperty(Function.prototype, "call", {
+  __proto__: null,
+  writable: false,
+  configurable: false,
+} as PropertyDescriptor);
+ObjectDefineProperty(PromisePrototype, "constructor", {
+  __proto__: null,
+  writable: false,
+  configurable: false,
+} as PropertyDescriptor);
+ObjectDefineProperty(PromiseCtor, Symbol.species, {
+  __proto__: null,
+  configurable: false,
+} as PropertyDescriptor);
+
+// Deno.exit() first dispatches "unload" to user listeners unless this flag is
+// set, and a listener that never returns would keep an orphan alive. The
+// runtime's own exits set it; the user can neither redefine nor pin it.
+let unloadDispatched = false;
+ObjectDefineProperty(globalThis, SymbolFor("Deno.isUnloadDispatched"), {
+  __proto__: null,
+  get: () => unloadDispatched,
+  set: (v: unknown) => {
+    unloadDispatched = !!v;
+  },
+  configurable: false,
+} as PropertyDescriptor);
+
+/** The object with no prototype, so no lookup on it reaches user patches. */
+function bare<T extends object>(o: T): T {
+  return ObjectSetPrototypeOf(o, null);
+}
+
+// ---------------------------------------------------------------------------
+// Logging and text
 
 const PREFIX = "skiff-runtime:";
 const EXIT_USAGE = 64;
 const EXIT_LISTEN = 71;
 const EXIT_MODULE = 78;
+/** Longest error message put in a 500 answer. */
+const MAX_MESSAGE = 4096;
 
-// Captured before any user code runs, so a user module that replaces these
-// globals cannot break the runtime's own logging or response checks.
-const log = console.error.bind(console);
-const ResponseCtor = Response;
-const JSONStringify = JSON.stringify;
+/** [absolute prefix, what to show instead], most specific first. */
+const hostPaths: [string, string][] = [];
 
-function oneLine(s: string): string {
-  return s.split("\n")
-    .map((l) => l.trim())
-    .filter((l) => !/^[|~^\s]*$/.test(l)) // drop blank and caret-marker lines
-    .join("; ");
+/** `s` with every occurrence of `needle` replaced (no RegExp, no patched methods). */
+function replacePlain(s: string, needle: string, by: string): string {
+  if (needle === "") return s;
+  let out = "";
+  let from = 0;
+  for (;;) {
+    const at = StringPrototypeIndexOf(s, needle, from);
+    if (at < 0) return out + StringPrototypeSlice(s, from);
+    out += StringPrototypeSlice(s, from, at) + by;
+    from = at + needle.length;
+  }
 }
 
-function errorMessage(e: unknown): string {
-  if (e instanceof Error) return e.message;
+/** Host paths in `s` made relative: `file:///…/v3/fn.ts:2:5` → `fn.ts:2:5`. */
+function relativize(s: string): string {
+  for (let i = 0; i < hostPaths.length; i++) {
+    const pair = hostPaths[i];
+    s = replacePlain(s, pair[0], pair[1]);
+  }
+  return s;
+}
+
+/** Makes paths under `dir` print as `shown` + the rest, as a URL or a path. */
+function hidePathsUnder(dir: string, shown: string): void {
+  if (!StringPrototypeStartsWith(dir, "/") || dir === "/") return;
+  const slash = dir[dir.length - 1] === "/" ? dir : dir + "/";
+  // Stack traces print file: URLs decoded, error messages encoded.
+  hostPaths[hostPaths.length] = [toFileUrl(slash).href, shown];
+  hostPaths[hostPaths.length] = [`file://${slash}`, shown];
+  hostPaths[hostPaths.length] = [slash, shown];
+}
+
+/** Writes one line to stderr; never throws (a closed stderr loses the line). */
+function log(text: string): void {
   try {
-    return String(e);
-  } catch {
-    return "unknown error";
-  }
+    const bytes = TextEncode(encoder, `${PREFIX} ${relativize(text)}\n`);
+    const total = TypedArrayByteLength(bytes);
+    let done = 0;
+    while (done < total) {
+      const rest = done === 0
+        ? bytes
+        : new Uint8ArrayCtor(TypedArrayBuffer(bytes), done);
+      const n = stderrWriteSync(rest);
+      if (!(n > 0)) return;
+      done += n;
+    }
+  } catch { /* stderr closed or broken: the runtime goes on without it */ }
 }
 
-function errorDetail(e: unknown): string {
-  if (e instanceof Error && typeof e.stack === "string") return e.stack;
-  return errorMessage(e);
+function isBlank(line: string): boolean {
+  // blank, or a code frame's caret/underline marker line: [|~^ \t]*
+  for (let i = 0; i < line.length; i++) {
+    const c = StringPrototypeCharCodeAt(line, i);
+    if (c !== 0x7c && c !== 0x7e && c !== 0x5e && c !== 0x20 && c !== 0x09) {
+      return false;
+    }
+  }
+  return true;
 }
 
-/** Message for a module load failure, phrased for the function's author. */
-function loadErrorMessage(e: unknown): string {
-  let msg = errorMessage(e)
-    .replace(
-      /, run again with the --allow-\w+ flag/,
-      " (not permitted in a Skiff function)",
-    );
-  // Module graph errors (syntax, resolution) are TypeErrors whose message
-  // says it all; other error classes (NotCapable, ...) are worth naming.
-  const plain = ["Error", "TypeError"];
-  if (
-    e instanceof Error && !plain.includes(e.name) && !msg.startsWith(e.name)
-  ) {
-    msg = `${e.name}: ${msg}`;
+function trim(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && StringPrototypeCharCodeAt(s, a) <= 0x20) a++;
+  while (b > a && StringPrototypeCharCodeAt(s, b - 1) <= 0x20) b--;
+  return StringPrototypeSlice(s, a, b);
+}
+
+/** The lines of `s` that say something, joined with "; ". */
+function oneLine(s: string): string {
+  let out = "";
+  let from = 0;
+  while (from <= s.length) {
+    let end = StringPrototypeIndexOf(s, "\n", from);
+    if (end < 0) end = s.length;
+    const line = trim(StringPrototypeSlice(s, from, end));
+    if (!isBlank(line)) out += out === "" ? line : `; ${line}`;
+    from = end + 1;
   }
-  return msg;
+  return out;
+}
+
+function exitNow(code: number): never {
+  unloadDispatched = true; // no user "unload" listener runs on the way out
+  denoExit(code);
 }
 
 function fatal(code: number, message: string): never {
-  log(`${PREFIX} ${oneLine(message)}`);
-  Deno.exit(code);
+  log(oneLine(message));
+  exitNow(code);
+}
+
+// ---------------------------------------------------------------------------
+// Describing what a function threw (any value; its getters may throw)
+
+interface Described {
+  /** for the caller: the message alone */
+  message: string;
+  /** for the owner's log: the stack if there is one */
+  detail: string;
+  /** the error's class name, when it is an Error */
+  name?: string;
+}
+
+function isError(v: unknown): v is Error {
+  try {
+    return v !== null && typeof v === "object" &&
+      ObjectPrototypeIsPrototypeOf(ErrorPrototype, v);
+  } catch { // a Proxy whose getPrototypeOf trap throws
+    return false;
+  }
+}
+
+function stringField(o: object, key: string): string | undefined {
+  const v = (o as Record<string, unknown>)[key];
+  return typeof v === "string" ? v : undefined;
+}
+
+function describe(e: unknown): Described {
+  try {
+    if (isError(e)) {
+      const message = stringField(e, "message") ?? "";
+      const name = stringField(e, "name");
+      const stack = stringField(e, "stack");
+      const head = name === undefined ? message : `${name}: ${message}`;
+      return { message, detail: stack ?? head, name };
+    }
+    const text = StringCtor(e);
+    return { message: text, detail: text };
+  } catch {
+    const text = "unknown error (describing it threw)";
+    return { message: text, detail: text };
+  }
+}
+
+function isResponse(v: unknown): v is Response {
+  try {
+    return v !== null && typeof v === "object" &&
+      ObjectPrototypeIsPrototypeOf(ResponsePrototype, v);
+  } catch {
+    return false;
+  }
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return "null";
+  try {
+    if (ArrayIsArray(v)) return "array";
+    if (typeof v === "object") {
+      const name = (v as { constructor?: { name?: unknown } }).constructor
+        ?.name;
+      return typeof name === "string" && name !== "Object" ? name : "object";
+    }
+  } catch { /* a hostile getter: fall through */ }
+  return typeof v;
+}
+
+// ---------------------------------------------------------------------------
+// Promises and responses handed to Deno
+
+/**
+ * A promise with its settle functions. Initialised fields are own properties
+ * before the executor assigns them, so the assignment cannot reach a setter
+ * the user put on `Object.prototype`.
+ */
+class Deferred<T> {
+  resolve: (v: T) => void = noop;
+  reject: (e: unknown) => void = noop;
+  readonly promise: Promise<T> = new PromiseCtor<T>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
+}
+
+function deferred<T>(): Deferred<T> {
+  return new Deferred<T>();
+}
+
+function noop(): void {}
+
+/** Keeps a rejection of `p` from being reported as unhandled. */
+function markHandled(p: Promise<unknown>): void {
+  PromisePrototypeThen(p, undefined, noop);
+}
+
+/**
+ * `p` with its own original `then`: Deno's serve loop asks the handler's
+ * result for `.then`, which a patched `Promise.prototype.then` would answer.
+ */
+function shieldPromise<T>(p: Promise<T>): Promise<T> {
+  ObjectDefineProperty(p, "then", {
+    __proto__: null,
+    value: PromisePrototypeThenMethod,
+  } as PropertyDescriptor);
+  return p;
+}
+
+/**
+ * `r` with its own `then: undefined`: resolving a promise with an object asks
+ * it for `.then`, so a `then` added to `Response.prototype` or
+ * `Object.prototype` would capture the runtime's own answers.
+ */
+function shieldResponse(r: Response): Response {
+  ObjectDefineProperty(r, "then", {
+    __proto__: null,
+    value: undefined,
+  } as PropertyDescriptor);
+  return r;
+}
+
+/**
+ * Calls `onValue` with what `v` settles to, or `onError`: at once for a
+ * Response or any other non-object; a native promise is followed with the
+ * original `then` (its constructor and species are locked); anything else is
+ * adopted the way `await` does (a thenable's own `then` is the user's code).
+ */
+function settle(
+  v: unknown,
+  onValue: (v: unknown) => void,
+  onError: (e: unknown) => void,
+): void {
+  if (
+    isResponse(v) || v === null ||
+    (typeof v !== "object" && typeof v !== "function")
+  ) {
+    onValue(v);
+    return;
+  }
+  try {
+    PromisePrototypeThen(v as Promise<unknown>, onValue, onError);
+    return;
+  } catch { /* not a native promise */ }
+  (async () => {
+    let value: unknown;
+    try {
+      value = await v;
+    } catch (e) {
+      onError(e);
+      return;
+    }
+    onValue(value);
+  })();
+}
+
+/** A ResponseInit whose every lookup stays inside it. */
+function init(status: number, contentType: string): ResponseInit {
+  return bare({ status, headers: bare({ "content-type": contentType }) });
+}
+
+const TEXT = "text/plain;charset=UTF-8";
+const INIT_200 = init(200, TEXT);
+const INIT_404 = init(404, TEXT);
+const INIT_405 = init(405, TEXT);
+const INIT_503 = init(503, TEXT);
+const INIT_ERROR = init(500, "application/json");
+
+function answer(body: string, responseInit: ResponseInit): Response {
+  return shieldResponse(new ResponseCtor(body, responseInit));
+}
+
+function cut(s: string, max: number): string {
+  return s.length <= max ? s : `${StringPrototypeSlice(s, 0, max)}…`;
+}
+
+function errorResponse(message: string): Response {
+  const text = JSONStringify(cut(relativize(message), MAX_MESSAGE));
+  return answer(
+    `{"error":{"code":"function_error","message":${text}}}`,
+    INIT_ERROR,
+  );
+}
+
+function functionError(e: unknown): Response {
+  const d = describe(e);
+  log(`function error: ${d.detail}`);
+  return errorResponse(d.message);
+}
+
+function notAResponse(v: unknown): Response {
+  const message = `handler returned ${typeName(v)}, expected a Response`;
+  log(`function error: ${message}`);
+  return errorResponse(message);
+}
+
+function lateError(e: unknown): void {
+  log(
+    `function error after the response was chosen: ${describe(e).detail}`,
+  );
 }
 
 // ---------------------------------------------------------------------------
 // Global safety net: stray async errors from user code must not kill the
-// instance. Installed before the user module is imported.
+// instance. Installed before the user module is imported, so they run first.
 
 globalThis.addEventListener("unhandledrejection", (ev) => {
-  ev.preventDefault();
-  log(`${PREFIX} unhandled promise rejection: ${errorDetail(ev.reason)}`);
+  try {
+    EventPreventDefault(ev);
+    log(`unhandled promise rejection: ${describe(RejectionReason(ev)).detail}`);
+  } catch { /* never let the safety net throw */ }
 });
 globalThis.addEventListener("error", (ev) => {
-  ev.preventDefault();
-  log(`${PREFIX} uncaught exception: ${errorDetail(ev.error ?? ev.message)}`);
+  try {
+    EventPreventDefault(ev);
+    const error = ErrorEventError(ev);
+    const what = error === undefined || error === null
+      ? ErrorEventMessage(ev)
+      : describe(error).detail;
+    log(`uncaught exception: ${what}`);
+  } catch { /* never let the safety net throw */ }
 });
 
 // ---------------------------------------------------------------------------
@@ -113,7 +496,7 @@ function parseListen(s: string): Listen {
     if (!path.startsWith("/")) {
       fatal(EXIT_USAGE, `--listen unix: needs an absolute path, got ${s}`);
     }
-    return { kind: "unix", path };
+    return bare({ kind: "unix", path });
   }
   if (s.startsWith("tcp:")) {
     const rest = s.slice("tcp:".length);
@@ -125,11 +508,11 @@ function parseListen(s: string): Listen {
     if (hostname.startsWith("[") && hostname.endsWith("]")) {
       hostname = hostname.slice(1, -1);
     }
-    return {
+    return bare({
       kind: "tcp",
       hostname,
       port: parsePort(rest.slice(colon + 1), "port"),
-    };
+    });
   }
   fatal(
     EXIT_USAGE,
@@ -171,21 +554,42 @@ function parseArgs(argv: string[]): Args {
     fatal(EXIT_USAGE, "--listen unix:<path> | tcp:<host>:<port> is required");
   }
   const hp = values.get("--health-port");
-  return {
+  return bare({
     module,
     listen: parseListen(listen),
     healthPort: hp === undefined ? undefined : parsePort(hp, "--health-port"),
     healthSocket: values.get("--health-socket"),
     exitWithParent,
-  };
+  });
 }
 
 /** file: URL for an absolute POSIX path (no std import available offline). */
 function toFileUrl(path: string): URL {
-  const url = new URL("file:///");
+  const url = new URLCtor("file:///");
   // The pathname setter escapes spaces, '?' and '#', but not '%'.
-  url.pathname = path.replaceAll("%", "%25");
+  url.pathname = replacePlain(path, "%", "%25");
   return url;
+}
+
+function dirOf(path: string): string {
+  return StringPrototypeSlice(path, 0, StringPrototypeLastIndexOf(path, "/"));
+}
+
+/**
+ * What the owner's log shows instead of host paths: the module's own dir
+ * disappears (`fn.ts:3:5`), the runtime's dir becomes `<runtime>/`, the
+ * instance's dir (its cwd, where its socket lives) `./`.
+ */
+function hideHostPaths(args: Args): void {
+  hidePathsUnder(dirOf(args.module), "");
+  const runtimeDir = import.meta.dirname;
+  if (runtimeDir !== undefined) hidePathsUnder(runtimeDir, "<runtime>/");
+  if (args.listen.kind === "unix") {
+    hidePathsUnder(dirOf(args.listen.path), "./");
+  }
+  if (args.healthSocket !== undefined) {
+    hidePathsUnder(dirOf(args.healthSocket), "./");
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -199,51 +603,34 @@ interface RequestEventLike {
   respondWith(r: Response | PromiseLike<Response>): Promise<void>;
 }
 
-function functionError(e: unknown): Response {
-  log(`${PREFIX} function error: ${errorDetail(e)}`);
-  return errorResponse(errorMessage(e));
-}
-
-function errorResponse(message: string): Response {
-  return new ResponseCtor(
-    JSONStringify({ error: { code: "function_error", message } }),
-    { status: 500, headers: { "content-type": "application/json" } },
-  );
-}
-
-function typeName(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "array";
-  if (typeof v === "object") {
-    const name = (v as { constructor?: { name?: unknown } }).constructor?.name;
-    return typeof name === "string" && name !== "Object" ? name : "object";
-  }
-  return typeof v;
-}
-
-function notAResponse(v: unknown): Response {
-  const message = `handler returned ${typeName(v)}, expected a Response`;
-  log(`${PREFIX} function error: ${message}`);
-  return errorResponse(message);
-}
-
-function lateError(e: unknown): void {
-  log(
-    `${PREFIX} function error after the response was chosen: ${errorDetail(e)}`,
-  );
-}
-
 /** Shape (a): `export default { fetch(req, info) { ... } }`. */
 function objectInvoker(obj: { fetch: (...a: unknown[]) => unknown }): Invoke {
-  return async (req, info) => {
-    let v: unknown;
+  return (req, info) => {
+    const out = deferred<Response>();
+    let result: unknown;
     try {
-      v = await obj.fetch(req, info);
+      result = obj.fetch(req, info);
     } catch (e) {
-      return functionError(e);
+      out.resolve(functionError(e));
+      return out.promise;
     }
-    return v instanceof ResponseCtor ? v : notAResponse(v);
+    settle(
+      result,
+      (v) => out.resolve(isResponse(v) ? v : notAResponse(v)),
+      (e) => out.resolve(functionError(e)),
+    );
+    return out.promise;
   };
+}
+
+function hiddenProperty(o: object, key: string, value: unknown): void {
+  ObjectDefineProperty(o, key, {
+    __proto__: null,
+    value,
+    enumerable: false,
+    configurable: true,
+    writable: true,
+  } as PropertyDescriptor);
 }
 
 /**
@@ -258,76 +645,69 @@ function functionInvoker(
   fn: (...a: unknown[]) => unknown,
   localAddr: Deno.Addr,
 ): Invoke {
-  return (request, info) =>
-    new Promise<Response>((resolve) => {
-      let chosen = false;
-      let respondWithCalled = false;
-      const choose = (r: Response) => {
-        if (!chosen) {
-          chosen = true;
-          resolve(r);
-        }
-      };
-      const event: RequestEventLike = {
-        request,
-        respondWith(r) {
-          if (respondWithCalled) {
-            throw new Error(
-              "respondWith() was already called for this request",
-            );
-          }
-          respondWithCalled = true;
-          const p = Promise.resolve(r).then((v) => {
-            if (!(v instanceof ResponseCtor)) {
-              throw new TypeError(
-                `respondWith() got ${typeName(v)}, expected a Response`,
-              );
-            }
-            return v;
-          });
-          p.then(
-            choose,
-            (e) => chosen ? lateError(e) : choose(functionError(e)),
-          );
-          const done = p.then(() => {});
-          done.catch(() => {}); // observed above; don't also report it as unhandled
-          return done;
-        },
-      };
-      Object.defineProperty(request, "req", {
-        value: event,
-        enumerable: false,
-        configurable: true,
-        writable: true,
-      });
-      Object.defineProperty(request, "conn", {
-        value: { remoteAddr: info.remoteAddr, localAddr },
-        enumerable: false,
-        configurable: true,
-        writable: true,
-      });
-
-      let result: unknown;
-      try {
-        result = fn(request, info);
-      } catch (e) {
-        if (respondWithCalled) lateError(e);
-        else choose(functionError(e));
-        return;
+  return (request, info) => {
+    const out = deferred<Response>();
+    let chosen = false;
+    let respondWithCalled = false;
+    const choose = (r: Response) => {
+      if (!chosen) {
+        chosen = true;
+        out.resolve(r);
       }
-      Promise.resolve(result).then(
-        (v) => {
-          if (respondWithCalled) return; // respondWith's outcome decides
-          if (v instanceof ResponseCtor) choose(v);
-          else if (v !== undefined) choose(notAResponse(v));
-          // undefined: keep waiting for respondWith (the router times out).
-        },
-        (e) => {
-          if (respondWithCalled) lateError(e);
-          else choose(functionError(e));
-        },
-      );
+    };
+    const fail = (e: unknown) =>
+      chosen ? lateError(e) : choose(functionError(e));
+    const event: RequestEventLike = {
+      request,
+      respondWith(r) {
+        if (respondWithCalled) {
+          throw new ErrorCtor(
+            "respondWith() was already called for this request",
+          );
+        }
+        respondWithCalled = true;
+        const done = deferred<void>();
+        markHandled(done.promise); // observed here; not also "unhandled"
+        settle(r, (v) => {
+          if (isResponse(v)) {
+            choose(v);
+            done.resolve();
+            return;
+          }
+          const e = new TypeErrorCtor(
+            `respondWith() got ${typeName(v)}, expected a Response`,
+          );
+          fail(e);
+          done.reject(e);
+        }, (e) => {
+          fail(e);
+          done.reject(e);
+        });
+        return done.promise;
+      },
+    };
+    hiddenProperty(request, "req", event);
+    hiddenProperty(request, "conn", { remoteAddr: info.remoteAddr, localAddr });
+
+    let result: unknown;
+    try {
+      result = fn(request, info);
+    } catch (e) {
+      if (respondWithCalled) lateError(e);
+      else choose(functionError(e));
+      return out.promise;
+    }
+    settle(result, (v) => {
+      if (respondWithCalled) return; // respondWith's outcome decides
+      if (isResponse(v)) choose(v);
+      else if (v !== undefined) choose(notAResponse(v));
+      // undefined: keep waiting for respondWith (the router times out).
+    }, (e) => {
+      if (respondWithCalled) lateError(e);
+      else choose(functionError(e));
     });
+    return out.promise;
+  };
 }
 
 function makeInvoker(
@@ -335,7 +715,7 @@ function makeInvoker(
   localAddr: Deno.Addr,
 ): Invoke {
   if (!("default" in mod)) {
-    throw new Error("the module has no default export");
+    throw new ErrorCtor("the module has no default export");
   }
   const d = mod.default;
   if (typeof d === "function") {
@@ -347,10 +727,34 @@ function makeInvoker(
       return objectInvoker(d as { fetch: (...a: unknown[]) => unknown });
     }
   }
-  throw new Error(
+  throw new ErrorCtor(
     `the default export is ${typeName(d)}; expected a function ` +
       "or an object with a fetch(request) method",
   );
+}
+
+/** Message for a module load failure, phrased for the function's author. */
+function loadErrorMessage(e: unknown): string {
+  const d = describe(e);
+  let msg = d.message;
+  const hint = ", run again with the --allow-";
+  const at = StringPrototypeIndexOf(msg, hint);
+  const end = at < 0 ? -1 : StringPrototypeIndexOf(msg, " flag", at);
+  if (end >= 0) {
+    msg = StringPrototypeSlice(msg, 0, at) +
+      " (not permitted in a Skiff function)" +
+      StringPrototypeSlice(msg, end + " flag".length);
+  }
+  // Module graph errors (syntax, resolution) are TypeErrors whose message
+  // says it all; other error classes (NotCapable, ...) are worth naming.
+  const name = d.name;
+  if (
+    name !== undefined && name !== "Error" && name !== "TypeError" &&
+    !StringPrototypeStartsWith(msg, name)
+  ) {
+    msg = `${name}: ${msg}`;
+  }
+  return msg;
 }
 
 // ---------------------------------------------------------------------------
@@ -358,75 +762,122 @@ function makeInvoker(
 
 function listenFailure(what: string, e: unknown): never {
   let hint = "";
-  if (e instanceof Deno.errors.NotCapable) {
+  if (isError(e) && ObjectPrototypeIsPrototypeOf(NotCapablePrototype, e)) {
     hint = " (the address is refused by the sandbox, e.g. it is in --deny-net)";
   }
-  fatal(EXIT_LISTEN, `cannot listen on ${what}: ${errorMessage(e)}${hint}`);
+  fatal(EXIT_LISTEN, `cannot listen on ${what}: ${describe(e).message}${hint}`);
 }
 
 function removeStaleSocket(path: string): void {
   try {
-    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+    if (denoLstatSync(path).isSocket) denoRemoveSync(path);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (!(isError(e) && ObjectPrototypeIsPrototypeOf(NotFoundPrototype, e))) {
+      throw e;
+    }
   }
+}
+
+/** The path of a request URL (`http://host/p?q` → `/p`), without URL objects. */
+function pathOf(url: string): string {
+  const scheme = StringPrototypeIndexOf(url, "://");
+  const start = StringPrototypeIndexOf(url, "/", scheme < 0 ? 0 : scheme + 3);
+  if (start < 0) return "/";
+  let end = url.length;
+  const q = StringPrototypeIndexOf(url, "?", start);
+  if (q >= 0) end = q;
+  const h = StringPrototypeIndexOf(url, "#", start);
+  if (h >= 0 && h < end) end = h;
+  return StringPrototypeSlice(url, start, end);
+}
+
+/**
+ * Exits when stdin reaches EOF: the platform holds it open, so EOF means it
+ * is gone (even if it was SIGKILLed) and an orphan must not linger.
+ */
+function watchParent(): void {
+  const buf = new Uint8ArrayCtor(256);
+  // Deno's Stdin.read() asks its buffer for `.length`, which a patched
+  // TypedArray prototype would answer.
+  ObjectDefineProperty(buf, "length", {
+    __proto__: null,
+    value: 256,
+  } as PropertyDescriptor);
+  (async () => {
+    try {
+      while ((await stdinRead(buf)) !== null) { /* keep reading */ }
+    } catch { /* treat errors as EOF */ }
+    log("platform gone (stdin closed): exiting");
+    exitNow(0);
+  })();
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args);
+  hideHostPaths(args);
   let ready = false;
-  if (args.exitWithParent) {
-    // The platform holds our stdin open; EOF means it is gone (even if it was
-    // SIGKILLed), so an orphaned instance never lingers.
-    (async () => {
-      const buf = new Uint8Array(256);
-      try {
-        while ((await Deno.stdin.read(buf)) !== null) { /* keep reading */ }
-      } catch { /* treat errors as EOF */ }
-      log(`${PREFIX} platform gone (stdin closed): exiting`);
-      Deno.exit(0);
-    })();
-  }
-  const servers: Deno.HttpServer[] = [];
+  if (args.exitWithParent) watchParent();
+  let healthPortServer: Deno.HttpServer | undefined;
+  let healthSocketServer: Deno.HttpServer | undefined;
+  let mainServer: Deno.HttpServer | undefined;
 
-  // Registered before listening, so a SIGTERM right after "listening on"
+  // Registered before listening, so a SIGTERM right after "listening"
   // still drains gracefully (exit 0) and removes the unix socket.
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     ready = false;
-    log(`${PREFIX} ${signal}: draining in-flight requests`);
-    Promise.allSettled(servers.map((s) => s.shutdown())).then(() =>
-      Deno.exit(0)
-    );
+    log(`${signal}: draining in-flight requests`);
+    const shutdowns = [
+      healthPortServer?.shutdown(),
+      healthSocketServer?.shutdown(),
+      mainServer?.shutdown(),
+    ];
+    (async () => {
+      for (let i = 0; i < 3; i++) {
+        try {
+          await shutdowns[i];
+        } catch { /* already closed */ }
+      }
+      exitNow(0);
+    })();
   };
-  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  denoAddSignalListener("SIGTERM", () => stop("SIGTERM"));
+  denoAddSignalListener("SIGINT", () => stop("SIGINT"));
 
   // Health listener first, so /healthz answers while the module loads and
   // /ready says 503 until the main listener is up.
-  const health = (req: Request) => {
-    const path = new URL(req.url).pathname;
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return new ResponseCtor("method not allowed\n", { status: 405 });
+  const health = (req: Request): Response => {
+    let method = "";
+    let path = "";
+    try {
+      method = RequestMethod(req);
+      path = pathOf(RequestUrl(req));
+    } catch { /* answer 405 below */ }
+    if (method !== "GET" && method !== "HEAD") {
+      return answer("method not allowed\n", INIT_405);
     }
-    if (path === "/healthz") return new ResponseCtor("ok\n");
+    if (path === "/healthz") return answer("ok\n", INIT_200);
     if (path === "/ready") {
       return ready
-        ? new ResponseCtor("ready\n")
-        : new ResponseCtor("not ready\n", { status: 503 });
+        ? answer("ready\n", INIT_200)
+        : answer("not ready\n", INIT_503);
     }
-    return new ResponseCtor("not found\n", { status: 404 });
+    return answer("not found\n", INIT_404);
   };
   if (args.healthPort !== undefined) {
     const where = `0.0.0.0:${args.healthPort}`;
     try {
-      servers.push(Deno.serve({
-        hostname: "0.0.0.0",
-        port: args.healthPort,
-        onListen: (a) => log(`${PREFIX} health on ${a.hostname}:${a.port}`),
-      }, health));
+      healthPortServer = denoServe(
+        bare({
+          hostname: "0.0.0.0",
+          port: args.healthPort,
+          onListen: (a: Deno.NetAddr) =>
+            log(`health on ${a.hostname}:${a.port}`),
+        }),
+        health,
+      );
     } catch (e) {
       listenFailure(`health ${where}`, e);
     }
@@ -437,10 +888,10 @@ async function main(): Promise<void> {
   if (args.healthSocket !== undefined) {
     try {
       removeStaleSocket(args.healthSocket);
-      servers.push(Deno.serve({
-        path: args.healthSocket,
-        onListen: () => {},
-      }, health));
+      healthSocketServer = denoServe(
+        bare({ path: args.healthSocket, onListen: noop }),
+        health,
+      );
     } catch (e) {
       listenFailure(`health unix:${args.healthSocket}`, e);
     }
@@ -450,6 +901,16 @@ async function main(): Promise<void> {
   const localAddr: Deno.Addr = listen.kind === "unix"
     ? { transport: "unix", path: listen.path }
     : { transport: "tcp", hostname: listen.hostname, port: listen.port };
+
+  // Before the import: Deno's own error objects (a NotFound here) are built
+  // with built-ins the module may break.
+  if (listen.kind === "unix") {
+    try {
+      removeStaleSocket(listen.path);
+    } catch (e) {
+      listenFailure(`unix:${listen.path}`, e);
+    }
+  }
 
   let invoke: Invoke;
   try {
@@ -464,40 +925,51 @@ async function main(): Promise<void> {
 
   if (stopping) return; // SIGTERM arrived while the module was loading
 
-  const handler = async (req: Request, info: Deno.ServeHandlerInfo) => {
+  // From here on the user's module has run: only captured references.
+  const handler = (
+    req: Request,
+    info: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> => {
+    let p: Promise<Response>;
     try {
-      return await invoke(req, info);
+      p = invoke(req, info);
     } catch (e) {
       return functionError(e);
     }
+    return shieldPromise(p);
   };
   const onError = (e: unknown) => functionError(e);
 
   try {
     if (listen.kind === "unix") {
-      removeStaleSocket(listen.path);
-      servers.push(Deno.serve({
-        path: listen.path,
-        onError,
-        onListen: (a) => {
-          ready = true;
-          log(`${PREFIX} listening on unix:${a.path}`);
-        },
-      }, handler));
+      mainServer = denoServe(
+        bare({
+          path: listen.path,
+          onError,
+          onListen: () => {
+            ready = true;
+            log("listening");
+          },
+        }),
+        handler,
+      );
     } else {
-      servers.push(Deno.serve({
-        hostname: listen.hostname,
-        port: listen.port,
-        onError,
-        onListen: (a) => {
-          if (localAddr.transport === "tcp") localAddr.port = a.port;
-          ready = true;
-          const host = a.hostname.includes(":")
-            ? `[${a.hostname}]`
-            : a.hostname;
-          log(`${PREFIX} listening on tcp:${host}:${a.port}`);
-        },
-      }, handler));
+      mainServer = denoServe(
+        bare({
+          hostname: listen.hostname,
+          port: listen.port,
+          onError,
+          onListen: (a: Deno.NetAddr) => {
+            if (localAddr.transport === "tcp") localAddr.port = a.port;
+            ready = true;
+            const host = StringPrototypeIndexOf(a.hostname, ":") >= 0
+              ? `[${a.hostname}]`
+              : a.hostname;
+            log(`listening on tcp:${host}:${a.port}`);
+          },
+        }),
+        handler,
+      );
     }
   } catch (e) {
     const where = listen.kind === "unix"

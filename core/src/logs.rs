@@ -2,10 +2,22 @@
 //! `<RFC 3339 time> <stream> | <line>`, rotating `<name>.log` to `<name>.log.1`
 //! when it passes a size cap, so each function keeps at most about twice the
 //! cap on disk. The manager reads the tail for `GET /func/<name>/logs`.
+//!
+//! A line's text comes from a function, so it is *neutralised* when written
+//! and again when read: every control character — C0 (except TAB), DEL, C1,
+//! the Unicode bidi controls (U+061C, U+200E/F, U+202A–E, U+2066–9) and the
+//! line/paragraph separators U+2028/9 — is written as the visible text
+//! `\u{<hex>}` (ESC → `\u{1b}`, CR → `\u{d}`, RLO → `\u{202e}`). So one
+//! printed line is one log line: it cannot start a forged `<time> <stream> |`
+//! line, move an operator's cursor, clear a terminal or reorder what is shown.
+//! The escaping is for display and not reversible (a printed backslash stays
+//! as it is). Invalid UTF-8 becomes U+FFFD. The data dir's path (as a path or
+//! a percent-encoded `file:` URL) is shown as `<data-dir>`.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::layout::Layout;
@@ -14,10 +26,161 @@ pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
 /// Longer lines are cut, so one runaway print cannot fill the log.
 pub const MAX_LINE: usize = 16 * 1024;
 
+/// What a log shows instead of the data dir's path.
+pub const DATA_DIR_SHOWN: &str = "<data-dir>";
+
+/// Whether `c` is shown as `\u{<hex>}` text rather than as itself.
+pub fn is_neutralised(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{8}' | '\u{a}'..='\u{1f}' // C0 controls but TAB
+        | '\u{7f}'..='\u{9f}'                   // DEL, C1 controls (CSI is U+009B)
+        | '\u{61c}' | '\u{200e}' | '\u{200f}'     // bidi marks
+        | '\u{2028}'..='\u{202e}'               // line/paragraph separators, bidi embeddings and overrides
+        | '\u{2066}'..='\u{2069}') // bidi isolates
+}
+
+/// `text` with every [`is_neutralised`] character written as `\u{<hex>}`.
+pub fn neutralise(text: &str) -> Cow<'_, str> {
+    neutralise_within(text, usize::MAX)
+}
+
+/// [`neutralise`], cut to at most `max` bytes, never inside a character or
+/// inside an escape.
+pub fn neutralise_within(text: &str, max: usize) -> Cow<'_, str> {
+    if !text.chars().any(is_neutralised) {
+        return Cow::Borrowed(&text[..text.floor_char_boundary(max)]);
+    }
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if is_neutralised(c) {
+            let escaped = c.escape_unicode();
+            if out.len() + escaped.len() > max {
+                break;
+            }
+            out.extend(escaped);
+        } else {
+            if out.len() + c.len_utf8() > max {
+                break;
+            }
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The spellings of the data dir's path that a log must not show.
+#[derive(Debug, Clone, Default)]
+struct HostPaths {
+    /// Longest first, so a longer spelling is not half-replaced by a shorter one.
+    needles: Vec<String>,
+}
+
+impl HostPaths {
+    fn of(root: &Path) -> Self {
+        let mut needles: Vec<String> = Vec::new();
+        let spellings = [
+            std::path::absolute(root).ok(),
+            std::fs::canonicalize(root).ok(),
+        ];
+        for path in spellings.iter().flatten() {
+            let Some(text) = path.to_str() else { continue };
+            let text = text.trim_end_matches('/');
+            // "/" (or nothing) would hide every path, not the data dir's.
+            if text.len() < 2 {
+                continue;
+            }
+            for n in [text.to_owned(), url_encoded_path(text)] {
+                if !needles.contains(&n) {
+                    needles.push(n);
+                }
+            }
+        }
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Self { needles }
+    }
+
+    fn hide<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = Cow::Owned(replace_path(&out, needle));
+            }
+        }
+        out
+    }
+}
+
+/// `text` with `dir` replaced by [`DATA_DIR_SHOWN`] where it is a whole path
+/// prefix (`/srv/d/x`, `/srv/d`), not part of a longer name (`/srv/d2`).
+fn replace_path(text: &str, dir: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(dir) {
+        let after = &rest[at + dir.len()..];
+        let whole = after
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'));
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { DATA_DIR_SHOWN } else { dir });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `path` as it appears in a `file:` URL: what the WHATWG path
+/// percent-encode set escapes, and `%` itself.
+fn url_encoded_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        let escape = !(0x20..0x7f).contains(&b)
+            || matches!(
+                b,
+                b' ' | b'"' | b'#' | b'%' | b'<' | b'>' | b'?' | b'`' | b'{' | b'}'
+            );
+        if escape {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}
+
+/// Text as the owner sees it: host paths hidden, controls neutralised, at
+/// most `max` bytes.
+fn shown(hidden: &HostPaths, text: &str, max: usize) -> String {
+    neutralise_within(&hidden.hide(text), max).into_owned()
+}
+
+/// Room for a stored line's `<time> <stream> | ` prefix.
+const PREFIX_ROOM: usize = 64;
+
+/// A field formatter for `tracing_subscriber::fmt` that neutralises every
+/// field like a log line, so a function's text that reaches a service's own
+/// log (a start failure quotes the instance's last stderr lines) stays one
+/// line and cannot drive the operator's terminal.
+pub fn neutral_fields()
+-> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = neutralise(&text);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
 pub struct LogWriter {
     path: PathBuf,
     old: PathBuf,
     max_bytes: u64,
+    hidden: HostPaths,
     state: Mutex<Option<(File, u64)>>,
 }
 
@@ -27,6 +190,7 @@ impl LogWriter {
             path: layout.log_file(user, name),
             old: layout.old_log_file(user, name),
             max_bytes,
+            hidden: HostPaths::of(layout.root()),
             state: Mutex::new(None),
         }
     }
@@ -48,17 +212,11 @@ impl LogWriter {
         Ok((f, len))
     }
 
-    /// Appends one line. Failures (disk full, unwritable dir) drop the line and
-    /// are reported to the caller, never retried in a loop.
+    /// Appends one line (neutralised, host paths hidden, cut to [`MAX_LINE`]
+    /// bytes). Failures (disk full, unwritable dir) drop the line and are
+    /// reported to the caller, never retried in a loop.
     pub fn line(&self, stream: &str, text: &str) -> std::io::Result<()> {
-        let mut text = text.trim_end_matches(['\r', '\n']);
-        if text.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text = &text[..cut];
-        }
+        let text = shown(&self.hidden, text.trim_end_matches(['\r', '\n']), MAX_LINE);
         let entry = format!(
             "{} {stream} | {text}\n",
             crate::time::rfc3339(crate::time::now_millis())
@@ -80,9 +238,15 @@ impl LogWriter {
         }
         Ok(())
     }
+
+    /// [`LogWriter::line`] for raw output: invalid UTF-8 becomes U+FFFD.
+    pub fn line_bytes(&self, stream: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.line(stream, &String::from_utf8_lossy(bytes))
+    }
 }
 
-/// The last `n` lines of a function's log (older file first), or none.
+/// The last `n` lines of a function's log (older file first), or none;
+/// neutralised again, in case a line was written by an older version.
 pub fn tail(layout: &Layout, user: &str, name: &str, n: usize) -> std::io::Result<Vec<String>> {
     let mut text = String::new();
     for p in [layout.old_log_file(user, name), layout.log_file(user, name)] {
@@ -106,9 +270,13 @@ pub fn tail(layout: &Layout, user: &str, name: &str, n: usize) -> std::io::Resul
             Err(e) => return Err(e),
         }
     }
+    let hidden = HostPaths::of(layout.root());
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    Ok(lines[start..].iter().map(|s| (*s).to_owned()).collect())
+    Ok(lines[start..]
+        .iter()
+        .map(|s| shown(&hidden, s, MAX_LINE + PREFIX_ROOM))
+        .collect())
 }
 
 /// Removes a function's logs (when it is deleted).
@@ -144,5 +312,256 @@ mod tests {
         let t = tail(&layout, "alice", "f", 1).unwrap();
         assert!(t[0].len() < MAX_LINE + 64);
         assert!(tail(&layout, "bob", "f", 5).unwrap().is_empty());
+    }
+
+    /// The stored lines of alice's function `f`, as bytes.
+    fn raw_log(layout: &Layout) -> Vec<u8> {
+        std::fs::read(layout.log_file("alice", "f")).unwrap()
+    }
+
+    /// Every line of `log` is `<RFC 3339> <stream> | <text>` with no control
+    /// character but TAB, and no bidi control.
+    fn assert_only_clean_lines(log: &str, expected_lines: usize) {
+        assert_eq!(log.lines().count(), expected_lines, "{log:?}");
+        for line in log.lines() {
+            let (time, rest) = line.split_once(' ').unwrap();
+            chrono::DateTime::parse_from_rfc3339(time).expect("a timestamp first");
+            assert!(
+                rest.starts_with("stderr | ") || rest.starts_with("stdout | "),
+                "{line:?}"
+            );
+            let bad = line.chars().find(|c| *c != '\t' && is_neutralised(*c));
+            assert_eq!(bad, None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_lines_stay_one_visible_line_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let w = LogWriter::new(&layout, "alice", "f", DEFAULT_MAX_BYTES);
+        let hostile: &[(&str, &str)] = &[
+            (
+                "ok\r2026-01-01T00:00:00Z stderr | fake",
+                "ok\\u{d}2026-01-01T00:00:00Z stderr | fake",
+            ),
+            (
+                "first\n2026-01-01T00:00:00Z skiff | forged",
+                "first\\u{a}2026-01-01T00:00:00Z skiff | forged",
+            ),
+            ("\x1b[2J\x1b[Hcleared", "\\u{1b}[2J\\u{1b}[Hcleared"),
+            ("\u{9b}2J C1 CSI", "\\u{9b}2J C1 CSI"),
+            ("invoice\u{202e}fdp.exe", "invoice\\u{202e}fdp.exe"),
+            (
+                "a\u{2066}b\u{2069}c\u{200f}",
+                "a\\u{2066}b\\u{2069}c\\u{200f}",
+            ),
+            ("nul\0byte", "nul\\u{0}byte"),
+            (
+                "secret\x08\x08\x08\x08\x08\x08public",
+                "secret\\u{8}\\u{8}\\u{8}\\u{8}\\u{8}\\u{8}public",
+            ),
+            (
+                "bell\x07 del\x7f vt\x0b ff\x0c",
+                "bell\\u{7} del\\u{7f} vt\\u{b} ff\\u{c}",
+            ),
+            (
+                "line\u{2028}separator\u{2029}",
+                "line\\u{2028}separator\\u{2029}",
+            ),
+            (
+                "tab\tstays, \\u{1b} typed by hand stays",
+                "tab\tstays, \\u{1b} typed by hand stays",
+            ),
+            ("crlf at the end\r\n", "crlf at the end"),
+        ];
+        for (line, _) in hostile {
+            w.line("stderr", line).unwrap();
+        }
+        let log = String::from_utf8(raw_log(&layout)).unwrap();
+        assert_only_clean_lines(&log, hostile.len());
+        let shown = tail(&layout, "alice", "f", 100).unwrap();
+        assert_eq!(shown.len(), hostile.len());
+        for ((_, expected), got) in hostile.iter().zip(&shown) {
+            let text = got.split_once(" stderr | ").unwrap().1;
+            assert_eq!(text, *expected);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_and_lone_surrogates_become_replacement_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let w = LogWriter::new(&layout, "alice", "f", DEFAULT_MAX_BYTES);
+        w.line_bytes("stdout", b"bad \xff\xfe bytes").unwrap();
+        // A UTF-16 lone surrogate as a JS engine might encode it (CESU-8).
+        w.line_bytes("stdout", b"lone \xed\xa0\x80 surrogate")
+            .unwrap();
+        w.line_bytes("stdout", b"overlong \xc0\xaf slash").unwrap();
+        // A C1 control spelled as raw Latin-1 is not a character at all.
+        w.line_bytes("stdout", b"latin1 \x9b2J").unwrap();
+        let log = String::from_utf8(raw_log(&layout)).expect("the log is UTF-8");
+        assert_only_clean_lines(&log, 4);
+        let shown = tail(&layout, "alice", "f", 4).unwrap();
+        assert!(
+            shown[0].ends_with("| bad \u{fffd}\u{fffd} bytes"),
+            "{shown:?}"
+        );
+        assert!(shown[1].ends_with("| lone \u{fffd}\u{fffd}\u{fffd} surrogate"));
+        assert!(shown[2].ends_with("| overlong \u{fffd}\u{fffd} slash"));
+        assert!(shown[3].ends_with("| latin1 \u{fffd}2J"));
+    }
+
+    #[test]
+    fn lines_are_cut_at_the_limit_on_a_character_or_escape_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let w = LogWriter::new(&layout, "alice", "f", 16 * DEFAULT_MAX_BYTES);
+        let text_of = |line: &str| line.split_once(" | ").unwrap().1.to_owned();
+        // Exactly at the limit, ending in a two-byte character: kept whole.
+        let exact = format!("{}é", "x".repeat(MAX_LINE - 2));
+        // One byte over, the two-byte character straddling the cut: dropped whole.
+        let over = format!("{}é", "x".repeat(MAX_LINE - 1));
+        // A four-byte character straddling the cut.
+        let emoji = format!("{}🦀", "x".repeat(MAX_LINE - 2));
+        // An escape that would not fit: not half-written.
+        let escape = format!("{}\x1b[2J", "x".repeat(MAX_LINE - 3));
+        // Only escapes: six bytes each, whole ones only.
+        let escapes = "\x1b".repeat(MAX_LINE);
+        for line in [&exact, &over, &emoji, &escape, &escapes] {
+            w.line("stdout", line).unwrap();
+        }
+        let log = String::from_utf8(raw_log(&layout)).unwrap();
+        assert_only_clean_lines(&log, 5);
+        let shown: Vec<String> = tail(&layout, "alice", "f", 5)
+            .unwrap()
+            .iter()
+            .map(|l| text_of(l))
+            .collect();
+        assert_eq!(shown[0], exact);
+        assert_eq!(shown[1], "x".repeat(MAX_LINE - 1));
+        assert_eq!(shown[2], "x".repeat(MAX_LINE - 2));
+        assert_eq!(shown[3], "x".repeat(MAX_LINE - 3));
+        assert_eq!(shown[4], "\\u{1b}".repeat(MAX_LINE / 6));
+        assert!(shown.iter().all(|t| t.len() <= MAX_LINE));
+    }
+
+    #[test]
+    fn the_data_dir_is_hidden_as_a_path_and_as_a_file_url() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("data dir %41");
+        std::fs::create_dir(&real).unwrap();
+        // The service may be given the data dir through a symlink.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let layout = Layout::new(&link);
+        let w = LogWriter::new(&layout, "alice", "f", DEFAULT_MAX_BYTES);
+        let real_s = real.to_str().unwrap();
+        let link_s = link.to_str().unwrap();
+        let real_url = format!("file://{}", url_encoded_path(real_s));
+        assert!(real_url.ends_with("/data%20dir%20%2541"), "{real_url}");
+        w.line(
+            "stderr",
+            &format!("at {real_url}/functions/alice/f/v1/fn.ts:3:5"),
+        )
+        .unwrap();
+        w.line(
+            "stderr",
+            &format!("listening on unix:{link_s}/instances/7/s"),
+        )
+        .unwrap();
+        w.line(
+            "stderr",
+            &format!("cannot open {real_s}/logs/bob/x.log or {real_s}"),
+        )
+        .unwrap();
+        w.line("stderr", &format!("a sibling: {real_s}2/x"))
+            .unwrap();
+        let shown = tail(&layout, "alice", "f", 10).unwrap();
+        let log = String::from_utf8(raw_log(&layout)).unwrap();
+        let without_sibling = |t: &str| t.lines().take(3).collect::<Vec<_>>().join("\n") + "\n";
+        for text in [without_sibling(&log), without_sibling(&shown.join("\n"))] {
+            assert!(
+                text.contains("at file://<data-dir>/functions/alice/f/v1/fn.ts:3:5"),
+                "{text}"
+            );
+            assert!(
+                text.contains("listening on unix:<data-dir>/instances/7/s"),
+                "{text}"
+            );
+            assert!(
+                text.contains("cannot open <data-dir>/logs/bob/x.log or <data-dir>\n"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("data dir") && !text.contains("data%20dir"),
+                "{text}"
+            );
+            assert!(!text.contains(link_s), "{text}");
+        }
+        // Not the data dir: a longer name that starts like it.
+        assert!(
+            shown[3].ends_with(&format!("a sibling: {real_s}2/x")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn lines_written_before_neutralising_are_neutralised_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let file = layout.log_file("alice", "f");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            "2026-01-01T00:00:00.000Z stdout | a\x1b[2Jb\rc\u{202e}d\n",
+        )
+        .unwrap();
+        let shown = tail(&layout, "alice", "f", 10).unwrap();
+        assert_eq!(
+            shown,
+            ["2026-01-01T00:00:00.000Z stdout | a\\u{1b}[2Jb\\u{d}c\\u{202e}d"]
+        );
+    }
+
+    /// A `MakeWriter` that collects a subscriber's output.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn tracing_output_quoting_a_function_stays_one_neutralised_line() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .fmt_fields(neutral_fields())
+            .finish();
+        let stderr_tail = "exit code 1: boom\r\n2026-01-01T00:00:00Z  INFO forged\x1b[2J\u{202e}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(user = "alice", error = %stderr_tail, "start failed");
+            tracing::info!(path = stderr_tail, "a string field");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        for line in text.lines() {
+            assert!(!line.chars().any(is_neutralised), "{line:?}");
+        }
+        assert!(
+            text.contains(
+                "start failed user=\"alice\" error=exit code 1: boom\\u{d}\\u{a}2026-01-01T00:00:00Z  INFO forged\\u{1b}[2J\\u{202e}"
+            ),
+            "{text:?}"
+        );
     }
 }

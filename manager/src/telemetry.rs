@@ -7,5 +7,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Fields may quote a function's output: one line each, no terminal controls.
+        .fmt_fields(skiff_core::logs::neutral_fields())
         .try_init();
 }

@@ -35,6 +35,8 @@ fn main() -> std::process::ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Fields may quote a function's output: one line each, no terminal controls.
+        .fmt_fields(skiff_core::logs::neutral_fields())
         .try_init();
     let cli = Cli::parse();
     if cli.check_sandbox {

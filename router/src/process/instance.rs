@@ -237,7 +237,8 @@ fn pump(
                 if t.len() == 5 {
                     t.pop_front();
                 }
-                t.push_back(text);
+                // Quoted later in a start failure, in the owner's log and ours.
+                t.push_back(skiff_core::logs::neutralise(&text).into_owned());
             }
             line.clear();
         };

@@ -9,6 +9,7 @@ mod helpers;
 mod hostile_clients;
 mod hostile_code;
 mod lifecycle;
+mod logs;
 mod os_sandbox;
 mod sandbox;
 mod slow_clients;
