@@ -252,9 +252,10 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
         talker.contains("unhandled promise rejection: Error: stray rejection"),
         "{talker}"
     );
-    // What the function printed itself is hidden by the log writer.
+    // What the function printed itself is hidden by the log writer. (Its
+    // working directory is its code dir, read-only.)
     assert!(
-        talker.contains("stdout | my cwd <data-dir>/instances/"),
+        talker.contains("stdout | my cwd <data-dir>/functions/alice/talker/v1,"),
         "{talker}"
     );
     assert!(
