@@ -4,7 +4,7 @@
 //   deno <flags...> main.ts --module <abs path> --listen unix:<abs path>
 //   deno <flags...> main.ts --module <abs path> --listen tcp:<host>:<port>
 //                           [--health-port <port>] [--health-socket <path>]
-//                           [--exit-with-parent]
+//                           [--exit-with-parent [--wait-for-go]]
 //
 // Exit codes:
 //   0   clean shutdown after SIGTERM / SIGINT, or stdin closed (--exit-with-parent)
@@ -481,6 +481,8 @@ interface Args {
   healthSocket?: string;
   /** Exit when stdin reaches EOF (the process runtime's parent-death signal). */
   exitWithParent: boolean;
+  /** Import the module only after a first byte on stdin (needs exitWithParent). */
+  waitForGo: boolean;
 }
 
 function parsePort(s: string, what: string): number {
@@ -524,10 +526,15 @@ function parseArgs(argv: string[]): Args {
   const values = new Map<string, string>();
   const known = ["--module", "--listen", "--health-port", "--health-socket"];
   let exitWithParent = false;
+  let waitForGo = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--exit-with-parent") {
       exitWithParent = true;
+      continue;
+    }
+    if (arg === "--wait-for-go") {
+      waitForGo = true;
       continue;
     }
     const eq = arg.indexOf("=");
@@ -560,6 +567,7 @@ function parseArgs(argv: string[]): Args {
     healthPort: hp === undefined ? undefined : parsePort(hp, "--health-port"),
     healthSocket: values.get("--health-socket"),
     exitWithParent,
+    waitForGo: waitForGo && exitWithParent,
   });
 }
 
@@ -795,7 +803,9 @@ function pathOf(url: string): string {
  * Exits when stdin reaches EOF: the platform holds it open, so EOF means it
  * is gone (even if it was SIGKILLed) and an orphan must not linger.
  */
-function watchParent(): void {
+function watchParent(): Promise<void> {
+  let go: () => void = () => {};
+  const first = new Promise<void>((resolve) => go = resolve);
   const buf = new Uint8ArrayCtor(256);
   // Deno's Stdin.read() asks its buffer for `.length`, which a patched
   // TypedArray prototype would answer.
@@ -805,18 +815,21 @@ function watchParent(): void {
   } as PropertyDescriptor);
   (async () => {
     try {
-      while ((await stdinRead(buf)) !== null) { /* keep reading */ }
+      while ((await stdinRead(buf)) !== null) go();
     } catch { /* treat errors as EOF */ }
     log("platform gone (stdin closed): exiting");
     exitNow(0);
   })();
+  return first;
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args);
   hideHostPaths(args);
   let ready = false;
-  if (args.exitWithParent) watchParent();
+  // The first byte on stdin is the platform's "go" (--wait-for-go): it has
+  // put this process in its cgroup, and the module may run.
+  const go = args.exitWithParent ? watchParent() : Promise.resolve();
   let healthPortServer: Deno.HttpServer | undefined;
   let healthSocketServer: Deno.HttpServer | undefined;
   let mainServer: Deno.HttpServer | undefined;
@@ -911,6 +924,10 @@ async function main(): Promise<void> {
       listenFailure(`unix:${listen.path}`, e);
     }
   }
+
+  // The function's code never runs before the platform says so (after the
+  // process has joined its cgroup, which it does while Deno starts).
+  if (args.waitForGo) await go;
 
   let invoke: Invoke;
   try {

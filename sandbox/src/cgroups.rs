@@ -76,6 +76,38 @@ impl CgroupRoot {
         Ok(made)
     }
 
+    /// Removes the empty leaf groups named `<pid>-…` whose process `pid` is
+    /// gone (a service killed before it could remove its spares, or the
+    /// groups of instances it had when it died), and empty ones named by a bare
+    /// number (earlier releases); returns how many. A group still holding a
+    /// process cannot be removed (the kernel refuses), so a live one stays.
+    pub fn sweep_dead_owners(&self) -> usize {
+        let parents: Vec<&Path> = match self {
+            Self::V1 { memory, pids } => vec![memory, pids],
+            Self::V2 { dir } => vec![dir],
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let gone = match name.split_once('-') {
+                    Some((owner, _)) => owner
+                        .parse::<u32>()
+                        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()),
+                    // Named by instance id (earlier releases): empty means unused.
+                    None => !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()),
+                };
+                if gone && std::fs::remove_dir(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Where a leaf lives (for the self-test report and logs).
     pub fn describe(&self) -> String {
         match self {
@@ -127,4 +159,23 @@ impl Drop for CgroupDirs {
             let _ = std::fs::remove_dir(d);
         }
     }
+}
+
+impl CgroupDirs {
+    /// Moves the process `pid` into these groups. Done by the caller while the
+    /// process starts: a cgroup v1 move waits for an RCU grace period (~15 ms
+    /// here) that would otherwise add to every start (see the router's
+    /// `--wait-for-go`).
+    pub fn add(&self, pid: u32) -> std::io::Result<()> {
+        add_to(&self.dirs, pid)
+    }
+}
+
+/// Moves `pid` into each group dir of `dirs` (see `CgroupDirs::add`).
+pub fn add_to(dirs: &[PathBuf], pid: u32) -> std::io::Result<()> {
+    let pid = pid.to_string();
+    for d in dirs {
+        std::fs::write(d.join("cgroup.procs"), &pid)?;
+    }
+    Ok(())
 }

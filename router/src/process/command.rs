@@ -35,12 +35,14 @@ pub fn deno_args(p: &Placeholders<'_>) -> Vec<String> {
 
 /// The whole command line after `deno` for one runtime process: the flags above,
 /// then the runtime's own arguments (module, Unix socket, optional health socket;
-/// EOF on stdin ends it).
+/// EOF on stdin ends it; with `wait_for_go`, the module is imported only after a
+/// first byte on stdin).
 pub fn runtime_args(
     p: &Placeholders<'_>,
     module: &Path,
     socket: &Path,
     health_socket: Option<&Path>,
+    wait_for_go: bool,
 ) -> Vec<String> {
     let mut args = deno_args(p);
     args.extend([
@@ -53,6 +55,9 @@ pub fn runtime_args(
         args.extend(["--health-socket".to_owned(), h.display().to_string()]);
     }
     args.push("--exit-with-parent".to_owned());
+    if wait_for_go {
+        args.push("--wait-for-go".to_owned());
+    }
     args
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use skiff_core::logs::{LogWriter, MAX_LINE};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
 use super::command::{Placeholders, clean_env, runtime_args};
@@ -36,7 +36,7 @@ pub enum StartError {
 }
 
 pub struct SpawnSpec<'a> {
-    pub sandbox: &'a Sandbox,
+    pub sandbox: &'a Arc<Sandbox>,
     pub instances_dir: &'a Path,
     pub heap_mb: u32,
     pub deny_net: &'a str,
@@ -275,6 +275,13 @@ pub async fn spawn(
     let tmp_dir = spec.instances_dir.join(id.to_string());
     prepare_tmp_dir(&tmp_dir, ids).map_err(host)?;
     let deno_dir = prepare_deno_dir(code_dir, ids, spec.runtime).map_err(host)?;
+    // The instance's cgroup is made and joined by the router while Deno starts
+    // (making a v1 memory cgroup and moving a process into it take ~10–15 ms
+    // each here, waiting for RCU grace periods: done by the launcher before
+    // exec, they were on every start's critical path); the runtime imports the
+    // function only after the router says so on its stdin (`--wait-for-go`),
+    // so the function's code never runs outside its cgroup.
+    let wait_for_go = sandbox.has_cgroups();
     let socket = socket_path(&tmp_dir, 's');
     let health_socket = socket_path(&tmp_dir, 'h');
     let code = code_dir.display().to_string();
@@ -294,10 +301,8 @@ pub async fn spawn(
         &code_dir.join("fn.ts"),
         &socket,
         Some(&health_socket),
+        wait_for_go,
     );
-    // Made before the launch: the launcher joins it while still root, so the
-    // instance never runs outside it.
-    let cgroup = sandbox.cgroup_for(id);
     let policy = sandbox.policy(
         &InstancePaths {
             code_dir,
@@ -307,10 +312,6 @@ pub async fn spawn(
             socket_path_len: socket.as_os_str().len(),
         },
         f.function_id,
-        cgroup
-            .as_ref()
-            .map(|c| c.dirs().to_vec())
-            .unwrap_or_default(),
     );
     let mut cmd = tokio::process::Command::new(&sandbox.launcher);
     cmd.args(policy.to_args(&sandbox.deno, &args));
@@ -353,8 +354,39 @@ pub async fn spawn(
         let log = spec.log.clone();
         let tmp_dir = tmp_dir.clone();
         // `Child::wait` closes stdin first; keep our end open until the exit.
-        let keep_stdin = child.stdin.take();
+        let mut keep_stdin = child.stdin.take();
+        let sandbox = spec.sandbox.clone();
         tokio::spawn(async move {
+            let mut cgroup = None;
+            if let (true, Some(pid)) = (wait_for_go, pid) {
+                let since = Instant::now();
+                let spare = sandbox.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let c = sandbox.cgroup_for()?;
+                    c.add(pid).map(|()| c)
+                })
+                .await;
+                tokio::task::spawn_blocking(move || spare.refill_cgroups());
+                let go = match (joined, keep_stdin.as_mut()) {
+                    (Ok(Ok(c)), Some(stdin)) => {
+                        cgroup = Some(c);
+                        tracing::debug!(
+                            instance = id,
+                            ms = since.elapsed().as_secs_f64() * 1e3,
+                            "instance in its cgroup"
+                        );
+                        stdin.write_all(b"g").await.is_ok()
+                    }
+                    (Ok(Err(e)), _) => {
+                        tracing::error!(instance = id, error = %e, "could not place an instance in its cgroup; stopping it");
+                        false
+                    }
+                    _ => false,
+                };
+                if !go {
+                    let _ = child.start_kill();
+                }
+            }
             let (status, asked) = tokio::select! {
                 s = child.wait() => (s, false),
                 _ = stop_rx => {

@@ -68,7 +68,7 @@ impl Slot {
 }
 
 pub struct ProcessRuntime {
-    sandbox: Sandbox,
+    sandbox: Arc<Sandbox>,
     layout: Layout,
     store: Store,
     instances_dir: PathBuf,
@@ -88,7 +88,11 @@ pub struct ProcessRuntime {
 
 impl ProcessRuntime {
     pub async fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Arc<Self>> {
-        let sandbox = Sandbox::detect(cfg, deno)?;
+        let sandbox = Arc::new(Sandbox::detect(cfg, deno)?);
+        {
+            let s = sandbox.clone();
+            tokio::task::spawn_blocking(move || s.refill_cgroups());
+        }
         let instances_dir = instance::instances_dir(&cfg.data_dir)?;
         // Unix socket paths are limited to 108 bytes.
         let longest = instances_dir.join("18446744073709551615").join("s");
@@ -355,5 +359,6 @@ impl ProcessRuntime {
         for i in all {
             let _ = tokio::time::timeout(Duration::from_secs(5), i.wait_exit()).await;
         }
+        self.sandbox.drop_spare_cgroups();
     }
 }

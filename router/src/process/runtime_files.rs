@@ -95,6 +95,7 @@ async fn warm_template(
         &work.join("fn.ts"),
         &socket,
         None,
+        false,
     );
     let mut cmd = tokio::process::Command::new(deno);
     cmd.args(&args);

@@ -59,7 +59,18 @@ pub struct Sandbox {
     private_tmp: Option<u64>,
     hidden: Vec<PathBuf>,
     pub deno: PathBuf,
+    /// Cgroups made ahead of need, so a start only joins one.
+    spare: std::sync::Mutex<Vec<CgroupDirs>>,
+    next_cgroup: std::sync::atomic::AtomicU64,
+    /// This sandbox among those of this process.
+    number: u64,
 }
+
+static SANDBOXES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Cgroups kept ready: making a v1 memory cgroup costs ~5–10 ms of RCU waits
+/// and some CPU, better spent before a start than during one.
+const SPARE_CGROUPS: usize = 2;
 
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -176,6 +187,12 @@ impl Sandbox {
         } else {
             None
         };
+        if let Some(c) = &cgroups {
+            let swept = c.sweep_dead_owners();
+            if swept > 0 {
+                tracing::info!(swept, "removed cgroups left by routers that are gone");
+            }
+        }
         let report = host_report(&launcher, identity, cgroups.as_ref());
         warn_missing(&report, "instance");
         std::fs::create_dir_all(&cfg.data_dir)?;
@@ -222,6 +239,9 @@ impl Sandbox {
             private_tmp,
             hidden,
             deno,
+            spare: std::sync::Mutex::new(Vec::new()),
+            next_cgroup: std::sync::atomic::AtomicU64::new(0),
+            number: SANDBOXES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -242,26 +262,64 @@ impl Sandbox {
         self.private_tmp.is_some()
     }
 
-    /// A new cgroup for one instance, with its limits; `None` without cgroups.
-    pub fn cgroup_for(&self, instance: u64) -> Option<CgroupDirs> {
-        let root = self.cgroups.as_ref()?;
-        match root.create(
-            &instance.to_string(),
-            CgroupLimits {
-                memory_bytes: self.memory_bytes,
-                pids: 256,
-            },
-        ) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::warn!(instance, error = %e, "could not create the instance's cgroup");
-                None
+    /// Whether instances get a cgroup (root, and the host has writable ones).
+    pub fn has_cgroups(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    /// A cgroup for one instance, with its limits: a spare one, or a new one
+    /// (blocking: cgroupfs writes wait for RCU grace periods).
+    pub fn cgroup_for(&self) -> std::io::Result<CgroupDirs> {
+        if let Some(c) = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        self.new_cgroup()
+    }
+
+    /// Makes spare cgroups until there are `SPARE_CGROUPS` (blocking).
+    pub fn refill_cgroups(&self) {
+        if !self.has_cgroups() {
+            return;
+        }
+        loop {
+            if self.spare.lock().unwrap_or_else(|p| p.into_inner()).len() >= SPARE_CGROUPS {
+                return;
+            }
+            match self.new_cgroup() {
+                Ok(c) => self.spare.lock().unwrap_or_else(|p| p.into_inner()).push(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not make a spare cgroup");
+                    return;
+                }
             }
         }
     }
 
+    /// Removes the spare cgroups (at shutdown: nothing of ours is left).
+    pub fn drop_spare_cgroups(&self) {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn new_cgroup(&self) -> std::io::Result<CgroupDirs> {
+        let root = self.cgroups.as_ref().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::Unsupported, "no cgroups on this host")
+        })?;
+        let n = self
+            .next_cgroup
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // `<pid>-…`: a router that died is known by its pid (`sweep_dead_owners`);
+        // several routers in one process (tests) each have their own number.
+        root.create(
+            &format!("{}-{}-{n}", std::process::id(), self.number),
+            CgroupLimits {
+                memory_bytes: self.memory_bytes,
+                pids: 256,
+            },
+        )
+    }
+
     /// The launcher policy of one instance.
-    pub fn policy(&self, p: &InstancePaths<'_>, function_id: i64, cgroups: Vec<PathBuf>) -> Policy {
+    pub fn policy(&self, p: &InstancePaths<'_>, function_id: i64) -> Policy {
         let ids = self.ids_for(function_id);
         let landlock = self.report.enforces(names::LANDLOCK_FILES);
         let seccomp = self.report.enforces(names::SECCOMP);
@@ -290,7 +348,8 @@ impl Sandbox {
             private_tmp: self.private_tmp,
             no_network: false,
             hide: self.hidden.clone(),
-            cgroups,
+            // Joined by the router while Deno starts (see `instance::spawn`).
+            cgroups: Vec::new(),
             limits: Limits {
                 nofile: Some(1024),
                 // RLIMIT_NPROC counts every thread of the uid: per function, a tight cap.
