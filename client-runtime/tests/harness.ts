@@ -61,6 +61,8 @@ export interface StartOptions {
   healthSocket?: boolean;
   /** pass --exit-with-parent and hold the runtime's stdin open */
   exitWithParent?: boolean;
+  /** also pass --wait-for-go: the module is imported after a byte on stdin */
+  waitForGo?: boolean;
   /** prefix of the temp dirs' names (e.g. with spaces or '%') */
   dirPrefix?: string;
   /** don't wait for "listening" (for processes expected to fail) */
@@ -251,6 +253,7 @@ export async function start(opts: StartOptions): Promise<Runtime> {
   }
   if (opts.healthSocket) args.push("--health-socket", healthSocket);
   if (opts.exitWithParent) args.push("--exit-with-parent");
+  if (opts.waitForGo) args.push("--wait-for-go");
 
   const proc = new Deno.Command(DENO, {
     args,

@@ -461,3 +461,42 @@ Deno.test("deploy-time check: svrless and modern shapes pass, type errors fail",
   assert.notEqual(svrNoEnv[0], 0);
   assert.match(svrNoEnv[1], /RequestEvent/);
 });
+
+Deno.test("with --wait-for-go the function's module runs only after the platform's go on stdin", async () => {
+  const rt = await start({
+    source: 'console.log("module ran");\n' +
+      'export default () => new Response("after go");\n',
+    exitWithParent: true,
+    waitForGo: true,
+    healthSocket: true,
+    noWait: true,
+  });
+  try {
+    // The platform is still placing the process in its cgroup: nothing of
+    // the function may run yet, and it does not listen.
+    await sleep(700);
+    assert.equal(rt.exited, undefined, rt.stderr);
+    assert.ok(!rt.stdout.includes("module ran"), rt.stdout);
+    assert.ok(!(await exists(rt.socket)), "listening before the go");
+    await rt.writeStdin("g");
+    await rt.waitForStderr(/^skiff-runtime: listening$/m);
+    assert.ok(rt.stdout.includes("module ran"));
+    assert.deepEqual(await rt.text("/"), [200, "after go"]);
+  } finally {
+    await rt.stop();
+  }
+});
+
+Deno.test("with --wait-for-go a platform gone before the go ends the runtime without running the module", async () => {
+  const rt = await start({
+    source:
+      'console.log("module ran");\nexport default () => new Response("x");\n',
+    exitWithParent: true,
+    waitForGo: true,
+    noWait: true,
+  });
+  await rt.closeStdin();
+  const status = await exitOf(rt);
+  assert.equal(status.code, 0, rt.stderr);
+  assert.ok(!rt.stdout.includes("module ran"), rt.stdout);
+});
