@@ -50,7 +50,7 @@ const MAX_RSS_GROWTH: f64 = 0.10;
 //    instance in a fresh slot while the delete's cleanup removes the code dir,
 //    and Deno exits 78 "Module not found" (router/src/process/mod.rs `acquire`
 //    vs `apply(Update::Gone)`; files.rs `ensure_code`). The failed start's log
-//    line recreates `logs/<user>/<name>.log` of the deleted function, which then
+//    line recreates `logs/<id>.log` of the deleted function, which then
 //    stays on disk.
 // 3. The router answers some requests (e.g. `404` for a missing function)
 //    before reading their body and then closes the connection without
@@ -1150,26 +1150,48 @@ fn soak_mixed_workload_leaks_nothing() {
             leaks.push(format!("{what} left after its delete"));
         }
     };
+    // Files are keyed by function id: ask the store which name each live id has.
+    let by_id: BTreeMap<i64, (String, String)> = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            let url = format!("sqlite://{}", data_dir.join("skiff.db").display());
+            let store = skiff_core::store::Store::connect(&url, 1)
+                .await
+                .expect("opening the dev database");
+            let all = store
+                .all_live_functions()
+                .await
+                .expect("reading live functions");
+            store.close().await;
+            all
+        })
+        .into_iter()
+        .map(|(user, name, l)| (l.function_id, (user, name)))
+        .collect();
     let mut stale_versions = Vec::new();
-    for user in entries(&data_dir.join("functions")) {
-        for name in entries(&data_dir.join("functions").join(&user)) {
-            let Some(ver) = live.get(&(user.clone(), name.clone())) else {
-                deleted_left(&user, &name, format!("functions/{user}/{name}"));
-                continue;
-            };
-            for v in entries(&data_dir.join("functions").join(&user).join(&name)) {
-                if v != format!("v{ver}") {
-                    stale_versions.push(format!("{user}/{name}/{v} (live v{ver})"));
-                }
+    for entry in entries(&data_dir.join("functions")) {
+        let owner = entry.parse::<i64>().ok().and_then(|id| by_id.get(&id));
+        let Some((user, name)) = owner else {
+            deleted_left("?", &entry, format!("functions/{entry}"));
+            continue;
+        };
+        let Some(ver) = live.get(&(user.clone(), name.clone())) else {
+            deleted_left(user, name, format!("functions/{entry} ({user}/{name})"));
+            continue;
+        };
+        for v in entries(&data_dir.join("functions").join(&entry)) {
+            if v != format!("v{ver}") {
+                stale_versions.push(format!("{user}/{name}/{v} (live v{ver})"));
             }
         }
     }
-    for user in entries(&data_dir.join("logs")) {
-        for file in entries(&data_dir.join("logs").join(&user)) {
-            let name = file.trim_end_matches(".1").trim_end_matches(".log");
-            if !live.contains_key(&(user.clone(), name.to_owned())) {
-                deleted_left(&user, name, format!("logs/{user}/{file}"));
-            }
+    for file in entries(&data_dir.join("logs")) {
+        let id = file.trim_end_matches(".1").trim_end_matches(".log");
+        let owner = id.parse::<i64>().ok().and_then(|id| by_id.get(&id));
+        match owner {
+            Some((user, name)) if live.contains_key(&(user.clone(), name.clone())) => {}
+            Some((user, name)) => deleted_left(user, name, format!("logs/{file}")),
+            None => deleted_left("?", id, format!("logs/{file}")),
         }
     }
     // The router names its cgroups `<its pid>-<n>` (spares made ahead of

@@ -6,6 +6,7 @@ pub mod layout;
 pub mod logs;
 pub mod names;
 pub mod naming;
+pub mod ready;
 pub mod secret;
 pub mod signals;
 pub mod store;

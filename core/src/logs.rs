@@ -185,10 +185,10 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn new(layout: &Layout, user: &str, name: &str, max_bytes: u64) -> Self {
+    pub fn new(layout: &Layout, function_id: i64, max_bytes: u64) -> Self {
         Self {
-            path: layout.log_file(user, name),
-            old: layout.old_log_file(user, name),
+            path: layout.log_file(function_id),
+            old: layout.old_log_file(function_id),
             max_bytes,
             hidden: HostPaths::of(layout.root()),
             state: Mutex::new(None),
@@ -199,10 +199,8 @@ impl LogWriter {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
             // Logs are for the router and the manager only, not for functions.
-            if let Some(logs_root) = dir.parent() {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(logs_root, std::fs::Permissions::from_mode(0o700));
-            }
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let f = OpenOptions::new()
             .create(true)
@@ -247,9 +245,12 @@ impl LogWriter {
 
 /// The last `n` lines of a function's log (older file first), or none;
 /// neutralised again, in case a line was written by an older version.
-pub fn tail(layout: &Layout, user: &str, name: &str, n: usize) -> std::io::Result<Vec<String>> {
+pub fn tail(layout: &Layout, function_id: i64, n: usize) -> std::io::Result<Vec<String>> {
     let mut text = String::new();
-    for p in [layout.old_log_file(user, name), layout.log_file(user, name)] {
+    for p in [
+        layout.old_log_file(function_id),
+        layout.log_file(function_id),
+    ] {
         match File::open(&p) {
             Ok(mut f) => {
                 // Only the end matters; the cap keeps a request's memory bounded.
@@ -280,9 +281,9 @@ pub fn tail(layout: &Layout, user: &str, name: &str, n: usize) -> std::io::Resul
 }
 
 /// Removes a function's logs (when it is deleted).
-pub fn remove(layout: &Layout, user: &str, name: &str) {
-    let _ = std::fs::remove_file(layout.log_file(user, name));
-    let _ = std::fs::remove_file(layout.old_log_file(user, name));
+pub fn remove(layout: &Layout, function_id: i64) {
+    let _ = std::fs::remove_file(layout.log_file(function_id));
+    let _ = std::fs::remove_file(layout.old_log_file(function_id));
 }
 
 #[cfg(test)]
@@ -293,30 +294,26 @@ mod tests {
     fn rotates_and_tails() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let w = LogWriter::new(&layout, "alice", "f", 2000);
+        let w = LogWriter::new(&layout, 1, 2000);
         for i in 0..100 {
             w.line("stdout", &format!("line {i}")).unwrap();
         }
-        let cur = std::fs::metadata(layout.log_file("alice", "f"))
-            .unwrap()
-            .len();
-        let old = std::fs::metadata(layout.old_log_file("alice", "f"))
-            .unwrap()
-            .len();
+        let cur = std::fs::metadata(layout.log_file(1)).unwrap().len();
+        let old = std::fs::metadata(layout.old_log_file(1)).unwrap().len();
         assert!(cur <= 2000 && old <= 2000);
-        let t = tail(&layout, "alice", "f", 3).unwrap();
+        let t = tail(&layout, 1, 3).unwrap();
         assert_eq!(t.len(), 3);
         assert!(t[2].ends_with("stdout | line 99"), "{t:?}");
         assert!(t[0].ends_with("line 97"));
         w.line("stderr", &"x".repeat(MAX_LINE * 2)).unwrap();
-        let t = tail(&layout, "alice", "f", 1).unwrap();
+        let t = tail(&layout, 1, 1).unwrap();
         assert!(t[0].len() < MAX_LINE + 64);
-        assert!(tail(&layout, "bob", "f", 5).unwrap().is_empty());
+        assert!(tail(&layout, 2, 5).unwrap().is_empty());
     }
 
     /// The stored lines of alice's function `f`, as bytes.
     fn raw_log(layout: &Layout) -> Vec<u8> {
-        std::fs::read(layout.log_file("alice", "f")).unwrap()
+        std::fs::read(layout.log_file(1)).unwrap()
     }
 
     /// Every line of `log` is `<RFC 3339> <stream> | <text>` with no control
@@ -339,7 +336,7 @@ mod tests {
     fn hostile_lines_stay_one_visible_line_each() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let w = LogWriter::new(&layout, "alice", "f", DEFAULT_MAX_BYTES);
+        let w = LogWriter::new(&layout, 1, DEFAULT_MAX_BYTES);
         let hostile: &[(&str, &str)] = &[
             (
                 "ok\r2026-01-01T00:00:00Z stderr | fake",
@@ -380,7 +377,7 @@ mod tests {
         }
         let log = String::from_utf8(raw_log(&layout)).unwrap();
         assert_only_clean_lines(&log, hostile.len());
-        let shown = tail(&layout, "alice", "f", 100).unwrap();
+        let shown = tail(&layout, 1, 100).unwrap();
         assert_eq!(shown.len(), hostile.len());
         for ((_, expected), got) in hostile.iter().zip(&shown) {
             let text = got.split_once(" stderr | ").unwrap().1;
@@ -392,7 +389,7 @@ mod tests {
     fn invalid_utf8_and_lone_surrogates_become_replacement_characters() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let w = LogWriter::new(&layout, "alice", "f", DEFAULT_MAX_BYTES);
+        let w = LogWriter::new(&layout, 1, DEFAULT_MAX_BYTES);
         w.line_bytes("stdout", b"bad \xff\xfe bytes").unwrap();
         // A UTF-16 lone surrogate as a JS engine might encode it (CESU-8).
         w.line_bytes("stdout", b"lone \xed\xa0\x80 surrogate")
@@ -402,7 +399,7 @@ mod tests {
         w.line_bytes("stdout", b"latin1 \x9b2J").unwrap();
         let log = String::from_utf8(raw_log(&layout)).expect("the log is UTF-8");
         assert_only_clean_lines(&log, 4);
-        let shown = tail(&layout, "alice", "f", 4).unwrap();
+        let shown = tail(&layout, 1, 4).unwrap();
         assert!(
             shown[0].ends_with("| bad \u{fffd}\u{fffd} bytes"),
             "{shown:?}"
@@ -416,7 +413,7 @@ mod tests {
     fn lines_are_cut_at_the_limit_on_a_character_or_escape_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let w = LogWriter::new(&layout, "alice", "f", 16 * DEFAULT_MAX_BYTES);
+        let w = LogWriter::new(&layout, 1, 16 * DEFAULT_MAX_BYTES);
         let text_of = |line: &str| line.split_once(" | ").unwrap().1.to_owned();
         // Exactly at the limit, ending in a two-byte character: kept whole.
         let exact = format!("{}é", "x".repeat(MAX_LINE - 2));
@@ -433,7 +430,7 @@ mod tests {
         }
         let log = String::from_utf8(raw_log(&layout)).unwrap();
         assert_only_clean_lines(&log, 5);
-        let shown: Vec<String> = tail(&layout, "alice", "f", 5)
+        let shown: Vec<String> = tail(&layout, 1, 5)
             .unwrap()
             .iter()
             .map(|l| text_of(l))
@@ -455,7 +452,7 @@ mod tests {
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let layout = Layout::new(&link);
-        let w = LogWriter::new(&layout, "alice", "f", DEFAULT_MAX_BYTES);
+        let w = LogWriter::new(&layout, 1, DEFAULT_MAX_BYTES);
         let real_s = real.to_str().unwrap();
         let link_s = link.to_str().unwrap();
         let real_url = format!("file://{}", url_encoded_path(real_s));
@@ -477,7 +474,7 @@ mod tests {
         .unwrap();
         w.line("stderr", &format!("a sibling: {real_s}2/x"))
             .unwrap();
-        let shown = tail(&layout, "alice", "f", 10).unwrap();
+        let shown = tail(&layout, 1, 10).unwrap();
         let log = String::from_utf8(raw_log(&layout)).unwrap();
         let without_sibling = |t: &str| t.lines().take(3).collect::<Vec<_>>().join("\n") + "\n";
         for text in [without_sibling(&log), without_sibling(&shown.join("\n"))] {
@@ -510,14 +507,14 @@ mod tests {
     fn lines_written_before_neutralising_are_neutralised_when_read() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let file = layout.log_file("alice", "f");
+        let file = layout.log_file(1);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(
             &file,
             "2026-01-01T00:00:00.000Z stdout | a\x1b[2Jb\rc\u{202e}d\n",
         )
         .unwrap();
-        let shown = tail(&layout, "alice", "f", 10).unwrap();
+        let shown = tail(&layout, 1, 10).unwrap();
         assert_eq!(
             shown,
             ["2026-01-01T00:00:00.000Z stdout | a\\u{1b}[2Jb\\u{d}c\\u{202e}d"]

@@ -15,6 +15,9 @@ struct Cli {
     /// Print which sandbox layers this host enforces for deploy-time checks, then exit
     #[arg(long)]
     check_sandbox: bool,
+    /// Once listening, write the bound port to this file (for supervisors and tests)
+    #[arg(long, env = "SKIFF_READY_FILE")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +63,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listen = config.listen;
             let app = Application::build(config).await?;
             tracing::info!(%listen, port = app.port(), "skiff-manager listening");
+            if let Some(f) = &cli.ready_file {
+                skiff_core::ready::announce(f, app.port())
+                    .map_err(|e| anyhow::anyhow!("writing the ready file {}: {e}", f.display()))?;
+            }
             app.run_until_stopped().await?;
         }
         Command::Migrate => {

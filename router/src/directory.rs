@@ -65,27 +65,32 @@ impl Directory {
         self.len() == 0
     }
 
-    fn set(&self, user: &str, name: &str, f: Option<Arc<FunctionRef>>) -> Option<Update> {
+    /// The ids of every live function (to sweep what is not live).
+    pub fn live_ids(&self) -> std::collections::HashSet<i64> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .flat_map(HashMap::values)
+            .map(|f| f.function_id)
+            .collect()
+    }
+
+    fn set(&self, user: &str, name: &str, f: Option<Arc<FunctionRef>>) -> Vec<Update> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        match f {
-            Some(f) => {
-                let names = map.entry(user.to_owned()).or_default();
-                let old = names.insert(name.to_owned(), f.clone());
-                (old.as_deref() != Some(&f)).then_some(Update::Live(f))
-            }
+        let old = match &f {
+            Some(f) => map
+                .entry(user.to_owned())
+                .or_default()
+                .insert(name.to_owned(), f.clone()),
             None => {
-                let names = map.get_mut(user)?;
-                let old = names.remove(name)?;
-                if names.is_empty() {
+                let names = map.get_mut(user);
+                let old = names.and_then(|n| n.remove(name));
+                if map.get(user).is_some_and(HashMap::is_empty) {
                     map.remove(user);
                 }
-                Some(Update::Gone {
-                    user: user.to_owned(),
-                    name: name.to_owned(),
-                    function_id: old.function_id,
-                })
+                old
             }
-        }
+        };
+        changes(old, f)
     }
 
     /// Replaces the whole map with `all`, returning what differs.
@@ -100,23 +105,40 @@ impl Directory {
         for (user, names) in map.iter() {
             for (name, old) in names {
                 if fresh.get(user).and_then(|n| n.get(name)).is_none() {
-                    updates.push(Update::Gone {
-                        user: user.clone(),
-                        name: name.clone(),
-                        function_id: old.function_id,
-                    });
+                    updates.extend(changes(Some(old.clone()), None));
                 }
             }
         }
         for (user, names) in &fresh {
             for (name, f) in names {
-                if map.get(user).and_then(|n| n.get(name)) != Some(f) {
-                    updates.push(Update::Live(f.clone()));
-                }
+                let old = map.get(user).and_then(|n| n.get(name)).cloned();
+                updates.extend(changes(old, Some(f.clone())));
             }
         }
         *map = fresh;
         updates
+    }
+}
+
+/// What replacing `old` by `new` under one name means for the runtime. A name
+/// whose id changed was deleted and created again (perhaps within one poll):
+/// that is the old function gone and a new one live, never a redeploy of the
+/// old one, so the old function's instances and files go with it.
+fn changes(old: Option<Arc<FunctionRef>>, new: Option<Arc<FunctionRef>>) -> Vec<Update> {
+    let gone = |o: &FunctionRef| Update::Gone {
+        user: o.user.clone(),
+        name: o.name.clone(),
+        function_id: o.function_id,
+    };
+    match (old, new) {
+        (None, None) => Vec::new(),
+        (Some(o), None) => vec![gone(&o)],
+        (None, Some(n)) => vec![Update::Live(n)],
+        (Some(o), Some(n)) if o == n => Vec::new(),
+        (Some(o), Some(n)) if o.function_id != n.function_id => {
+            vec![gone(&o), Update::Live(n)]
+        }
+        (Some(_), Some(n)) => vec![Update::Live(n)],
     }
 }
 
@@ -229,9 +251,7 @@ impl Syncer {
         for (user, name) in touched {
             let live = self.store.live_function(&user, &name).await?;
             let f = live.map(|l| fref(&user, &name, l));
-            if let Some(u) = self.directory.set(&user, &name, f) {
-                updates.push(u);
-            }
+            updates.extend(self.directory.set(&user, &name, f));
         }
         Ok(updates)
     }
@@ -277,10 +297,34 @@ mod tests {
     fn set_is_idempotent() {
         let d = Directory::default();
         let f = fref("alice", "a", live(1, 1));
-        assert!(d.set("alice", "a", Some(f.clone())).is_some());
-        assert!(d.set("alice", "a", Some(f)).is_none());
-        assert!(d.set("alice", "a", None).is_some());
-        assert!(d.set("alice", "a", None).is_none());
+        assert_eq!(d.set("alice", "a", Some(f.clone())).len(), 1);
+        assert!(d.set("alice", "a", Some(f)).is_empty());
+        assert_eq!(d.set("alice", "a", None).len(), 1);
+        assert!(d.set("alice", "a", None).is_empty());
         assert!(d.is_empty());
+    }
+
+    /// Deleted and created again between two polls: the same name, a new id.
+    /// The old function must go (instances, code, logs), not be "redeployed".
+    #[test]
+    fn a_name_with_a_new_id_is_the_old_function_gone_and_a_new_one_live() {
+        let d = Directory::default();
+        d.set("alice", "a", Some(fref("alice", "a", live(1, 3))));
+        let u = d.set("alice", "a", Some(fref("alice", "a", live(9, 1))));
+        assert_eq!(
+            u,
+            vec![
+                Update::Gone {
+                    user: "alice".into(),
+                    name: "a".into(),
+                    function_id: 1
+                },
+                Update::Live(fref("alice", "a", live(9, 1))),
+            ]
+        );
+        let u = d.replace_all(vec![("alice".into(), "a".into(), live(10, 1))]);
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert!(matches!(&u[0], Update::Gone { function_id: 9, .. }));
+        assert_eq!(d.live_ids(), [10].into_iter().collect());
     }
 }

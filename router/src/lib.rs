@@ -108,6 +108,9 @@ impl RouterApp {
             .await
             .context("loading the function directory")?;
         tracing::info!(functions = directory.len(), "function directory loaded");
+        if let Backend::Process(rt) = &backend {
+            rt.sweep_not_live(directory.live_ids()).await;
+        }
         let state = Arc::new(RouterState::new(&cfg, directory, backend));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);

@@ -13,6 +13,9 @@ struct Cli {
     /// Print which sandbox layers this host enforces for function instances, then exit
     #[arg(long)]
     check_sandbox: bool,
+    /// Once listening, write the bound port to this file (for supervisors and tests)
+    #[arg(long, env = "SKIFF_READY_FILE")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -22,6 +25,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let app = RouterApp::build(cfg, store).await?;
     let handle = app.handle();
     tracing::info!(port = app.port(), "skiff-router listening");
+    if let Some(f) = &cli.ready_file {
+        skiff_core::ready::announce(f, app.port())
+            .map_err(|e| anyhow::anyhow!("writing the ready file {}: {e}", f.display()))?;
+    }
     tokio::spawn(async move {
         skiff_core::signals::terminated().await;
         tracing::info!("stopping");

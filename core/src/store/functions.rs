@@ -32,6 +32,8 @@ pub struct VersionInfo {
 
 #[derive(Debug, Clone)]
 pub struct FunctionInfo {
+    /// The function's id: what the data plane keys its files and instances by.
+    pub id: i64,
     pub name: String,
     pub version: i64,
     pub latest_version: i64,
@@ -195,6 +197,7 @@ impl Store {
         .map(version_info)
         .collect::<Result<_, _>>()?;
         Ok(Some(FunctionInfo {
+            id: function_id,
             name: row.try_get("name")?,
             version: row.try_get("live_version")?,
             latest_version: row.try_get("latest_version")?,

@@ -42,12 +42,11 @@ pub async fn logs(
             format!("tail must be between 1 and {MAX_TAIL}"),
         ));
     }
-    if state.store.get_function(user.id, &name).await?.is_none() {
+    let Some(info) = state.store.get_function(user.id, &name).await? else {
         return Err(ApiError::function_not_found());
-    }
+    };
     let layout = Layout::new(&state.config.data_dir);
-    let (u, n) = (user.name.clone(), name.to_string());
-    let lines = web::block(move || skiff_core::logs::tail(&layout, &u, &n, tail))
+    let lines = web::block(move || skiff_core::logs::tail(&layout, info.id, tail))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("log reader: {e}")))?
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading the log: {e}")))?;

@@ -1,4 +1,4 @@
-//! A function version's code on disk: `<data>/functions/<user>/<name>/v<N>/`
+//! A function version's code on disk: `<data>/functions/<id>/v<N>/`
 //! holding `fn.ts` (the user's module; the client runtime is shared, see
 //! `runtime_files`) and, once it has run, `.deno/` (its Deno cache). Written
 //! once per version, atomically (temp dir + rename), readable by that function's
@@ -18,21 +18,36 @@ fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// Makes sure the code of `f`'s live version is on disk; returns its directory.
-/// `None` when the version no longer exists in the store.
+/// `None` when the version no longer exists in the store. A cached copy is
+/// reused only when its bytes still hash to the version's sha256; anything
+/// else there (a torn write, a stale copy) is replaced from the store.
 pub async fn ensure_code(
     layout: &Layout,
     store: &Store,
     f: &FunctionRef,
     owner_gid: Option<u32>,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let dir = layout.version_dir(&f.user, &f.name, f.version);
-    if dir.join("fn.ts").is_file() {
+    let dir = layout.version_dir(f.function_id, f.version);
+    let cached = tokio::task::spawn_blocking({
+        let file = dir.join("fn.ts");
+        let want = f.sha256.clone();
+        move || matches_sha256(&file, &want)
+    })
+    .await
+    .context("checking cached code")?;
+    if cached {
         return Ok(Some(dir));
     }
     let Some(source) = store.version_source(f.function_id, f.version).await? else {
         return Ok(None);
     };
-    let parent = layout.function_dir(&f.user, &f.name);
+    if skiff_core::store::sha256_hex(&source) != f.sha256 {
+        anyhow::bail!(
+            "the stored code of version {} does not match its sha256",
+            f.version
+        );
+    }
+    let parent = layout.function_dir(f.function_id);
     tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || write_version(&parent, &dir, &source, owner_gid)
@@ -42,8 +57,17 @@ pub async fn ensure_code(
     Ok(Some(dir))
 }
 
+/// Whether `file` exists and hashes to `sha256`.
+fn matches_sha256(file: &Path, sha256: &str) -> bool {
+    std::fs::read(file).is_ok_and(|b| skiff_core::store::sha256_hex(&b) == sha256)
+}
+
 fn write_version(parent: &Path, dir: &Path, source: &[u8], gid: Option<u32>) -> anyhow::Result<()> {
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // A copy that failed the hash check goes first.
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
     // Traversable, not listable, for the function identities.
     for d in [parent, parent.parent().unwrap_or(parent)] {
         set_mode(d, 0o711)?;
@@ -85,15 +109,44 @@ fn rand_suffix() -> String {
     )
 }
 
-/// Removes every version of a deleted function.
-pub fn remove_function(layout: &Layout, user: &str, name: &str) {
-    let _ = std::fs::remove_dir_all(layout.function_dir(user, name));
-    skiff_core::logs::remove(layout, user, name);
+/// Removes every version of a deleted function, and its log.
+pub fn remove_function(layout: &Layout, function_id: i64) {
+    let _ = std::fs::remove_dir_all(layout.function_dir(function_id));
+    skiff_core::logs::remove(layout, function_id);
+}
+
+/// Removes the code and logs of every function not in `live` (at start: what
+/// was deleted while the router was down, or left by an older layout).
+pub fn sweep_not_live(layout: &Layout, live: &std::collections::HashSet<i64>) -> usize {
+    let mut removed = 0;
+    for dir in [layout.functions_dir(), layout.logs_dir()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let keep =
+                Layout::owner_id(&name.to_string_lossy()).is_some_and(|id| live.contains(&id));
+            if keep {
+                continue;
+            }
+            let path = e.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// Removes the code of versions other than `keep`.
-pub fn remove_old_versions(layout: &Layout, user: &str, name: &str, keep: &[i64]) {
-    let Ok(entries) = std::fs::read_dir(layout.function_dir(user, name)) else {
+pub fn remove_old_versions(layout: &Layout, function_id: i64, keep: &[i64]) {
+    let Ok(entries) = std::fs::read_dir(layout.function_dir(function_id)) else {
         return;
     };
     for e in entries.flatten() {

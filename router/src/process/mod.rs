@@ -82,7 +82,7 @@ pub struct ProcessRuntime {
     /// Functions deleted while this router ran (ids are never reused): a request
     /// that raced the delete must not start them again.
     deleted: Mutex<std::collections::HashSet<i64>>,
-    logs: Mutex<HashMap<(String, String), Arc<LogWriter>>>,
+    logs: Mutex<HashMap<i64, Arc<LogWriter>>>,
     next_id: AtomicU64,
 }
 
@@ -142,12 +142,11 @@ impl ProcessRuntime {
 
     fn log_for(&self, f: &FunctionRef) -> Arc<LogWriter> {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        logs.entry((f.user.clone(), f.name.clone()))
+        logs.entry(f.function_id)
             .or_insert_with(|| {
                 Arc::new(LogWriter::new(
                     &self.layout,
-                    &f.user,
-                    &f.name,
+                    f.function_id,
                     DEFAULT_MAX_BYTES,
                 ))
             })
@@ -201,7 +200,7 @@ impl ProcessRuntime {
                 }
                 // Code of earlier versions is no longer served (an instance still
                 // draining has its module loaded already).
-                files::remove_old_versions(&self.layout, &f.user, &f.name, &[f.version]);
+                files::remove_old_versions(&self.layout, f.function_id, &[f.version]);
                 Ok(lease)
             }
             Err(StartError::Gone) => Err(StartError::Gone),
@@ -274,11 +273,7 @@ impl ProcessRuntime {
                     });
                 }
             }
-            Update::Gone {
-                user,
-                name,
-                function_id,
-            } => {
+            Update::Gone { function_id, .. } => {
                 self.deleted
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -291,7 +286,7 @@ impl ProcessRuntime {
                 self.logs
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(user.clone(), name.clone()));
+                    .remove(&function_id);
                 let old =
                     slot.and_then(|s| s.current.lock().unwrap_or_else(|p| p.into_inner()).take());
                 let layout = self.layout.clone();
@@ -300,9 +295,24 @@ impl ProcessRuntime {
                         // In-flight requests finish, but briefly: the function is gone.
                         old.drain_and_stop(Duration::from_secs(2)).await;
                     }
-                    files::remove_function(&layout, &user, &name);
+                    files::remove_function(&layout, function_id);
                 });
             }
+        }
+    }
+
+    /// Removes the code and logs of functions that are not live (deleted while
+    /// this router was down), before anything is served.
+    pub async fn sweep_not_live(&self, live: std::collections::HashSet<i64>) {
+        let layout = self.layout.clone();
+        let removed = tokio::task::spawn_blocking(move || files::sweep_not_live(&layout, &live))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the files of functions that are no longer live"
+            );
         }
     }
 

@@ -308,6 +308,7 @@ async fn calls_racing_deletes_get_200_or_404_and_leave_nothing() {
     for n in &names {
         s.until("alice", n, |st, _| st == 200).await;
     }
+    let ids: Vec<i64> = names.iter().map(|n| s.function_id("alice", n)).collect();
     for n in &names {
         let call = tokio::spawn({
             let (c, u) = (s.client.clone(), s.url("alice", n, "/"));
@@ -323,13 +324,13 @@ async fn calls_racing_deletes_get_200_or_404_and_leave_nothing() {
     }
     let mut clean = false;
     for _ in 0..100 {
-        let functions = std::fs::read_dir(s.data_dir.join("functions/alice"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        let logs = std::fs::read_dir(s.data_dir.join("logs/alice"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        if functions == 0 && logs == 0 && s.running_instances() == 0 {
+        let left = ids
+            .iter()
+            .filter(|id| {
+                s.data_dir.join(format!("functions/{id}")).exists() || s.log_file(**id).exists()
+            })
+            .count();
+        if left == 0 && s.running_instances() == 0 {
             clean = true;
             break;
         }

@@ -194,9 +194,10 @@ impl Stack {
                 return (status, text);
             }
             if start.elapsed() > Duration::from_secs(10) {
-                let log =
-                    std::fs::read_to_string(self.data_dir.join(format!("logs/{user}/{name}.log")))
-                        .unwrap_or_default();
+                let log = self
+                    .try_function_id(user, name)
+                    .and_then(|id| std::fs::read_to_string(self.log_file(id)).ok())
+                    .unwrap_or_default();
                 panic!("gave up waiting; last answer {status} {text}\nfunction log:\n{log}");
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -215,6 +216,30 @@ impl Stack {
         self.deploy(token, name, source).await;
         self.until(user, name, |s, t| s == 200 && t.contains(marker))
             .await;
+    }
+
+    /// The id the router knows `user/name` by (files and instances are keyed by it).
+    pub fn try_function_id(&self, user: &str, name: &str) -> Option<i64> {
+        self.handle
+            .state
+            .directory
+            .lookup(user, name)
+            .map(|f| f.function_id)
+    }
+
+    pub fn function_id(&self, user: &str, name: &str) -> i64 {
+        self.try_function_id(user, name)
+            .unwrap_or_else(|| panic!("the router does not know {user}/{name}"))
+    }
+
+    /// Where the router keeps the code of one version of a function.
+    pub fn code_dir(&self, function_id: i64, version: i64) -> PathBuf {
+        self.data_dir
+            .join(format!("functions/{function_id}/v{version}"))
+    }
+
+    pub fn log_file(&self, function_id: i64) -> PathBuf {
+        self.data_dir.join(format!("logs/{function_id}.log"))
     }
 
     pub fn running_instances(&self) -> usize {

@@ -134,11 +134,12 @@ async fn hostile_functions_are_refused_or_contained() {
     let secret_file = s.data_dir.join("jwt-secret");
     std::fs::write(&secret_file, "not-for-functions").unwrap();
     let db_file = s.db.url.trim_start_matches("sqlite://").to_owned();
+    let bob_id = s.function_id("bob", "secret");
     let paths = serde_json::json!([
-        s.data_dir.join("functions/bob/secret/v1/fn.ts"),
+        s.code_dir(bob_id, 1).join("fn.ts"),
         db_file,
         secret_file,
-        s.data_dir.join("logs/bob/secret.log"),
+        s.log_file(bob_id),
     ]);
     let q = format!("/?paths={}", urlencode(&paths.to_string()));
     let v = json_of(&s, "escape-files", &q).await;

@@ -30,6 +30,7 @@ async fn deploy_call_update_delete(b: TestBackend) {
         let body = s.get("alice", "hello", "/").await.text().await.unwrap();
         assert_eq!(body, "version two");
     }
+    let id = s.function_id("alice", "hello");
     s.delete(&t, "hello").await;
     let (status, body) = s.until("alice", "hello", |st, _| st == 404).await;
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -38,7 +39,7 @@ async fn deploy_call_update_delete(b: TestBackend) {
         (404, Some("not_found"))
     );
     // its instance stops and its files go
-    let gone = s.data_dir.join("functions/alice/hello");
+    let gone = s.data_dir.join(format!("functions/{id}"));
     for _ in 0..100 {
         if s.running_instances() == 0 && !gone.exists() {
             break;
@@ -132,7 +133,8 @@ async fn idle_instances_stop_and_start_again(b: TestBackend) {
     }
     s.deploy_live(&t, "alice", "nap", &replies("refreshed"), "refreshed")
         .await;
-    let versions: Vec<String> = std::fs::read_dir(s.data_dir.join("functions/alice/nap"))
+    let id = s.function_id("alice", "nap");
+    let versions: Vec<String> = std::fs::read_dir(s.data_dir.join(format!("functions/{id}")))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -197,6 +197,7 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
     assert!(body.contains("thrown from fn.ts"), "{body}");
     s.get("alice", "talker", "/stray").await;
     s.get("alice", "talker", "/print").await;
+    let talker_id = s.function_id("alice", "talker");
     let talker = log_with(
         &s,
         &t,
@@ -255,11 +256,15 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
     // What the function printed itself is hidden by the log writer. (Its
     // working directory is its code dir, read-only.)
     assert!(
-        talker.contains("stdout | my cwd <data-dir>/functions/alice/talker/v1,"),
+        talker.contains(&format!(
+            "stdout | my cwd <data-dir>/functions/{talker_id}/v1,"
+        )),
         "{talker}"
     );
     assert!(
-        talker.contains("my file <data-dir>/functions/alice/talker/v1/fn.ts"),
+        talker.contains(&format!(
+            "my file <data-dir>/functions/{talker_id}/v1/fn.ts"
+        )),
         "{talker}"
     );
     assert!(

@@ -51,7 +51,7 @@ async fn escapes_are_refused(b: TestBackend) {
     let bob = s.token("bob").await;
     s.deploy(&bob, "secret", &replies("bob's secret")).await;
     s.until("bob", "secret", |st, _| st == 200).await;
-    let other_code = s.data_dir.join("functions/bob/secret/v1/fn.ts");
+    let other_code = s.code_dir(s.function_id("bob", "secret"), 1).join("fn.ts");
     assert!(other_code.exists());
 
     let manager = s.manager_port;
@@ -80,16 +80,17 @@ async fn escapes_are_refused(b: TestBackend) {
         }
     }
     let alice = s.token("alice").await;
+    // The probe's own paths name its id: a first version makes it known.
+    s.deploy_live(&alice, "alice", "probe", &replies("first"), "first")
+        .await;
+    let probe_code = s.code_dir(s.function_id("alice", "probe"), 2);
     s.deploy(
         &alice,
         "probe",
         &prober(
             &targets,
             &other_code.display().to_string(),
-            &s.data_dir
-                .join("functions/alice/probe/v1/.deno/planted")
-                .display()
-                .to_string(),
+            &probe_code.join(".deno/planted").display().to_string(),
             &s.data_dir
                 .join("runtime/deno-template")
                 .display()
@@ -97,7 +98,9 @@ async fn escapes_are_refused(b: TestBackend) {
         ),
     )
     .await;
-    let (status, body) = s.until("alice", "probe", |st, _| st != 404).await;
+    let (status, body) = s
+        .until("alice", "probe", |st, b| st != 200 || b != "first")
+        .await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     let results = v.as_object().unwrap();
@@ -109,7 +112,7 @@ async fn escapes_are_refused(b: TestBackend) {
     assert!(allowed.is_empty(), "escaped the sandbox: {allowed:#?}");
     // Its version's Deno cache exists (seeded with the shared runtime's code),
     // and nothing the function tried to write there arrived.
-    let cache = s.data_dir.join("functions/alice/probe/v1/.deno");
+    let cache = probe_code.join(".deno");
     assert!(
         holds_file_ending(&cache, "runtime/warm/fn.ts.js"),
         "{cache:?} was not seeded from the runtime's cache template"
