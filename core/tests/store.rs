@@ -67,7 +67,10 @@ async fn versions_grow_and_sources_are_byte_exact(b: TestBackend) {
         b"export default () => new Response('v3')\r\n\t",
     ];
     for (i, src) in sources.iter().enumerate() {
-        let d = s.deploy(a.id, "alice", &func("hello"), src).await.unwrap();
+        let d = s
+            .deploy(a.id, &user("alice"), &func("hello"), src)
+            .await
+            .unwrap();
         assert_eq!(d.version, i as i64 + 1);
         assert_eq!(d.created, i == 0);
         let live = s.live_source(a.id, &func("hello")).await.unwrap().unwrap();
@@ -96,9 +99,16 @@ async fn functions_are_per_user(b: TestBackend) {
     let (_db, s) = fresh(b).await;
     let a = s.create_user(&user("alice"), "h").await.unwrap();
     let bob = s.create_user(&user("bob"), "h").await.unwrap();
-    s.deploy(a.id, "alice", &func("same"), b"a1").await.unwrap();
-    s.deploy(a.id, "alice", &func("same"), b"a2").await.unwrap();
-    let d = s.deploy(bob.id, "bob", &func("same"), b"b1").await.unwrap();
+    s.deploy(a.id, &user("alice"), &func("same"), b"a1")
+        .await
+        .unwrap();
+    s.deploy(a.id, &user("alice"), &func("same"), b"a2")
+        .await
+        .unwrap();
+    let d = s
+        .deploy(bob.id, &user("bob"), &func("same"), b"b1")
+        .await
+        .unwrap();
     assert_eq!(d.version, 1, "bob's function has its own version count");
     assert_eq!(
         s.live_source(bob.id, &func("same")).await.unwrap().unwrap(),
@@ -110,7 +120,9 @@ async fn functions_are_per_user(b: TestBackend) {
             .unwrap()
             .is_none()
     );
-    s.deploy(a.id, "alice", &func("zeta"), b"z").await.unwrap();
+    s.deploy(a.id, &user("alice"), &func("zeta"), b"z")
+        .await
+        .unwrap();
     let names: Vec<_> = s
         .list_functions(a.id)
         .await
@@ -125,21 +137,36 @@ async fn functions_are_per_user(b: TestBackend) {
 async fn delete_removes_function_and_versions(b: TestBackend) {
     let (_db, s) = fresh(b).await;
     let a = s.create_user(&user("alice"), "h").await.unwrap();
-    s.deploy(a.id, "alice", &func("f"), b"1").await.unwrap();
-    s.deploy(a.id, "alice", &func("f"), b"2").await.unwrap();
+    s.deploy(a.id, &user("alice"), &func("f"), b"1")
+        .await
+        .unwrap();
+    s.deploy(a.id, &user("alice"), &func("f"), b"2")
+        .await
+        .unwrap();
     let fid = s
         .live_function("alice", "f")
         .await
         .unwrap()
         .unwrap()
         .function_id;
-    assert!(s.delete_function(a.id, "alice", &func("f")).await.unwrap());
-    assert!(!s.delete_function(a.id, "alice", &func("f")).await.unwrap());
+    assert!(
+        s.delete_function(a.id, &user("alice"), &func("f"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.delete_function(a.id, &user("alice"), &func("f"))
+            .await
+            .unwrap()
+    );
     assert!(s.get_function(a.id, &func("f")).await.unwrap().is_none());
     assert!(s.live_function("alice", "f").await.unwrap().is_none());
     assert!(s.version_source(fid, 1).await.unwrap().is_none());
     // a new function of the same name starts again at version 1
-    let d = s.deploy(a.id, "alice", &func("f"), b"new").await.unwrap();
+    let d = s
+        .deploy(a.id, &user("alice"), &func("f"), b"new")
+        .await
+        .unwrap();
     assert_eq!((d.version, d.created), (1, true));
 }
 
@@ -150,10 +177,15 @@ async fn concurrent_deploys_get_distinct_versions(b: TestBackend) {
     for i in 0..8 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.deploy(a.id, "alice", &func("race"), format!("v{i}").as_bytes())
-                .await
-                .unwrap()
-                .version
+            s.deploy(
+                a.id,
+                &user("alice"),
+                &func("race"),
+                format!("v{i}").as_bytes(),
+            )
+            .await
+            .unwrap()
+            .version
         }));
     }
     let mut versions = Vec::new();
@@ -168,8 +200,12 @@ async fn change_feed_records_deploys_and_deletes(b: TestBackend) {
     let (_db, s) = fresh(b).await;
     let start = s.last_change_id().await.unwrap();
     let a = s.create_user(&user("alice"), "h").await.unwrap();
-    s.deploy(a.id, "alice", &func("f"), b"1").await.unwrap();
-    s.delete_function(a.id, "alice", &func("f")).await.unwrap();
+    s.deploy(a.id, &user("alice"), &func("f"), b"1")
+        .await
+        .unwrap();
+    s.delete_function(a.id, &user("alice"), &func("f"))
+        .await
+        .unwrap();
     let ch = s.changes_since(start, 100).await.unwrap();
     assert_eq!(ch.len(), 2);
     assert!(ch.iter().all(|c| c.user == "alice" && c.function == "f"));
@@ -195,7 +231,9 @@ async fn revoke_and_delete_user(b: TestBackend) {
             .token_generation,
         1
     );
-    s.deploy(a.id, "alice", &func("f"), b"1").await.unwrap();
+    s.deploy(a.id, &user("alice"), &func("f"), b"1")
+        .await
+        .unwrap();
     assert!(s.delete_user(&user("alice")).await.unwrap());
     assert!(s.find_user("alice").await.unwrap().is_none());
     assert!(s.live_function("alice", "f").await.unwrap().is_none());

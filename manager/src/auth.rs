@@ -6,6 +6,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
+use skiff_core::names::UserName;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -13,7 +14,7 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: i64,
-    pub name: String,
+    pub name: UserName,
 }
 
 fn bearer(req: &HttpRequest) -> Option<String> {
@@ -52,10 +53,11 @@ impl FromRequest for AuthUser {
                         && u.username == claims.sub
                         && u.token_generation == claims.r#gen =>
                 {
-                    Ok(AuthUser {
-                        id: u.id,
-                        name: u.username,
-                    })
+                    // Stored names were validated when the user was made.
+                    let name = UserName::parse(&u.username).map_err(|e| {
+                        ApiError::Internal(anyhow::Error::new(e).context("a stored user name"))
+                    })?;
+                    Ok(AuthUser { id: u.id, name })
                 }
                 _ => Err(ApiError::Unauthorized(
                     "token revoked or user removed".into(),

@@ -1,23 +1,20 @@
-//! Manager configuration: every setting is an environment variable and a flag
-//! (SPEC.md, "Configuration"). `ManagerSettings` is what clap parses; `ManagerConfig`
-//! is the validated form the application runs on (`skiff dev` builds one directly).
+//! Manager configuration: every setting is an environment variable and a flag,
+//! declared once with its default in `ManagerSettings` (what clap parses).
+//! `ManagerConfig` is the validated form the application runs on; `skiff dev`
+//! and tests start from [`ManagerConfig::new`], which takes the same declared
+//! defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
+pub use skiff_core::runtime_kind::RuntimeKind;
 use skiff_core::secret::Secret;
 use skiff_core::tokens::MIN_SECRET_BYTES;
 use skiff_core::trusted_proxies::TrustedProxies;
 
 use crate::kube::settings::{KubeSettings, KubeSettingsError};
 use crate::typecheck::settings::CheckerSettings;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RuntimeKind {
-    Process,
-    Kubernetes,
-}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ManagerSettings {
@@ -30,9 +27,13 @@ pub struct ManagerSettings {
     /// Where function instances run
     #[arg(long, env = "SKIFF_RUNTIME", value_enum, default_value = "process")]
     pub runtime: RuntimeKind,
-    /// Base URL of the router as users reach it [default: http://localhost:8000]
-    #[arg(long, env = "SKIFF_PUBLIC_URL")]
-    pub public_url: Option<String>,
+    /// Base URL of the router as users reach it
+    #[arg(
+        long,
+        env = "SKIFF_PUBLIC_URL",
+        default_value = "http://localhost:8000"
+    )]
+    pub public_url: String,
     /// Whether POST /register is open
     #[arg(long, env = "SKIFF_ALLOW_SIGNUP", value_parser = BoolishValueParser::new(), default_value = "false")]
     pub allow_signup: bool,
@@ -74,8 +75,8 @@ pub struct ManagerSettings {
     #[arg(long, env = "SKIFF_RATE_LIMIT_MAX_KEYS", default_value_t = 20_000)]
     pub rate_limit_max_keys: usize,
     /// CIDRs of proxies whose X-Forwarded-For is believed (comma-separated) [default: none]
-    #[arg(long, env = "SKIFF_TRUSTED_PROXIES")]
-    pub trusted_proxies: Option<TrustedProxies>,
+    #[arg(long, env = "SKIFF_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
     /// Kubernetes runtime settings (SKIFF_K8S_*), used when SKIFF_RUNTIME=kubernetes
     #[command(flatten)]
     pub kubernetes: KubeSettings,
@@ -124,36 +125,46 @@ pub enum ConfigError {
 }
 
 impl ManagerSettings {
+    /// Every setting at its declared default (the environment is not read).
+    pub fn defaults() -> Self {
+        match skiff_core::settings::defaults() {
+            Ok(s) => s,
+            // The defaults are constants of this file; a unit test parses them.
+            Err(e) => unreachable!("the manager's declared defaults do not parse: {e}"),
+        }
+    }
+
     pub fn into_config(self) -> Result<ManagerConfig, ConfigError> {
-        let database_url = self.database_url.ok_or(ConfigError::MissingDatabaseUrl)?;
+        let database_url = self
+            .database_url
+            .clone()
+            .ok_or(ConfigError::MissingDatabaseUrl)?;
         let jwt_secret = self
             .jwt_secret
+            .clone()
             .filter(|s| s.expose().len() >= MIN_SECRET_BYTES)
             .ok_or(ConfigError::BadJwtSecret)?;
-        let public_url = normalise_public_url(
-            self.public_url
-                .as_deref()
-                .unwrap_or("http://localhost:8000"),
-        )?;
-        if self.max_source_bytes == 0 {
-            return Err(ConfigError::NotPositive("SKIFF_MAX_SOURCE_BYTES"));
-        }
-        if self.token_ttl_secs <= 0 {
-            return Err(ConfigError::NotPositive("SKIFF_TOKEN_TTL_SECS"));
-        }
-        if self.login_window_secs == 0 {
-            return Err(ConfigError::NotPositive("SKIFF_LOGIN_WINDOW_SECS"));
-        }
-        if self.register_window_secs == 0 {
-            return Err(ConfigError::NotPositive("SKIFF_REGISTER_WINDOW_SECS"));
-        }
-        if self.rate_limit_max_keys == 0 {
-            return Err(ConfigError::NotPositive("SKIFF_RATE_LIMIT_MAX_KEYS"));
+        for (name, zero) in [
+            ("SKIFF_MAX_SOURCE_BYTES", self.max_source_bytes == 0),
+            ("SKIFF_TOKEN_TTL_SECS", self.token_ttl_secs <= 0),
+            ("SKIFF_LOGIN_WINDOW_SECS", self.login_window_secs == 0),
+            ("SKIFF_REGISTER_WINDOW_SECS", self.register_window_secs == 0),
+            ("SKIFF_RATE_LIMIT_MAX_KEYS", self.rate_limit_max_keys == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::NotPositive(name));
+            }
         }
         if self.runtime == RuntimeKind::Kubernetes {
             self.kubernetes.validate()?;
         }
-        Ok(ManagerConfig {
+        let public_url = normalise_public_url(&self.public_url)?;
+        Ok(self.build(database_url, jwt_secret, public_url))
+    }
+
+    /// The configuration these settings describe, unchecked.
+    fn build(self, database_url: Secret, jwt_secret: Secret, public_url: String) -> ManagerConfig {
+        ManagerConfig {
             database_url,
             jwt_secret,
             runtime: self.runtime,
@@ -171,10 +182,10 @@ impl ManagerSettings {
             register_limit_per_addr: self.register_limit_per_addr,
             register_window_secs: self.register_window_secs,
             rate_limit_max_keys: self.rate_limit_max_keys,
-            trusted_proxies: self.trusted_proxies.unwrap_or_default(),
+            trusted_proxies: self.trusted_proxies,
             kubernetes: self.kubernetes,
             checker: self.checker,
-        })
+        }
     }
 }
 
@@ -186,34 +197,73 @@ pub fn normalise_public_url(url: &str) -> Result<String, ConfigError> {
 }
 
 impl ManagerConfig {
-    /// A configuration with the documented defaults, for embedding (`skiff dev`, tests).
+    /// The declared defaults (as `skiff-manager` with no flag and no
+    /// environment), for embedding (`skiff dev`, tests).
     pub fn new(database_url: &str, jwt_secret: Secret, data_dir: PathBuf) -> Self {
-        Self {
-            database_url: Secret::new(database_url),
-            jwt_secret,
-            runtime: RuntimeKind::Process,
-            public_url: "http://localhost:8000".into(),
-            allow_signup: false,
-            deno: None,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        let settings = ManagerSettings {
             data_dir,
-            max_source_bytes: 1024 * 1024,
-            token_ttl_secs: 24 * 3600,
-            login_limit_per_user: 100,
-            login_limit_per_user_addr: 10,
-            login_limit_per_addr: 30,
-            login_window_secs: 60,
-            register_limit_per_addr: 10,
-            register_window_secs: 3600,
-            rate_limit_max_keys: 20_000,
-            trusted_proxies: TrustedProxies::none(),
-            kubernetes: KubeSettings::default(),
-            checker: CheckerSettings::default(),
-        }
+            ..ManagerSettings::defaults()
+        };
+        let public_url = settings.public_url.clone();
+        settings.build(Secret::new(database_url), jwt_secret, public_url)
     }
 
     /// The public URL of a function.
     pub fn function_url(&self, user: &str, name: &str) -> String {
         format!("{}/fn/{user}/{name}", self.public_url)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: ManagerSettings,
+    }
+
+    const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes";
+
+    #[test]
+    fn new_is_the_command_line_without_flags() {
+        let parsed = Cli::try_parse_from(["skiff-manager", "--database-url", "sqlite://x"])
+            .unwrap()
+            .settings;
+        let parsed = ManagerSettings {
+            jwt_secret: Some(Secret::new(SECRET)),
+            // Not read from this process's environment (tests may set it).
+            deno: None,
+            ..parsed
+        };
+        let from_flags = parsed.into_config().unwrap();
+        let embedded = ManagerConfig::new("sqlite://x", Secret::new(SECRET), "./.skiff".into());
+        assert_eq!(format!("{from_flags:?}"), format!("{embedded:?}"));
+        assert_eq!(embedded.public_url, "http://localhost:8000");
+        assert_eq!(embedded.runtime, RuntimeKind::Process);
+        assert!(embedded.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn refuses_zero_limits_and_bad_urls() {
+        let with = |f: fn(&mut ManagerSettings)| {
+            let mut s = ManagerSettings {
+                database_url: Some(Secret::new("sqlite://x")),
+                jwt_secret: Some(Secret::new(SECRET)),
+                ..ManagerSettings::defaults()
+            };
+            f(&mut s);
+            s.into_config().map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(with(|_| {}).is_ok());
+        assert!(with(|s| s.max_source_bytes = 0).is_err());
+        assert!(with(|s| s.token_ttl_secs = -1).is_err());
+        assert!(with(|s| s.public_url = "ftp://x".into()).is_err());
+        assert!(with(|s| s.jwt_secret = Some(Secret::new("short"))).is_err());
+        assert!(with(|s| s.database_url = None).is_err());
     }
 }

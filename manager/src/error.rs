@@ -7,6 +7,10 @@ use serde::Serialize;
 use skiff_core::names::NameError;
 use skiff_core::store::StoreError;
 
+use crate::functions::FunctionsError;
+use crate::functions::logs::LogError;
+use crate::typecheck::CheckError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -79,8 +83,9 @@ impl From<NameError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(why) => {
-                tracing::warn!(error = %why, "database unavailable");
+            e @ StoreError::Unavailable(_) => {
+                // As before the source was kept: the driver's message, in the log only.
+                tracing::warn!(error = %error_chain(&e), "database unavailable");
                 Self::Unavailable {
                     code: "database_unavailable",
                     message: "the database is unavailable; try again shortly".into(),
@@ -95,6 +100,51 @@ impl From<StoreError> for ApiError {
             other => Self::Internal(other.into()),
         }
     }
+}
+
+impl From<FunctionsError> for ApiError {
+    fn from(e: FunctionsError) -> Self {
+        match e {
+            FunctionsError::NotFound => Self::function_not_found(),
+            e @ FunctionsError::EmptySource => Self::bad_request("empty_source", e.to_string()),
+            e @ FunctionsError::NotUtf8(_) => Self::bad_request("invalid_source", e.to_string()),
+            FunctionsError::Check(CheckError::Rejected(message)) => Self::BadRequest {
+                code: "type_check_failed",
+                message,
+            },
+            FunctionsError::Check(CheckError::ImportNotAllowed(message)) => Self::BadRequest {
+                code: "import_not_allowed",
+                message,
+            },
+            FunctionsError::Check(CheckError::Unavailable(message)) => Self::Unavailable {
+                code: "checker_unavailable",
+                message,
+            },
+            FunctionsError::Check(CheckError::Internal(e)) => Self::Internal(e),
+            FunctionsError::Store(e) => e.into(),
+            FunctionsError::Logs(e @ LogError::Unavailable(_)) => {
+                tracing::warn!(error = %error_chain(&e), "function logs unavailable");
+                Self::Unavailable {
+                    code: "logs_unavailable",
+                    message: "the function's logs cannot be read right now; try again shortly"
+                        .into(),
+                }
+            }
+            FunctionsError::Logs(e) => Self::Internal(e.into()),
+        }
+    }
+}
+
+/// `e` and each of its sources, `: `-separated, for one log field.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl ResponseError for ApiError {

@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
+pub mod functions;
 pub mod kube;
 pub mod passwords;
 pub mod rate_limit;

@@ -49,6 +49,12 @@ pub trait FunctionRuntime: Send + Sync {
         function: &'a FunctionName,
         live_version: i64,
     ) -> RuntimeFuture<'a, Result<Option<RuntimeStatus>, StoreError>>;
+
+    /// Where this runtime keeps functions' output, when not in the data dir's
+    /// files (which the process runtime's router writes).
+    fn log_source(&self) -> Option<crate::functions::logs::SharedLogs> {
+        None
+    }
 }
 
 pub type SharedRuntime = Arc<dyn FunctionRuntime>;
@@ -93,6 +99,14 @@ pub async fn from_config(
     if config.runtime != crate::config::RuntimeKind::Kubernetes {
         return Ok(None);
     }
+    kubernetes(config, store).await.map(Some)
+}
+
+#[cfg(feature = "kubernetes")]
+async fn kubernetes(
+    config: &crate::config::ManagerConfig,
+    store: &skiff_core::store::Store,
+) -> anyhow::Result<SharedRuntime> {
     let runtime = Arc::new(
         crate::kube::KubeRuntime::connect(store.clone(), config.kubernetes.clone()).await?,
     );
@@ -102,5 +116,15 @@ pub async fn from_config(
         "Kubernetes runtime: reconciling functions"
     );
     crate::kube::reconcile::spawn(runtime.clone());
-    Ok(Some(runtime))
+    Ok(runtime)
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes(
+    _config: &crate::config::ManagerConfig,
+    _store: &skiff_core::store::Store,
+) -> anyhow::Result<SharedRuntime> {
+    anyhow::bail!(
+        "SKIFF_RUNTIME=kubernetes: this build has no Kubernetes runtime (the `kubernetes` feature)"
+    )
 }

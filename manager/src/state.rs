@@ -1,10 +1,14 @@
 //! What every handler can reach: the store, the token keys, the type checker,
-//! the account rate limits and the configuration.
+//! the account rate limits, the configuration, and the functions service.
+
+use std::sync::Arc;
 
 use skiff_core::store::Store;
 use skiff_core::tokens::TokenKeys;
 
 use crate::config::ManagerConfig;
+use crate::functions::Functions;
+use crate::functions::logs::{FileLogs, SharedLogs};
 use crate::rate_limit::AccountLimits;
 use crate::runtime::SharedRuntime;
 use crate::typecheck::TypeChecker;
@@ -18,6 +22,9 @@ pub struct AppState {
     /// Where functions run; `None` is the process runtime (the router starts
     /// instances itself). Told after every committed deploy and delete.
     pub runtime: Option<SharedRuntime>,
+    /// Where functions' output is read: the data dir's files, unless the
+    /// runtime keeps it elsewhere (Kubernetes: the pods).
+    pub logs: SharedLogs,
 }
 
 impl AppState {
@@ -29,6 +36,7 @@ impl AppState {
     ) -> Self {
         Self {
             limits: AccountLimits::new(&config),
+            logs: Arc::new(FileLogs::new(&config.data_dir)),
             store,
             tokens,
             checker,
@@ -38,7 +46,20 @@ impl AppState {
     }
 
     pub fn with_runtime(mut self, runtime: Option<SharedRuntime>) -> Self {
+        if let Some(logs) = runtime.as_ref().and_then(|rt| rt.log_source()) {
+            self.logs = logs;
+        }
         self.runtime = runtime;
         self
+    }
+
+    /// The functions service over this state.
+    pub fn functions(&self) -> Functions<'_> {
+        Functions {
+            store: &self.store,
+            checker: &self.checker,
+            runtime: self.runtime.as_ref(),
+            logs: self.logs.as_ref(),
+        }
     }
 }

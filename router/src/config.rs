@@ -1,17 +1,14 @@
-//! Router configuration: each setting an environment variable and a flag.
+//! Router configuration: each setting an environment variable and a flag,
+//! declared once with its default in `RouterSettings`; [`RouterConfig::new`]
+//! (for `skiff dev` and tests) takes the same declared defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use skiff_core::runtime_kind::RuntimeKind;
 use skiff_core::secret::Secret;
 use skiff_core::trusted_proxies::TrustedProxies;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RuntimeKind {
-    Process,
-    Kubernetes,
-}
 
 /// Loopback, "this host", link-local (cloud metadata) and the private ranges:
 /// a function must not reach the platform's own services or its neighbours
@@ -107,13 +104,16 @@ impl RouterSettings {
     /// The settings the sandbox depends on, without the database (for
     /// `--check-sandbox`).
     pub fn sandbox_config(&self) -> RouterConfig {
-        let mut c = RouterConfig::new(self.data_dir.clone());
-        c.function_user = self.function_user.clone();
-        c.function_uid_base = self.function_uid_base;
-        c.sandbox = self.sandbox.clone();
-        c.memory_mb = self.memory_mb;
-        c.function_tmp_mb = self.function_tmp_mb;
-        c
+        self.clone().build()
+    }
+
+    /// Every setting at its declared default (the environment is not read).
+    pub fn defaults() -> Self {
+        match skiff_core::settings::defaults() {
+            Ok(s) => s,
+            // The defaults are constants of this file; a unit test parses them.
+            Err(e) => unreachable!("the router's declared defaults do not parse: {e}"),
+        }
     }
 
     /// How many worker threads to run. With the process runtime every function
@@ -197,65 +197,48 @@ impl RouterSettings {
         if self.deny_net.trim().is_empty() {
             return Err(ConfigError::EmptyDenyNet);
         }
-        Ok((
-            url,
-            RouterConfig {
-                runtime: self.runtime,
-                listen: self.listen,
-                data_dir: self.data_dir,
-                deno: self.deno,
-                request_timeout: Duration::from_secs(self.request_timeout_secs),
-                max_body_bytes: self.max_body_bytes,
-                function_concurrency: self.function_concurrency,
-                queue_wait: Duration::from_millis(self.queue_wait_ms),
-                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-                start_timeout: Duration::from_secs(self.start_timeout_secs),
-                heap_mb: self.heap_mb,
-                memory_mb: self.memory_mb,
-                deny_net: self.deny_net,
-                function_user: self.function_user,
-                function_uid_base: self.function_uid_base,
-                sandbox: self.sandbox,
-                function_tmp_mb: self.function_tmp_mb,
-                poll_interval: Duration::from_millis(self.poll_interval_ms),
-                k8s_namespace: self.k8s_namespace,
-                trusted_proxies: self.trusted_proxies,
-                body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
-                response_write_timeout: Duration::from_secs(self.response_write_timeout_secs),
-                client_share_percent: self.client_share_percent,
-            },
-        ))
+        Ok((url, self.build()))
+    }
+
+    /// The configuration these settings describe, unchecked.
+    fn build(self) -> RouterConfig {
+        RouterConfig {
+            runtime: self.runtime,
+            listen: self.listen,
+            data_dir: self.data_dir,
+            deno: self.deno,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_body_bytes: self.max_body_bytes,
+            function_concurrency: self.function_concurrency,
+            queue_wait: Duration::from_millis(self.queue_wait_ms),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            start_timeout: Duration::from_secs(self.start_timeout_secs),
+            heap_mb: self.heap_mb,
+            memory_mb: self.memory_mb,
+            deny_net: self.deny_net,
+            function_user: self.function_user,
+            function_uid_base: self.function_uid_base,
+            sandbox: self.sandbox,
+            function_tmp_mb: self.function_tmp_mb,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            k8s_namespace: self.k8s_namespace,
+            trusted_proxies: self.trusted_proxies,
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            response_write_timeout: Duration::from_secs(self.response_write_timeout_secs),
+            client_share_percent: self.client_share_percent,
+        }
     }
 }
 
 impl RouterConfig {
-    /// The documented defaults, for embedding (`skiff dev`, tests).
+    /// The declared defaults (as `skiff-router` with no flag and no
+    /// environment), for embedding (`skiff dev`, tests).
     pub fn new(data_dir: PathBuf) -> Self {
-        Self {
-            runtime: RuntimeKind::Process,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+        RouterSettings {
             data_dir,
-            deno: None,
-            request_timeout: Duration::from_secs(30),
-            max_body_bytes: 128 * 1024 * 1024,
-            function_concurrency: 256,
-            queue_wait: Duration::from_millis(1000),
-            idle_timeout: Duration::from_secs(300),
-            start_timeout: Duration::from_secs(10),
-            heap_mb: 128,
-            memory_mb: 256,
-            deny_net: DEFAULT_DENY_NET.into(),
-            function_user: None,
-            function_uid_base: 200_000,
-            sandbox: None,
-            function_tmp_mb: 64,
-            poll_interval: Duration::from_millis(100),
-            k8s_namespace: "skiff-functions".into(),
-            trusted_proxies: TrustedProxies::none(),
-            body_read_timeout: Duration::from_secs(15),
-            response_write_timeout: Duration::from_secs(15),
-            client_share_percent: 50,
+            ..RouterSettings::defaults()
         }
+        .build()
     }
 }
 
@@ -287,10 +270,19 @@ mod tests {
         assert_eq!(c.body_read_timeout, Duration::from_secs(15));
         assert_eq!(c.response_write_timeout, Duration::from_secs(15));
         assert_eq!(c.client_share_percent, 50);
-        let defaults = RouterConfig::new(PathBuf::from("."));
-        assert_eq!(defaults.body_read_timeout, c.body_read_timeout);
-        assert_eq!(defaults.response_write_timeout, c.response_write_timeout);
-        assert_eq!(defaults.client_share_percent, c.client_share_percent);
+        let defaults = RouterConfig::new(PathBuf::from("./.skiff"));
+        assert_eq!(
+            format!("{defaults:?}"),
+            format!(
+                "{:?}",
+                RouterConfig {
+                    // Not read from this process's environment (tests may set it).
+                    deno: None,
+                    ..c.clone()
+                }
+            ),
+            "new() is the command line without flags"
+        );
 
         let c = parse(&[
             "--trusted-proxies",

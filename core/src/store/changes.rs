@@ -3,6 +3,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
+use super::retry::retrying;
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +74,14 @@ impl Store {
     /// Drops change rows older than `before_millis`; pollers that fell that far
     /// behind reset their whole cache instead.
     pub async fn prune_changes(&self, before_millis: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM changes WHERE at < ?")
-            .bind(before_millis)
-            .execute(&self.pool)
-            .await?;
+        let done = retrying(|| async move {
+            sqlx::query("DELETE FROM changes WHERE at < ?")
+                .bind(before_millis)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from)
+        })
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -14,12 +14,16 @@ pub enum StoreError {
     #[error("transaction deadlock")]
     Deadlock,
     /// The database cannot be reached right now; the caller may retry.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    #[error("migration failed: {0}")]
-    Migrate(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// What the database holds or was asked to hold breaks the store's own
+    /// rules (an unknown state name, a row gone inside its transaction).
     #[error("database error: {0}")]
-    Database(String),
+    Inconsistent(String),
 }
 
 /// What a server-side error says about the database, apart from the query.
@@ -75,8 +79,8 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
             sqlx::Error::Database(db) => match classify(db.as_ref()) {
                 Some(Transient::Conflict) => Self::Deadlock,
-                Some(Transient::Unavailable) => Self::Unavailable(e.to_string()),
-                None => Self::Database(e.to_string()),
+                Some(Transient::Unavailable) => Self::Unavailable(e),
+                None => Self::Database(e),
             },
             // A refused connection is retried inside the pool until its acquire
             // timeout and then surfaces as PoolTimedOut; a connection that breaks
@@ -86,8 +90,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => Self::Unavailable(e.to_string()),
-            _ => Self::Database(e.to_string()),
+            | sqlx::Error::Protocol(_) => Self::Unavailable(e),
+            _ => Self::Database(e),
         }
     }
 }

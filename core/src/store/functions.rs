@@ -2,8 +2,9 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::retry::retrying;
 use super::{Store, StoreError, changes};
-use crate::names::FunctionName;
+use crate::names::{FunctionName, UserName};
 use crate::time::now_millis;
 
 /// What a deploy stored.
@@ -62,35 +63,24 @@ impl Store {
     pub async fn deploy(
         &self,
         user_id: i64,
-        user_name: &str,
+        user_name: &UserName,
         name: &FunctionName,
         source: &[u8],
     ) -> Result<Deployed, StoreError> {
-        // Two first deploys of one name can race: the loser hits the unique key
-        // (or, on InnoDB, a gap-lock deadlock) and its retry takes the update path.
-        let mut attempt = 0;
-        loop {
-            match self.deploy_once(user_id, user_name, name, source).await {
-                Err(StoreError::Conflict | StoreError::Deadlock) if attempt < 5 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        retrying(|| self.deploy_once(user_id, user_name, name, source)).await
     }
 
     async fn deploy_once(
         &self,
         user_id: i64,
-        user_name: &str,
+        user_name: &UserName,
         name: &FunctionName,
         source: &[u8],
     ) -> Result<Deployed, StoreError> {
         let now = now_millis();
         let sha256 = sha256_hex(source);
         let size = i64::try_from(source.len())
-            .map_err(|_| StoreError::Database("source too large".into()))?;
+            .map_err(|_| StoreError::Inconsistent("source too large".into()))?;
         let mut tx = self.pool.begin().await?;
         // Updating first takes the row lock (InnoDB) or the write lock (SQLite), so
         // concurrent deploys of one function get consecutive version numbers.
@@ -116,7 +106,14 @@ impl Store {
             .bind(now)
             .bind(now)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                // A concurrent first deploy of this name committed first (on
+                // InnoDB this can also surface as a gap-lock deadlock): a lost
+                // race like any other, and run again this takes the update path.
+                StoreError::Conflict => StoreError::Deadlock,
+                other => other,
+            })?;
         }
         let row =
             sqlx::query("SELECT id, latest_version FROM functions WHERE user_id = ? AND name = ?")
@@ -138,7 +135,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        changes::record(&mut tx, user_name, name.as_str(), now).await?;
+        changes::record(&mut tx, user_name.as_str(), name.as_str(), now).await?;
         tx.commit().await?;
         Ok(Deployed {
             version,
@@ -303,7 +300,18 @@ impl Store {
     pub async fn delete_function(
         &self,
         user_id: i64,
-        user_name: &str,
+        user_name: &UserName,
+        name: &FunctionName,
+    ) -> Result<bool, StoreError> {
+        // It reads, then writes: on SQLite a commit in between loses the lock
+        // race (nothing was written), which the retry policy runs again.
+        retrying(|| self.delete_function_once(user_id, user_name, name)).await
+    }
+
+    async fn delete_function_once(
+        &self,
+        user_id: i64,
+        user_name: &UserName,
         name: &FunctionName,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -324,7 +332,7 @@ impl Store {
             .bind(function_id)
             .execute(&mut *tx)
             .await?;
-        changes::record(&mut tx, user_name, name.as_str(), now_millis()).await?;
+        changes::record(&mut tx, user_name.as_str(), name.as_str(), now_millis()).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -6,6 +6,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::retry::retrying;
 use super::{Store, StoreError};
 use crate::names::FunctionName;
 use crate::time::now_millis;
@@ -38,7 +39,7 @@ impl RuntimePhase {
             "pending" => Ok(Self::Pending),
             "ready" => Ok(Self::Ready),
             "error" => Ok(Self::Error),
-            other => Err(StoreError::Database(format!(
+            other => Err(StoreError::Inconsistent(format!(
                 "unknown runtime state {other:?} in function_runtime"
             ))),
         }
@@ -126,18 +127,23 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
+        let error = error.as_deref();
         // REPLACE ... SELECT means the same on MySQL/MariaDB and SQLite, and the
         // SELECT makes it a no-op for a function deleted meanwhile.
-        sqlx::query(
-            "REPLACE INTO function_runtime (function_id, version, state, error_message, updated_at) \
-             SELECT id, ?, ?, ?, ? FROM functions WHERE id = ?",
-        )
-        .bind(version)
-        .bind(phase.as_str())
-        .bind(error)
-        .bind(now_millis())
-        .bind(function_id)
-        .execute(&self.pool)
+        retrying(|| async move {
+            sqlx::query(
+                "REPLACE INTO function_runtime (function_id, version, state, error_message, updated_at) \
+                 SELECT id, ?, ?, ?, ? FROM functions WHERE id = ?",
+            )
+            .bind(version)
+            .bind(phase.as_str())
+            .bind(error)
+            .bind(now_millis())
+            .bind(function_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)
+        })
         .await?;
         Ok(())
     }

@@ -7,6 +7,7 @@ mod changes;
 mod error;
 mod functions;
 mod k8s_state;
+mod retry;
 mod users;
 
 use std::sync::Once;
@@ -134,10 +135,7 @@ impl Store {
             Backend::MySql => &MYSQL_MIGRATIONS,
             Backend::Sqlite => &SQLITE_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+        migrator.run(&self.pool).await.map_err(StoreError::Migrate)
     }
 
     /// Cheap liveness probe used by health checks.

@@ -1,5 +1,6 @@
 use sqlx::Row;
 
+use super::retry::retrying;
 use super::{Store, StoreError};
 use crate::names::UserName;
 use crate::time::now_millis;
@@ -21,18 +22,22 @@ impl Store {
         password_hash: &str,
     ) -> Result<User, StoreError> {
         let now = now_millis();
-        sqlx::query(
-            "INSERT INTO users (username, password_hash, token_generation, created_at) \
-             VALUES (?, ?, 0, ?)",
-        )
-        .bind(username.as_str())
-        .bind(password_hash)
-        .bind(now)
-        .execute(&self.pool)
+        retrying(|| async move {
+            sqlx::query(
+                "INSERT INTO users (username, password_hash, token_generation, created_at) \
+                 VALUES (?, ?, 0, ?)",
+            )
+            .bind(username.as_str())
+            .bind(password_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)
+        })
         .await?;
         self.find_user(username.as_str())
             .await?
-            .ok_or_else(|| StoreError::Database("user vanished after insert".into()))
+            .ok_or_else(|| StoreError::Inconsistent("user vanished after insert".into()))
     }
 
     /// Looks a user up by name. Takes `&str` so that a login with a malformed
@@ -61,11 +66,15 @@ impl Store {
     /// Makes every token issued so far for this user invalid. Returns false when
     /// there is no such user.
     pub async fn revoke_tokens(&self, username: &UserName) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE users SET token_generation = token_generation + 1 WHERE username = ?",
-        )
-        .bind(username.as_str())
-        .execute(&self.pool)
+        let done = retrying(|| async move {
+            sqlx::query(
+                "UPDATE users SET token_generation = token_generation + 1 WHERE username = ?",
+            )
+            .bind(username.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)
+        })
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -73,6 +82,10 @@ impl Store {
     /// Deletes a user with all their functions and versions, recording a change
     /// for each function so routers drop them. Returns false when there is no such user.
     pub async fn delete_user(&self, username: &UserName) -> Result<bool, StoreError> {
+        retrying(|| self.delete_user_once(username)).await
+    }
+
+    async fn delete_user_once(&self, username: &UserName) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query("SELECT id FROM users WHERE username = ?")
             .bind(username.as_str())

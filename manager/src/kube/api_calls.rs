@@ -14,6 +14,8 @@ pub enum Verb {
     /// Server-side apply: a PATCH that creates the object when it is missing.
     Apply,
     List,
+    /// Reading one object (here only a pod's log, a subresource).
+    Get,
     Delete,
     DeleteCollection,
 }
@@ -25,6 +27,7 @@ impl Verb {
         match self {
             Self::Apply => &["create", "patch"],
             Self::List => &["list"],
+            Self::Get => &["get"],
             Self::Delete => &["delete"],
             Self::DeleteCollection => &["deletecollection"],
         }
@@ -35,7 +38,8 @@ impl Verb {
 pub struct ApiCall {
     /// API group; "" is the core group.
     pub group: &'static str,
-    /// Plural resource name, as in a URL and an RBAC rule.
+    /// Plural resource name, as in a URL and an RBAC rule; a subresource is
+    /// `resource/subresource` (`pods/log`), as RBAC names it.
     pub resource: &'static str,
     pub verb: Verb,
 }
@@ -49,7 +53,8 @@ const fn call(group: &'static str, resource: &'static str, verb: Verb) -> ApiCal
 }
 
 /// Apply and list every kind; delete the single objects by name and a
-/// function's code ConfigMaps (one per version) by label.
+/// function's code ConfigMaps (one per version) by label; for
+/// `GET /func/<name>/logs`, list a function's pods and read their logs.
 pub const API_CALLS: &[ApiCall] = &[
     call("", "configmaps", Verb::Apply),
     call("", "configmaps", Verb::List),
@@ -66,6 +71,8 @@ pub const API_CALLS: &[ApiCall] = &[
     call("networking.k8s.io", "networkpolicies", Verb::Apply),
     call("networking.k8s.io", "networkpolicies", Verb::List),
     call("networking.k8s.io", "networkpolicies", Verb::Delete),
+    call("", "pods", Verb::List),
+    call("", "pods/log", Verb::Get),
 ];
 
 /// The (group, resource) of a typed Kubernetes object.
@@ -76,6 +83,19 @@ pub fn resource_of<K: Resource<DynamicType = ()>>() -> (String, String) {
 /// Ok when `verb` on `K` is in [`API_CALLS`].
 pub fn permitted<K: Resource<DynamicType = ()>>(verb: Verb) -> Result<(), KubeError> {
     let (group, resource) = resource_of::<K>();
+    listed(&group, &resource, verb)
+}
+
+/// Ok when `verb` on the subresource `sub` of `K` (`pods` `log`) is in [`API_CALLS`].
+pub fn permitted_sub<K: Resource<DynamicType = ()>>(
+    sub: &str,
+    verb: Verb,
+) -> Result<(), KubeError> {
+    let (group, resource) = resource_of::<K>();
+    listed(&group, &format!("{resource}/{sub}"), verb)
+}
+
+fn listed(group: &str, resource: &str, verb: Verb) -> Result<(), KubeError> {
     if API_CALLS
         .iter()
         .any(|c| c.group == group && c.resource == resource && c.verb == verb)
@@ -134,6 +154,9 @@ mod tests {
     fn anything_else_is_refused() {
         assert!(permitted::<Secret>(Verb::List).is_err());
         assert!(permitted::<Pod>(Verb::Delete).is_err());
+        assert!(permitted::<Pod>(Verb::Get).is_err());
+        assert!(permitted_sub::<Pod>("exec", Verb::Get).is_err());
+        assert!(permitted_sub::<Pod>("log", Verb::Get).is_ok());
         assert!(permitted::<ConfigMap>(Verb::Delete).is_err());
         assert!(permitted::<Deployment>(Verb::DeleteCollection).is_err());
     }
@@ -143,10 +166,13 @@ mod tests {
         let grants = rbac_grants();
         assert!(grants.contains(&("apps".into(), "deployments".into(), "create".into())));
         assert!(grants.contains(&("apps".into(), "deployments".into(), "patch".into())));
+        assert!(!grants.iter().any(|(_, _, v)| v == "update" || v == "watch"));
+        // `get` only on pods' logs: no object is read whole.
         assert!(
-            !grants
+            grants
                 .iter()
-                .any(|(_, _, v)| v == "get" || v == "update" || v == "watch")
+                .filter(|(_, _, v)| v == "get")
+                .all(|(g, r, _)| g.is_empty() && r == "pods/log")
         );
     }
 }

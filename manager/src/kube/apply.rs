@@ -9,18 +9,19 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::AsyncReadExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skiff_core::naming::{MANAGED_BY, object_name};
 
-use super::api_calls::{Verb, permitted};
+use super::api_calls::{Verb, permitted, permitted_sub};
 use super::errors::KubeError;
 use super::labels;
 use super::objects::FunctionObjects;
@@ -191,5 +192,61 @@ impl KubeApi {
         self.owners_of::<NetworkPolicy>(&mut owners).await?;
         self.owners_of::<ConfigMap>(&mut owners).await?;
         Ok(owners)
+    }
+
+    /// The names of the function's pods (every version's), sorted.
+    pub async fn function_pods(
+        &self,
+        user: &str,
+        function: &str,
+    ) -> Result<Vec<String>, KubeError> {
+        permitted::<Pod>(Verb::List)?;
+        let params =
+            ListParams::default().labels(&labels::selector(&labels::pod_selector(user, function)));
+        let list = self
+            .bounded(
+                format!(
+                    "listing the pods of {user}/{function} in {}",
+                    self.namespace
+                ),
+                self.api::<Pod>().list_metadata(&params),
+            )
+            .await?;
+        let mut names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The last `lines` lines of one pod's log, each led by its RFC 3339 time,
+    /// at most `max_bytes` in all. Not UTF-8 (a function prints what it
+    /// likes) is read with U+FFFD in its place.
+    pub async fn pod_log(
+        &self,
+        pod: &str,
+        lines: i64,
+        max_bytes: i64,
+    ) -> Result<String, KubeError> {
+        permitted_sub::<Pod>("log", Verb::Get)?;
+        let params = LogParams {
+            tail_lines: Some(lines),
+            limit_bytes: Some(max_bytes),
+            timestamps: true,
+            ..LogParams::default()
+        };
+        let action = self.describe::<Pod>("reading the log of", pod);
+        let read = async {
+            let mut stream = self.api::<Pod>().log_stream(pod, &params).await?;
+            let mut bytes = Vec::new();
+            stream
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(kube::Error::ReadEvents)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        self.bounded(action, read).await
     }
 }

@@ -77,6 +77,10 @@ impl KubeRuntime {
         &self.store
     }
 
+    pub(super) fn api(&self) -> &KubeApi {
+        &self.api
+    }
+
     /// Brings one function's objects to what the database holds now.
     /// `announce` records "pending" before applying (after a deploy, so
     /// `GET /func/<name>` shows the new version is on its way).

@@ -5,6 +5,8 @@ use skiff_core::store::{RuntimePhase, StoreError};
 use skiff_core::time::rfc3339;
 
 use super::controller::KubeRuntime;
+use super::pod_logs::PodLogs;
+use crate::functions::logs::SharedLogs;
 use crate::runtime::{FunctionRuntime, RuntimeFuture, RuntimeStatus};
 
 impl FunctionRuntime for KubeRuntime {
@@ -47,5 +49,9 @@ impl FunctionRuntime for KubeRuntime {
                 },
             }))
         })
+    }
+    /// Functions' output is in their pods' logs.
+    fn log_source(&self) -> Option<SharedLogs> {
+        Some(std::sync::Arc::new(PodLogs::new(self.api().clone())))
     }
 }

@@ -55,6 +55,15 @@ pub fn pod_selector(user: &str, function: &str) -> Labels {
     labels([(NAME, FUNCTION_APP), (INSTANCE, &instance)])
 }
 
+/// `labels` in API selector syntax (`k=v,k=v`).
+pub fn selector(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Selects the router's pods (in the router's namespace).
 pub fn router_pods() -> Labels {
     labels([(NAME, ROUTER_APP)])
@@ -112,6 +121,13 @@ mod tests {
                 .all(|(k, v)| pods.get(k) == Some(v))
         );
         assert_eq!(pods.get(LABEL_VERSION).map(String::as_str), Some("7"));
+        assert_eq!(
+            selector(&pod_selector("alice", "hello")),
+            format!(
+                "app.kubernetes.io/instance={},app.kubernetes.io/name=skiff-function",
+                object_name("alice", "hello")
+            )
+        );
     }
 
     #[test]

@@ -8,20 +8,38 @@
 //! - `api_calls`: the one list of API calls (and so of RBAC grants).
 //! - `apply`: the only module doing Kubernetes I/O.
 //! - `controller`, `reconcile`, `hooks`: when to apply, state in the database.
+//! - `pod_logs`: functions' output, read from their pods.
 //! - `render`: `skiff-manager render`.
+//!
+//! All but `settings` (plain flags) build only with the `kubernetes` feature
+//! (on by default; the CLI's `skiff dev` leaves it off).
 
+#[cfg(feature = "kubernetes")]
 pub mod api_calls;
+#[cfg(feature = "kubernetes")]
 pub mod apply;
+#[cfg(feature = "kubernetes")]
 pub mod controller;
+#[cfg(feature = "kubernetes")]
 pub mod deny_net;
+#[cfg(feature = "kubernetes")]
 pub mod errors;
+#[cfg(feature = "kubernetes")]
 mod hooks;
+#[cfg(feature = "kubernetes")]
 pub mod labels;
+#[cfg(feature = "kubernetes")]
 mod locks;
+#[cfg(feature = "kubernetes")]
 pub mod objects;
+#[cfg(feature = "kubernetes")]
+pub mod pod_logs;
+#[cfg(feature = "kubernetes")]
 pub mod reconcile;
+#[cfg(feature = "kubernetes")]
 pub mod render;
 pub mod settings;
 
+#[cfg(feature = "kubernetes")]
 pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome};
 pub use settings::KubeSettings;

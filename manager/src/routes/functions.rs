@@ -1,27 +1,20 @@
-use std::time::Duration;
+//! `/func` handlers: they parse (the extractors hand them the owner and a
+//! valid name), call the functions service and shape its answers.
 
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use skiff_core::names::FunctionName;
-use skiff_core::store::StoreError;
+use serde::Serialize;
 use skiff_core::time::rfc3339;
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::runtime::{RuntimeStatus, after_delete, after_deploy};
+use crate::extract::{NamedInPath, NamedInQuery};
+use crate::functions::FunctionDetail as Detail;
+use crate::runtime::RuntimeStatus;
 use crate::state::AppState;
-use crate::typecheck::CheckError;
-
-/// The query of `POST /func`. `name` is optional here only so that a missing
-/// one gets a clear `400`; the OpenAPI document marks it required.
-#[derive(Deserialize)]
-pub struct DeployParams {
-    pub name: Option<String>,
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct Deployed {
@@ -71,13 +64,6 @@ pub struct FunctionDetail {
     /// Kubernetes runtime only: where the function's objects stand
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeStatus>,
-}
-
-/// How often a delete that lost a lock race is run again before answering 503.
-const DELETE_ATTEMPTS: u64 = 20;
-
-fn parse_name(raw: &str) -> Result<FunctionName, ApiError> {
-    Ok(FunctionName::parse(raw)?)
 }
 
 /// Reads the request body, refusing it as soon as it passes `limit` bytes.
@@ -130,57 +116,18 @@ async fn read_source(
         (status = 413, description = "Source over the size limit", body = ErrorBody),
         (status = 503, description = "The type checker (`checker_unavailable`) or the database (`database_unavailable`) is unavailable", body = ErrorBody)))]
 pub async fn deploy(
-    user: AuthUser,
+    target: NamedInQuery,
     state: web::Data<AppState>,
-    params: web::Query<DeployParams>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let name = match params.name.as_deref() {
-        None | Some("") => {
-            return Err(ApiError::bad_request(
-                "missing_name",
-                "name the function: POST /func?name=<name>",
-            ));
-        }
-        Some(raw) => parse_name(raw)?,
-    };
+    let NamedInQuery { owner, name } = target;
     let source = read_source(&req, payload, state.config.max_source_bytes).await?;
-    if source.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "empty_source",
-            "the request body must be the function's TypeScript source",
-        ));
-    }
-    let text = std::str::from_utf8(&source).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_source",
-            format!("the source is not valid UTF-8: {e}"),
-        )
-    })?;
-    state.checker.check(text).await.map_err(|e| match e {
-        CheckError::Rejected(message) => ApiError::BadRequest {
-            code: "type_check_failed",
-            message,
-        },
-        CheckError::ImportNotAllowed(message) => ApiError::BadRequest {
-            code: "import_not_allowed",
-            message,
-        },
-        CheckError::Unavailable(message) => ApiError::Unavailable {
-            code: "checker_unavailable",
-            message,
-        },
-        CheckError::Internal(e) => ApiError::Internal(e),
-    })?;
-    let done = state
-        .store
-        .deploy(user.id, &user.name, &name, &source)
-        .await?;
-    tracing::info!(user = %user.name, function = %name, version = done.version, "deployed");
-    after_deploy(state.runtime.as_ref(), &user.name, name.as_str()).await;
+    let done = state.functions().deploy(&owner, &name, &source).await?;
     let body = Deployed {
-        url: state.config.function_url(&user.name, name.as_str()),
+        url: state
+            .config
+            .function_url(owner.name.as_str(), name.as_str()),
         name: name.to_string(),
         version: done.version,
     };
@@ -198,12 +145,12 @@ pub async fn deploy(
     (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let functions = state
-        .store
-        .list_functions(user.id)
+        .functions()
+        .list(&user)
         .await?
         .into_iter()
         .map(|f| FunctionListItem {
-            url: state.config.function_url(&user.name, &f.name),
+            url: state.config.function_url(user.name.as_str(), &f.name),
             name: f.name,
             version: f.version,
             updated_at: rfc3339(f.updated_at),
@@ -223,23 +170,17 @@ pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResp
         (status = 404, description = "You have no function of that name", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn info(
-    user: AuthUser,
+    target: NamedInPath,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = parse_name(&path)?;
-    let f = state
-        .store
-        .get_function(user.id, &name)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
-    let runtime = match &state.runtime {
-        Some(rt) => rt.status(user.id, &name, f.version).await?,
-        None => None,
-    };
+    let NamedInPath { owner, name } = target;
+    let Detail {
+        function: f,
+        runtime,
+    } = state.functions().info(&owner, &name).await?;
     Ok(HttpResponse::Ok().json(FunctionDetail {
         runtime,
-        url: state.config.function_url(&user.name, &f.name),
+        url: state.config.function_url(owner.name.as_str(), &f.name),
         name: f.name,
         version: f.version,
         created_at: rfc3339(f.created_at),
@@ -271,16 +212,10 @@ pub async fn info(
         (status = 404, description = "You have no function of that name", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn code(
-    user: AuthUser,
+    target: NamedInPath,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = parse_name(&path)?;
-    let source = state
-        .store
-        .live_source(user.id, &name)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
+    let source = state.functions().code(&target.owner, &target.name).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/typescript; charset=utf-8")
         .body(source))
@@ -297,31 +232,12 @@ pub async fn code(
         (status = 404, description = "You have no function of that name", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody)))]
 pub async fn remove(
-    user: AuthUser,
+    target: NamedInPath,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = parse_name(&path)?;
-    // A delete reads, then writes; on SQLite a concurrent commit in between makes
-    // it lose the lock race (nothing was written), so it is simply run again.
-    let mut attempt = 0u64;
-    let deleted = loop {
-        match state
-            .store
-            .delete_function(user.id, &user.name, &name)
-            .await
-        {
-            Err(StoreError::Deadlock) if attempt < DELETE_ATTEMPTS => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(5 * attempt.min(10))).await;
-            }
-            other => break other?,
-        }
-    };
-    if !deleted {
-        return Err(ApiError::function_not_found());
-    }
-    tracing::info!(user = %user.name, function = %name, "deleted");
-    after_delete(state.runtime.as_ref(), &user.name, name.as_str()).await;
+    state
+        .functions()
+        .remove(&target.owner, &target.name)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,11 +1,9 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use skiff_core::layout::Layout;
-use skiff_core::names::FunctionName;
 use utoipa::IntoParams;
 
-use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::NamedInPath;
 use crate::state::AppState;
 
 pub const MAX_TAIL: usize = 10_000;
@@ -23,18 +21,16 @@ pub struct LogParams {
     params(("name" = String, Path, description = "Function name", example = "hello",
         min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"), LogParams),
     responses(
-        (status = 200, description = "Log lines: `<RFC 3339 time> <stdout|stderr|skiff> | <text>`", body = String, content_type = "text/plain"),
+        (status = 200, description = "Log lines: `<RFC 3339 time> <stream> | <text>`; the stream is `stdout`, `stderr` or `skiff` with the process runtime, and the pod's name with the Kubernetes runtime (whose pod logs hold stdout and stderr together)", body = String, content_type = "text/plain"),
         (status = 400, description = "Invalid name or tail", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "You have no function of that name", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody)))]
+        (status = 503, description = "The database (`database_unavailable`) or, with the Kubernetes runtime, the Kubernetes API (`logs_unavailable`) is unavailable", body = ErrorBody)))]
 pub async fn logs(
-    user: AuthUser,
+    target: NamedInPath,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = FunctionName::parse(&path)?;
     let tail = params.tail.unwrap_or(100);
     if tail == 0 || tail > MAX_TAIL {
         return Err(ApiError::bad_request(
@@ -42,14 +38,10 @@ pub async fn logs(
             format!("tail must be between 1 and {MAX_TAIL}"),
         ));
     }
-    let Some(info) = state.store.get_function(user.id, &name).await? else {
-        return Err(ApiError::function_not_found());
-    };
-    let layout = Layout::new(&state.config.data_dir);
-    let lines = web::block(move || skiff_core::logs::tail(&layout, info.id, tail))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("log reader: {e}")))?
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading the log: {e}")))?;
+    let lines = state
+        .functions()
+        .logs(&target.owner, &target.name, tail)
+        .await?;
     let mut body = lines.join("\n");
     if !body.is_empty() {
         body.push('\n');

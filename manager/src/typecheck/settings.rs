@@ -1,6 +1,6 @@
 //! Settings of the deploy-time checker (`SKIFF_CHECK_*`, `SKIFF_CHECKER_UID`,
-//! `SKIFF_SANDBOX`). Each default is one constant, used by the flag and by
-//! `Default`.
+//! `SKIFF_SANDBOX`). Each default is declared once, on its flag; `Default`
+//! reads the declarations.
 
 use std::path::PathBuf;
 
@@ -30,13 +30,25 @@ pub struct CheckerSettings {
 }
 
 impl Default for CheckerSettings {
+    /// The flags' declared defaults.
     fn default() -> Self {
-        Self {
-            checker_uid: DEFAULT_CHECKER_UID,
-            check_timeout_secs: DEFAULT_CHECK_TIMEOUT_SECS,
-            check_memory_mb: DEFAULT_CHECK_MEMORY_MB,
-            sandbox: None,
-            checker_socket: None,
+        match skiff_core::settings::defaults() {
+            Ok(s) => s,
+            // Constants of this file; the unit test below parses them.
+            Err(e) => unreachable!("the checker settings' defaults do not parse: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_what_the_flags_declare() {
+        let d = CheckerSettings::default();
+        assert_eq!(d.checker_uid, DEFAULT_CHECKER_UID);
+        assert_eq!(d.check_timeout_secs, DEFAULT_CHECK_TIMEOUT_SECS);
+        assert!(d.sandbox.is_none() && d.checker_socket.is_none());
     }
 }

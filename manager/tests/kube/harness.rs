@@ -86,11 +86,16 @@ impl Seen {
         };
         assert_eq!(rest[0], "namespaces", "{}", self.path);
         assert_eq!(rest[1], NS, "every call stays in the functions namespace");
-        let resource = rest[2];
+        // A subresource (pods/NAME/log) is `resource/subresource`, as RBAC names it.
+        let resource = match rest.get(4) {
+            Some(sub) => format!("{}/{sub}", rest[2]),
+            None => rest[2].to_owned(),
+        };
         let named = rest.len() > 3;
         let verb = match (&self.method, named) {
             (&Method::PATCH, true) => Verb::Apply,
             (&Method::GET, false) => Verb::List,
+            (&Method::GET, true) => Verb::Get,
             (&Method::DELETE, true) => Verb::Delete,
             (&Method::DELETE, false) => Verb::DeleteCollection,
             other => panic!("unexpected call {other:?} {}", self.path),
@@ -147,6 +152,10 @@ pub enum Reply {
     List(Vec<(String, String)>),
     /// Never answer (until the test ends).
     Hang,
+    /// This status and raw body, as `text/plain` (a pod's log).
+    Text(u16, String),
+    /// A metadata list of pods with these names.
+    Pods(Vec<String>),
 }
 
 pub struct FakeApi {
@@ -231,6 +240,29 @@ impl FakeApi {
                 )
             }
             Reply::Hang => self.parked.push(send),
+            Reply::Text(status, text) => {
+                let resp = Response::builder()
+                    .status(StatusCode::from_u16(status).unwrap())
+                    .header("content-type", "text/plain")
+                    .body(Body::from(text.into_bytes()))
+                    .unwrap();
+                send.send_response(resp);
+            }
+            Reply::Pods(names) => {
+                let items: Vec<Value> = names
+                    .iter()
+                    .map(|n| {
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                               "metadata": {"name": n, "namespace": NS}})
+                    })
+                    .collect();
+                respond(
+                    send,
+                    200,
+                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                            "metadata": {}, "items": items}),
+                )
+            }
         }
         seen
     }
@@ -403,7 +435,7 @@ impl Env {
         self.store
             .deploy(
                 self.user_id,
-                "alice",
+                &UserName::parse("alice").unwrap(),
                 &FunctionName::parse(function).unwrap(),
                 source.as_bytes(),
             )

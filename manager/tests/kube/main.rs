@@ -9,6 +9,7 @@ mod manager_pod;
 
 mod api;
 mod failures;
+mod logs;
 mod rbac;
 mod reconcile;
 mod scenarios;

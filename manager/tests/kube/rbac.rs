@@ -8,7 +8,9 @@ use serde_yaml::Value;
 use skiff_core::store::testing::TestBackend;
 use skiff_manager::kube::api_calls::{API_CALLS, rbac_grants};
 
-use crate::harness::{HELLO_V1, Kind, env, settings};
+use skiff_manager::runtime::FunctionRuntime;
+
+use crate::harness::{HELLO_V1, Kind, Reply, env, settings};
 
 const RBAC_YAML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/rbac.yaml"));
 
@@ -86,8 +88,8 @@ fn the_manager_has_no_cluster_wide_grant() {
     }
 }
 
-/// Create, update with a prune, a reconcile pass with an orphan, and a
-/// delete together make every call in `API_CALLS`, and nothing else (the
+/// Create, update with a prune, a reconcile pass with an orphan, a delete
+/// and reading a function's logs together make every call in `API_CALLS`, and nothing else (the
 /// fake API panics on any unlisted call).
 #[tokio::test]
 async fn every_listed_call_is_made_by_the_code() {
@@ -115,6 +117,26 @@ async fn every_listed_call_is_made_by_the_code() {
     env.api.expect_version("alice", "hello", 1).await;
     env.api.expect_delete_all("alice", "old", false).await;
     pass.await.unwrap();
+
+    // Reading a function's output: its pods, then each pod's log.
+    let logs = env.runtime.log_source().unwrap();
+    let read = tokio::spawn(async move {
+        let (user, name) = (
+            skiff_core::names::UserName::parse("alice").unwrap(),
+            skiff_core::names::FunctionName::parse("hello").unwrap(),
+        );
+        let function = skiff_manager::functions::logs::LoggedFunction {
+            id: 1,
+            user: &user,
+            name: &name,
+        };
+        logs.tail(function, 10).await.map(|_| ())
+    });
+    env.api.answer(Reply::Pods(vec!["hello-a".into()])).await;
+    env.api
+        .answer(Reply::Text(200, "2026-01-01T00:00:00Z hi\n".into()))
+        .await;
+    read.await.unwrap().unwrap();
 
     let listed: BTreeSet<_> = API_CALLS.iter().copied().collect();
     assert_eq!(env.api.calls(), listed);

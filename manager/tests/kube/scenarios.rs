@@ -97,7 +97,11 @@ async fn delete_removes_every_object_by_name_and_label(b: TestBackend) {
     let name = skiff_core::names::FunctionName::parse("hello").unwrap();
     assert!(
         env.store
-            .delete_function(env.user_id, "alice", &name)
+            .delete_function(
+                env.user_id,
+                &skiff_core::names::UserName::parse("alice").unwrap(),
+                &name
+            )
             .await
             .unwrap()
     );

@@ -67,7 +67,11 @@ async fn state_is_replaced_listed_and_deleted_with_the_function(b: TestBackend) 
     let name = FunctionName::parse("hello").unwrap();
     assert!(
         env.store
-            .delete_function(env.user_id, "alice", &name)
+            .delete_function(
+                env.user_id,
+                &skiff_core::names::UserName::parse("alice").unwrap(),
+                &name
+            )
             .await
             .unwrap()
     );
