@@ -172,7 +172,10 @@ pub enum ConfigError {
 impl RouterSettings {
     /// Validates; returns the database URL separately since only `main` needs it.
     pub fn into_config(self) -> Result<(Secret, RouterConfig), ConfigError> {
-        let url = self.database_url.ok_or(ConfigError::MissingDatabaseUrl)?;
+        let url = self
+            .database_url
+            .clone()
+            .ok_or(ConfigError::MissingDatabaseUrl)?;
         for (name, v) in [
             ("SKIFF_REQUEST_TIMEOUT_SECS", self.request_timeout_secs),
             ("SKIFF_MAX_BODY_BYTES", self.max_body_bytes),
