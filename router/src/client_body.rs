@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::RouterError;
-use crate::proxy::BoxError;
+use crate::body::BoxError;
 
 /// Why the caller's body could not be passed on. Found again in the upstream
 /// client's error chain by `ClientBodyError::find`.
