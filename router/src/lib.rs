@@ -201,3 +201,6 @@ impl RouterApp {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod fake_upstream_tests;

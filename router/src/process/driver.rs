@@ -548,10 +548,7 @@ mod tests {
         assert!(fs.running().is_empty());
         assert!(fs.spawner.removed.lock().unwrap().contains(&1));
         // and a late request does not bring it back
-        assert_eq!(
-            fs.acquire(&f(1, 1), |i| i.id).await,
-            Err(StartError::Gone)
-        );
+        assert_eq!(fs.acquire(&f(1, 1), |i| i.id).await, Err(StartError::Gone));
         assert_eq!(fs.spawner.spawned.load(Ordering::SeqCst), 1);
     }
 

@@ -16,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::command::{Placeholders, clean_env, runtime_args};
+use super::driver::Managed;
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::{InstancePaths, Sandbox, socket_path};
-use super::driver::Managed;
 use crate::body::ProxyBody;
 use crate::directory::FunctionRef;
 use crate::error::StartError;
@@ -329,7 +329,8 @@ pub async fn spawn(
     let tmp_dir = spec.instances_dir.join(id.to_string());
     // File work off the async workers.
     let deno_dir = {
-        let (tmp_dir, code_dir, seed) = (tmp_dir.clone(), code_dir.to_owned(), spec.runtime.clone());
+        let (tmp_dir, code_dir, seed) =
+            (tmp_dir.clone(), code_dir.to_owned(), spec.runtime.clone());
         tokio::task::spawn_blocking(move || {
             prepare_tmp_dir(&tmp_dir, ids)?;
             prepare_deno_dir(&code_dir, ids, &seed)

@@ -84,11 +84,7 @@ impl DenoSpawner {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.entry(function_id)
             .or_insert_with(|| {
-                Arc::new(LogWriter::new(
-                    &self.layout,
-                    function_id,
-                    DEFAULT_MAX_BYTES,
-                ))
+                Arc::new(LogWriter::new(&self.layout, function_id, DEFAULT_MAX_BYTES))
             })
             .clone()
     }
