@@ -32,13 +32,8 @@ use directory::{Directory, Syncer};
 use kubernetes::KubernetesRuntime;
 use process::ProcessRuntime;
 use runtime::Runtime;
+use server::stopped;
 use state::RouterState;
-
-/// Resolves once the stop flag is set (the watch guard is dropped inside, so
-/// callers' futures stay `Send`).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
 
 type SyncRequest = tokio::sync::oneshot::Sender<()>;
 
