@@ -35,8 +35,6 @@ pub trait Managed: Send + Sync + 'static {
 pub trait Spawner: Send + Sync + 'static {
     type Instance: Managed;
     fn spawn(&self, f: Arc<FunctionRef>) -> BoxFuture<'_, Result<Arc<Self::Instance>, StartError>>;
-    /// Code of versions other than `version` is no longer needed.
-    fn keep_only_version(&self, function_id: i64, version: i64);
     /// The function is deleted: remove its code and logs.
     fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()>;
 }
@@ -195,7 +193,6 @@ impl<S: Spawner> Functions<S> {
                     });
                 }
                 Action::Stop(i) => i.0.kill(),
-                Action::KeepOnlyVersion(v) => self.spawner.keep_only_version(id, v),
                 Action::RemoveAll { stop } => {
                     let me = me.clone();
                     let grace = self.settings.delete_grace;
@@ -404,7 +401,6 @@ mod tests {
         spawned: AtomicUsize,
         hold: Mutex<Option<oneshot::Receiver<Result<(), StartError>>>>,
         removed: Mutex<Vec<i64>>,
-        kept: Mutex<Vec<(i64, i64)>>,
     }
 
     impl Spawner for FakeSpawner {
@@ -424,9 +420,6 @@ mod tests {
                     exited: Notify::new(),
                 }))
             })
-        }
-        fn keep_only_version(&self, function_id: i64, version: i64) {
-            self.kept.lock().unwrap().push((function_id, version));
         }
         fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()> {
             self.removed.lock().unwrap().push(function_id);
@@ -484,7 +477,6 @@ mod tests {
             assert_eq!(c.await.unwrap(), Ok(1));
         }
         assert_eq!(fs.spawner.spawned.load(Ordering::SeqCst), 1);
-        assert_eq!(fs.spawner.kept.lock().unwrap().as_slice(), &[(1, 1)]);
     }
 
     #[tokio::test]
