@@ -429,8 +429,8 @@ mod tests {
 
     fn f(id: i64, version: i64) -> Arc<FunctionRef> {
         Arc::new(FunctionRef {
-            user: "alice".into(),
-            name: "f".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("f").unwrap(),
             function_id: id,
             version,
             sha256: String::new(),
@@ -530,8 +530,8 @@ mod tests {
         };
         settle().await;
         fs.apply(&Update::Gone {
-            user: "alice".into(),
-            name: "f".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("f").unwrap(),
             function_id: 1,
         });
         go.send(Ok(())).unwrap();
@@ -549,8 +549,8 @@ mod tests {
         let fs = functions();
         let old = fs.acquire(&f(1, 1), Arc::clone).await.unwrap();
         fs.apply(&Update::Gone {
-            user: "alice".into(),
-            name: "f".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("f").unwrap(),
             function_id: 1,
         });
         fs.apply(&Update::Live(f(2, 1)));
