@@ -224,7 +224,10 @@ impl Syncer {
             }
             Err(e) => {
                 if !self.failing {
-                    tracing::warn!(error = %e, "cannot poll the change feed; serving the functions already known");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot poll the change feed; serving the functions already known"
+                    );
                 }
                 self.failing = true;
                 Vec::new()
