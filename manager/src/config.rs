@@ -1,5 +1,5 @@
 //! Manager configuration: every setting is an environment variable and a flag
-//! (SPEC.md, "Configuration"). `ManagerSettings` is what clap parses; `ManagerConfig`
+//! (README.md, "Configuration"). `ManagerSettings` is what clap parses; `ManagerConfig`
 //! is the validated form the application runs on (`skiff dev` builds one directly).
 
 use std::net::SocketAddr;

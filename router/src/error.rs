@@ -1,6 +1,7 @@
-//! The router's error boundary: each failure has the status SPEC.md gives it and a
-//! JSON body `{"error":{"code","message"}}`. Messages never carry a function's
-//! internals (its stderr goes to its owner's log, not to the public caller).
+//! The router's error boundary: each failure has the status README.md's "Router"
+//! table gives it and a JSON body `{"error":{"code","message"}}`. Messages never
+//! carry a function's internals (its stderr goes to its owner's log, not to the
+//! public caller).
 
 use std::time::Duration;
 

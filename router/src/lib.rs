@@ -1,4 +1,4 @@
-//! The Skiff router: the public data plane (see SPEC.md, "Router").
+//! The Skiff router: the public data plane (see README.md, "Router").
 
 mod client_body;
 pub mod config;
