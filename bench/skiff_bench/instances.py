@@ -4,6 +4,7 @@ instances warm at once, with their memory."""
 import concurrent.futures as futures
 import json
 import os
+import sqlite3
 import time
 
 from .api import request
@@ -12,10 +13,27 @@ from .procfs import CLK_TCK, cpu_ticks, instances_of, pss_kb, rss_split_kb, vm_r
 from .tools import run_cmd
 
 
+def module_marks(db, pairs):
+    """What an instance's --module path holds for each (user, name): the router
+    keeps a function's code under <data>/functions/<function id>/v<version>/."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT u.username, f.name, f.id FROM functions f "
+                           "JOIN users u ON u.id = f.user_id").fetchall()
+    finally:
+        con.close()
+    ids = {(u, nm): i for u, nm, i in rows}
+    missing = [p for p in pairs if p not in ids]
+    if missing:
+        raise StepFailed(f"not in the database: {missing[:3]}")
+    return {f"/functions/{ids[p]}/" for p in pairs}
+
+
 def phase_burst(run, stack):
     urls = [f"{stack.rbase}/fn/{u}/{nm}" for u, nm in stack.burst_set]
+    marks = module_marks(stack.db, stack.burst_set)
     running = set(instances_of(stack.router.pid).values())
-    if any(f"/{u}/{nm}/" in m for u, nm in stack.burst_set for m in running):
+    if any(k in m for k in marks for m in running):
         raise StepFailed("a burst function already has an instance")
     argv = [run.args.loadgen, "burst"]
     for u in urls:
@@ -26,8 +44,7 @@ def phase_burst(run, stack):
     wall = time.monotonic() - t0
     r1 = cpu_ticks([stack.router.pid])
     inst = instances_of(stack.router.pid)
-    mine = [pid for pid, m in inst.items()
-            if any(f"/functions/{u}/{nm}/" in m for u, nm in stack.burst_set)]
+    mine = [pid for pid, m in inst.items() if any(k in m for k in marks)]
     r["cpu"] = {
         "instances_found": len(mine),
         "instances_cpu_s": cpu_ticks(mine) / CLK_TCK,
@@ -59,7 +76,7 @@ def phase_warm(run, stack):
         list(ex.map(call, urls))
     time.sleep(1)
     inst = instances_of(stack.router.pid)
-    wanted = {f"/functions/{u}/{nm}/" for u, nm in stack.warm_set}
+    wanted = module_marks(stack.db, stack.warm_set)
     mine = [pid for pid, m in inst.items() if any(w in m for w in wanted)]
     if len(mine) != len(stack.warm_set):
         raise StepFailed(f"expected {len(stack.warm_set)} warm instances, found {len(mine)}")
