@@ -1,5 +1,6 @@
 //! Validated user and function names. Both are `[a-z0-9-]`, start with a letter and
-//! do not end with `-`; users are 3–32 characters, functions 1–40 (SPEC.md).
+//! do not end with `-`; users are 3–32 characters, functions 1–40 (README.md,
+//! "Manager API").
 //! Holding one of these types is proof the string passed the rules, so paths,
 //! SQL and Kubernetes object names built from them need no further checks.
 

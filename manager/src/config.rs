@@ -1,8 +1,8 @@
-//! Manager configuration: every setting is an environment variable and a flag,
-//! declared once with its default in `ManagerSettings` (what clap parses).
-//! `ManagerConfig` is the validated form the application runs on; `skiff dev`
-//! and tests start from [`ManagerConfig::new`], which takes the same declared
-//! defaults.
+//! Manager configuration: every setting is an environment variable and a flag
+//! (README.md, "Configuration"), declared once with its default in
+//! `ManagerSettings` (what clap parses). `ManagerConfig` is the validated form the
+//! application runs on; `skiff dev` and tests start from [`ManagerConfig::new`],
+//! which takes the same declared defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! The Skiff manager: accounts, tokens and functions over HTTP (see SPEC.md).
+//! The Skiff manager: accounts, tokens and functions over HTTP (see README.md,
+//! "Manager API").
 
 pub mod auth;
 pub mod config;

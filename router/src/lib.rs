@@ -1,4 +1,4 @@
-//! The Skiff router: the public data plane (see SPEC.md, "Router").
+//! The Skiff router: the public data plane (see README.md, "Router").
 
 // Layers, lowest first; each imports only from those above it in this list:
 // body, error → directory → runtime (trait) → process, kubernetes (its

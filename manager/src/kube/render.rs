@@ -26,15 +26,23 @@ pub struct RenderArgs {
 }
 
 /// The objects as YAML documents, in apply order.
-pub fn to_yaml(objects: &FunctionObjects) -> Result<String, serde_yaml::Error> {
+pub fn to_yaml(objects: &FunctionObjects) -> Result<String, serde_saphyr::SerializeError> {
     let docs = [
-        serde_yaml::to_string(&objects.network_policy)?,
-        serde_yaml::to_string(&objects.config_map)?,
-        serde_yaml::to_string(&objects.service)?,
-        serde_yaml::to_string(&objects.deployment)?,
-        serde_yaml::to_string(&objects.autoscaler)?,
+        document(&objects.network_policy)?,
+        document(&objects.config_map)?,
+        document(&objects.service)?,
+        document(&objects.deployment)?,
+        document(&objects.autoscaler)?,
     ];
     Ok(docs.iter().map(|d| format!("---\n{d}")).collect())
+}
+
+/// One object as YAML. A long one-line value (an annotation, the list of denied
+/// networks) stays on one line instead of being folded at 80 columns, so it can
+/// be found with grep; a multi-line one (the function's source) is a literal block.
+fn document<T: serde::Serialize>(object: &T) -> Result<String, serde_saphyr::SerializeError> {
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: usize::MAX };
+    serde_saphyr::to_string_with_options(object, options)
 }
 
 pub fn run(settings: &KubeSettings, args: &RenderArgs) -> anyhow::Result<String> {
@@ -78,8 +86,9 @@ mod tests {
             ]
         );
         assert_eq!(yaml.matches("---\n").count(), 5);
-        for doc in serde_yaml::Deserializer::from_str(&yaml) {
-            let v = serde_yaml::Value::deserialize(doc).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
+        assert_eq!(docs.len(), 5);
+        for v in docs {
             assert!(v.get("apiVersion").is_some());
         }
     }
@@ -97,6 +106,4 @@ mod tests {
             .to_string();
         assert!(err.contains("user name"), "{err}");
     }
-
-    use serde::Deserialize;
 }

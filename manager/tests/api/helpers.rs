@@ -211,7 +211,7 @@ impl TestApp {
     }
 }
 
-/// Asserts the JSON error shape of SPEC.md and returns the code.
+/// Asserts the JSON error shape (README.md, "Manager API") and returns the code.
 pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status(), status, "unexpected status");
     let body: Value = resp.json().await.expect("a JSON error body");

@@ -2,21 +2,23 @@
 //! container of their own, as another uid, and nothing of the manager's
 //! secrets, service-account token or processes reaches that container.
 
-use serde_yaml::Value;
+// YAML read into JSON values: the manifests use only what JSON can hold.
+use serde_json::Value;
 
 const MANAGER_YAML: &str =
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/manager.yaml"));
 
 fn deployment() -> Value {
-    serde_yaml::Deserializer::from_str(MANAGER_YAML)
-        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+    serde_saphyr::from_multiple::<Value>(MANAGER_YAML)
+        .unwrap()
+        .into_iter()
         .find(|v| v["kind"] == "Deployment")
         .expect("a Deployment in k8s/manager.yaml")
 }
 
 fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
     pod["containers"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == name)
@@ -25,7 +27,7 @@ fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
 
 fn mounts(c: &Value) -> Vec<(String, String)> {
     c["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .map(|m| {
             m.iter()
                 .map(|m| {
@@ -40,7 +42,7 @@ fn mounts(c: &Value) -> Vec<(String, String)> {
 }
 
 fn env<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
-    c["env"].as_sequence()?.iter().find(|e| e["name"] == name)
+    c["env"].as_array()?.iter().find(|e| e["name"] == name)
 }
 
 #[test]
@@ -68,7 +70,7 @@ fn checks_run_in_their_own_container_as_another_uid_without_the_managers_secrets
 
     // No secret of any kind in the checker's environment.
     assert!(checker["envFrom"].is_null());
-    for e in checker["env"].as_sequence().unwrap() {
+    for e in checker["env"].as_array().unwrap() {
         assert!(
             e["valueFrom"].is_null(),
             "checker env from a reference: {e:?}"
@@ -85,7 +87,7 @@ fn checks_run_in_their_own_container_as_another_uid_without_the_managers_secrets
         .as_str()
         .unwrap();
     let args: Vec<&str> = checker["args"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())

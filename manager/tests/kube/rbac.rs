@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use serde_yaml::Value;
+// YAML read into JSON values: the manifests use only what JSON can hold.
+use serde_json::Value;
 use skiff_core::store::testing::TestBackend;
 use skiff_manager::kube::api_calls::{API_CALLS, rbac_grants};
 
@@ -15,7 +16,7 @@ use crate::harness::{HELLO_V1, Kind, Reply, env, settings};
 const RBAC_YAML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/rbac.yaml"));
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
+    v.as_array()
         .unwrap_or_else(|| panic!("expected a list, got {v:?}"))
         .iter()
         .map(|s| s.as_str().unwrap().to_owned())
@@ -25,8 +26,7 @@ fn strings(v: &Value) -> Vec<String> {
 /// (apiGroup, resource, verb) granted by the Role `name` in `namespace`.
 fn role_grants(name: &str, namespace: &str) -> BTreeSet<(String, String, String)> {
     let mut roles = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(RBAC_YAML) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+    for v in serde_saphyr::from_multiple::<Value>(RBAC_YAML).unwrap() {
         if v["kind"] == "Role"
             && v["metadata"]["name"] == name
             && v["metadata"]["namespace"] == namespace
@@ -40,7 +40,7 @@ fn role_grants(name: &str, namespace: &str) -> BTreeSet<(String, String, String)
         "exactly one Role {namespace}/{name} in k8s/rbac.yaml"
     );
     let mut grants = BTreeSet::new();
-    for rule in roles[0]["rules"].as_sequence().unwrap() {
+    for rule in roles[0]["rules"].as_array().unwrap() {
         assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
         for group in strings(&rule["apiGroups"]) {
             for resource in strings(&rule["resources"]) {
@@ -71,8 +71,7 @@ fn the_role_grants_exactly_what_the_code_calls() {
 
 #[test]
 fn the_manager_has_no_cluster_wide_grant() {
-    for doc in serde_yaml::Deserializer::from_str(RBAC_YAML) {
-        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+    for v in serde_saphyr::from_multiple::<Value>(RBAC_YAML).unwrap() {
         let kind = v["kind"].as_str().unwrap_or_default();
         assert!(
             kind != "ClusterRole" && kind != "ClusterRoleBinding",

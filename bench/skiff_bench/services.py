@@ -1,0 +1,57 @@
+"""Starting Skiff's services and the direct instance for a run."""
+
+from .api import Api, wait_http
+from .common import REPO
+from .procs import free_port
+
+
+def start_manager(run, name, db, router_port, deno):
+    """A manager on `db` whose public URL is the router's; returns its `Api`."""
+    port = free_port()
+    env = {
+        "SKIFF_DATABASE_URL": f"sqlite://{db}",
+        "SKIFF_JWT_SECRET": "bench-secret-" + "x" * 40,
+        "SKIFF_ALLOW_SIGNUP": "true",
+        "SKIFF_LISTEN": f"127.0.0.1:{port}",
+        "SKIFF_DATA_DIR": str(run.work / name),
+        "SKIFF_DENO": deno,
+        "SKIFF_PUBLIC_URL": f"http://127.0.0.1:{router_port}",
+        "SKIFF_LOGIN_LIMIT_PER_USER": "1000",
+        "SKIFF_LOGIN_LIMIT_PER_USER_ADDR": "1000",
+        "SKIFF_LOGIN_LIMIT_PER_ADDR": "100000",
+        "SKIFF_REGISTER_LIMIT_PER_ADDR": "100000",
+        "RUST_LOG": "warn",
+    }
+    p = run.procs.start(name, [run.args.manager], env=env)
+    api = Api(f"http://127.0.0.1:{port}")
+    wait_http(f"{api.base}/healthz", timeout=60, proc=p)
+    return api
+
+
+def start_router(run, name, port, idle_secs, db):
+    """A router on `db` listening on `port`; returns its process."""
+    data = run.work / name
+    env = {
+        "SKIFF_DATABASE_URL": f"sqlite://{db}",
+        "SKIFF_DATA_DIR": str(data),
+        "SKIFF_LISTEN": f"127.0.0.1:{port}",
+        "SKIFF_DENO": run.deno,
+        "SKIFF_IDLE_TIMEOUT_SECS": str(idle_secs),
+        "RUST_LOG": "warn",
+    }
+    p = run.procs.start(name, [run.args.router], env=env)
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=p)
+    return p
+
+
+def start_direct(run, module):
+    """The client runtime serving `module` on TCP, as HAProxy's and nginx's
+    upstream: returns (process, port)."""
+    port = free_port()
+    argv = [run.deno, "run", "--allow-net", f"--allow-read={module.parent}",
+            str(REPO / "client-runtime" / "main.ts"),
+            "--module", str(module), "--listen", f"tcp:127.0.0.1:{port}"]
+    run.results["commands"]["direct_instance"] = [" ".join(argv)]
+    direct = run.procs.start("deno-direct", argv)
+    wait_http(f"http://127.0.0.1:{port}/", timeout=60, proc=direct)
+    return direct, port
