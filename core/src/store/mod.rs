@@ -151,5 +151,3 @@ impl Store {
     }
 }
 
-#[cfg(feature = "testing")]
-pub mod testing;

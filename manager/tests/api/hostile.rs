@@ -2,14 +2,14 @@
 
 use serde_json::json;
 use skiff_core::secret::Secret;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 use skiff_core::tokens::{Claims, TokenKeys};
 
 use crate::helpers::{
     HELLO, Options, PASSWORD, SECRET, TestApp, error_code, spawn_app, spawn_app_with,
 };
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     malformed_account_requests,
     bad_function_names,
     bad_sources,
@@ -25,7 +25,7 @@ crate::on_both_backends!(
 
 /// Alice with one deployed function: the state every hostile case must leave as it was.
 async fn seeded(app: &TestApp) -> String {
-    let t = app.user_token("alice").await;
+    let t = app.token("alice").await;
     assert_eq!(app.deploy(&t, "keep", HELLO).await.status(), 201);
     t
 }
@@ -581,7 +581,7 @@ async fn jwt_algorithm_confusion_and_header_injection(b: TestBackend) {
 async fn tokens_for_users_that_do_not_match_exactly(b: TestBackend) {
     let app = spawn_app(b).await;
     let good = seeded(&app).await;
-    app.user_token("bob").await;
+    app.token("bob").await;
     let before = app.snapshot().await;
     let alice = app.store.find_user("alice").await.unwrap().unwrap();
     let bob = app.store.find_user("bob").await.unwrap().unwrap();

@@ -6,7 +6,7 @@ use actix_web::{App, test as actix, web};
 use serde_json::Value;
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::secret::Secret;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 use skiff_core::tokens::TokenKeys;
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::runtime::SharedRuntime;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::store::Store;
-use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_testkit::{TestBackend, TestDb};
 use skiff_manager::kube::api_calls::{API_CALLS, ApiCall, Verb};
 use skiff_manager::kube::{KubeRuntime, KubeSettings, SyncOutcome};
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 use skiff_manager::kube::api_calls::{API_CALLS, rbac_grants};
 
 use crate::harness::{HELLO_V1, Kind, env, settings};

@@ -4,7 +4,7 @@
 //! framing could make the router and the function disagree are refused.
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 use skiff_router::config::RouterConfig;
 
 use crate::helpers::{Opts, Stack, stack_with};

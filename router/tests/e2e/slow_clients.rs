@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 use skiff_router::config::RouterConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
