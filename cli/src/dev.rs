@@ -152,7 +152,10 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let router_handle = router.handle();
     // The bound port: --router-addr may say port 0.
     let public_url = normalise_public_url(&args.public_url.clone().unwrap_or_else(|| {
-        format!("http://{}", SocketAddr::new(args.router_addr.ip(), router_port))
+        format!(
+            "http://{}",
+            SocketAddr::new(args.router_addr.ip(), router_port)
+        )
     }))?;
 
     let mut mcfg = ManagerConfig::new(&url, secret, data_dir.clone());
@@ -165,11 +168,8 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let manager_port = manager.port();
     let manager_handle = manager.server().handle();
     if let Some(f) = &args.ready_file {
-        skiff_core::ready::announce_named(
-            f,
-            &[("manager", manager_port), ("router", router_port)],
-        )
-        .with_context(|| format!("writing the ready file {}", f.display()))?;
+        skiff_core::ready::announce_named(f, &[("manager", manager_port), ("router", router_port)])
+            .with_context(|| format!("writing the ready file {}", f.display()))?;
     }
 
     println!("Skiff dev is running");

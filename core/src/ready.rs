@@ -35,7 +35,11 @@ pub fn read_named(path: &Path, name: &str) -> Option<u16> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().find_map(|line| {
         let (n, p) = line.split_once(' ')?;
-        if n == name { p.trim().parse().ok() } else { None }
+        if n == name {
+            p.trim().parse().ok()
+        } else {
+            None
+        }
     })
 }
 

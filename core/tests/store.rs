@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use skiff_core::names::{FunctionName, UserName};
-use skiff_testkit::{TestBackend, TestDb};
 use skiff_core::store::{Store, StoreError};
+use skiff_testkit::{TestBackend, TestDb};
 
 skiff_testkit::on_both_backends!(
     users_are_unique_and_found,

@@ -150,7 +150,13 @@ impl ApiClient {
     }
 
     /// `GET <router>/fn/<user>/<name><rest>`: a call of the function.
-    pub async fn call(&self, router: &str, user: &str, name: &str, rest: &str) -> reqwest::Response {
+    pub async fn call(
+        &self,
+        router: &str,
+        user: &str,
+        name: &str,
+        rest: &str,
+    ) -> reqwest::Response {
         self.http
             .get(format!("{router}/fn/{user}/{name}{rest}"))
             .send()

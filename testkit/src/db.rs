@@ -3,8 +3,8 @@
 //! `scripts/test.sh`, starts on its own port).
 
 use rand::Rng;
-use sqlx::Connection;
 use skiff_core::store::Store;
+use sqlx::Connection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestBackend {

@@ -34,14 +34,14 @@ macro_rules! on_both_backends {
             @with [tokio::test(flavor = "multi_thread", worker_threads = 4)] $($case),*
         );
     };
-    (@with [$($attr:tt)*] $($case:ident),* $(,)?) => {
+    (@with [$attr:meta] $($case:ident),* $(,)?) => {
         mod sqlite {
-            $(#[$($attr)*] async fn $case() {
+            $(#[$attr] async fn $case() {
                 super::$case($crate::TestBackend::Sqlite).await
             })*
         }
         mod mysql {
-            $(#[$($attr)*] async fn $case() {
+            $(#[$attr] async fn $case() {
                 super::$case($crate::TestBackend::MySql).await
             })*
         }

@@ -184,11 +184,17 @@ impl Service {
             return true;
         }
         if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the service exited at start ({status}); its output:\n{}", self.log());
+            panic!(
+                "the service exited at start ({status}); its output:\n{}",
+                self.log()
+            );
         }
         if Instant::now() > deadline {
             let _ = self.child.kill();
-            panic!("the service did not start listening; its output:\n{}", self.log());
+            panic!(
+                "the service did not start listening; its output:\n{}",
+                self.log()
+            );
         }
         false
     }

@@ -150,4 +150,3 @@ impl Store {
         self.pool.close().await;
     }
 }
-

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
-use skiff_testkit::TestBackend;
 use skiff_manager::users_cli::{UserCommand, run};
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, PASSWORD, error_code, spawn_app, spawn_app_with};
 

@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skiff_testkit::TestBackend;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, TestApp, spawn_app_with};
 

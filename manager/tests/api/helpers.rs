@@ -6,14 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::Value;
 use skiff_core::secret::Secret;
 use skiff_core::store::Store;
-use skiff_testkit::{ApiClient, TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
 use skiff_manager::state::AppState;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_testkit::{ApiClient, TestBackend, TestDb};
 
-pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 pub use skiff_testkit::PASSWORD;
+pub use skiff_testkit::SECRET;
 
 /// The manager, and a client of its API (its calls through `Deref`).
 pub struct TestApp {

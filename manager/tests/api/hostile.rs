@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use skiff_core::secret::Secret;
-use skiff_testkit::TestBackend;
 use skiff_core::tokens::{Claims, TokenKeys};
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{
     HELLO, Options, PASSWORD, SECRET, TestApp, error_code, spawn_app, spawn_app_with,
@@ -662,7 +662,7 @@ async fn huge_tokens_get_a_clean_4xx(b: TestBackend) {
     // Past it, the whole request is refused before any handler runs: 431, then
     // the connection is closed. (A client that stops reading once its write
     // fails, like hyper, sees the close instead of the answer; this one reads.)
-    let addr = app.address.trim_start_matches("http://").to_owned();
+    let addr = app.base.trim_start_matches("http://").to_owned();
     for (method, path) in [("GET", "/func/keep"), ("POST", "/func?name=keep")] {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\

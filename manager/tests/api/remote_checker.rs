@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_testkit::TestBackend;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, spawn_app_with};
 

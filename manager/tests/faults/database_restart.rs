@@ -183,7 +183,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             "{outage:?}: POST /login"
         );
         let r = mgr
-            .deploy(&token, "during-outage", &source("during the outage"))
+            .try_deploy(&token, "during-outage", &source("during the outage"))
             .await
             .unwrap();
         assert_eq!(
@@ -242,7 +242,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
     for w in 0..WRITERS {
         let name = format!("f{w}");
         let info: Value = mgr
-            .get(&token, &format!("/func/{name}"))
+            .try_get(&token, &format!("/func/{name}"))
             .await
             .unwrap()
             .json()
@@ -283,7 +283,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             }
         }
         let code = mgr
-            .get(&token, &format!("/func/{name}/code"))
+            .try_get(&token, &format!("/func/{name}/code"))
             .await
             .unwrap()
             .text()

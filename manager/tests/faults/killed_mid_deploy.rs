@@ -158,7 +158,7 @@ async fn live_versions(mgr: &Manager, token: &str) -> Vec<i64> {
     let mut out = Vec::new();
     for name in FUNCTIONS {
         let info: Value = mgr
-            .get(token, &format!("/func/{name}"))
+            .try_get(token, &format!("/func/{name}"))
             .await
             .unwrap()
             .json()
@@ -307,7 +307,7 @@ async fn verify(mgr: &Manager, token: &str, db: &TestDb, ledger: &Ledger, round:
         assert_eq!(info["latest_version"], live);
         // The live source is wholly the live version: same bytes, same hash.
         let code = mgr
-            .get(token, &format!("/func/{name}/code"))
+            .try_get(token, &format!("/func/{name}/code"))
             .await
             .unwrap()
             .bytes()

@@ -5,8 +5,8 @@
 use skiff_core::names::FunctionName;
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::store::RuntimePhase;
-use skiff_testkit::TestBackend;
 use skiff_manager::kube::{KubeSettings, SyncOutcome};
+use skiff_testkit::TestBackend;
 
 use crate::harness::{Env, HELLO_V1, Kind, Reply, env, settings};
 

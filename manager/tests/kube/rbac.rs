@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;
-use skiff_testkit::TestBackend;
 use skiff_manager::kube::api_calls::{API_CALLS, rbac_grants};
+use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, Kind, env, settings};
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use skiff_core::names::FunctionName;
 use skiff_core::naming::object_name;
 use skiff_core::store::RuntimePhase;
-use skiff_testkit::TestBackend;
 use skiff_manager::kube::{ReconcileReport, reconcile};
 use skiff_manager::runtime::FunctionRuntime;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{Env, HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
 

@@ -2,8 +2,8 @@
 
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::store::RuntimePhase;
-use skiff_testkit::TestBackend;
 use skiff_manager::kube::SyncOutcome;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, HELLO_V2, env, settings};
 

@@ -6,7 +6,7 @@ use skiff_testkit::{Launch, TestBackend};
 
 use crate::helpers::{Opts, stack, stack_with};
 
-skiff_testkit::on_both_backends!(multi_thread; 
+skiff_testkit::on_both_backends!(multi_thread;
     methods_paths_queries_headers_and_binary_bodies,
     fifty_megabytes_stream_both_ways,
     redirects_pass_through_and_no_compression_is_added,

@@ -108,13 +108,7 @@ async fn failing_functions_get_their_status_and_spare_the_neighbour(b: TestBacke
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert_eq!((status, code.as_str()), (503, "function_unavailable"));
-    let logs = s
-        .manager
-        .logs(&t, "broken", "")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let logs = s.manager.logs(&t, "broken", "").await.text().await.unwrap();
     assert!(logs.contains("fails at load"), "{logs}");
 }
 

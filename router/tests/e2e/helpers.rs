@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use skiff_core::secret::Secret;
-use skiff_testkit::{TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
 use skiff_router::config::RouterConfig;
 use skiff_router::{RouterApp, RouterHandle};
 use skiff_testkit::ApiClient;
+use skiff_testkit::{TestBackend, TestDb};
 
 pub struct Stack {
     /// A client of the manager's API (on `client`).
@@ -73,7 +73,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
 
     let mut m = ManagerConfig::new(
         &db.url,
-        Secret::new("e2e-secret-that-is-long-enough-0123456789"),
+        Secret::new(skiff_testkit::SECRET),
         data_dir.clone(),
     );
     m.listen = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -7,7 +7,7 @@ use skiff_testkit::TestBackend;
 
 use crate::helpers::{Opts, replies, stack, stack_with};
 
-skiff_testkit::on_both_backends!(multi_thread; 
+skiff_testkit::on_both_backends!(multi_thread;
     deploy_call_update_delete,
     three_handler_shapes,
     tenants_with_the_same_name_are_isolated,
@@ -150,13 +150,7 @@ async fn logs_show_function_output(b: TestBackend) {
     s.get("alice", "talk", "/second").await;
     let mut text = String::new();
     for _ in 0..50 {
-        text = s
-            .manager
-            .logs(&t, "talk", "")
-            .await
-            .text()
-            .await
-            .unwrap();
+        text = s.manager.logs(&t, "talk", "").await.text().await.unwrap();
         if text.contains("warned /second") {
             break;
         }

@@ -9,7 +9,7 @@ use skiff_testkit::TestBackend;
 
 use crate::helpers::{Stack, stack};
 
-skiff_testkit::on_both_backends!(multi_thread; 
+skiff_testkit::on_both_backends!(multi_thread;
     printed_lines_reach_the_owner_as_one_neutralised_line_each,
     the_owners_log_shows_no_data_dir_path,
 );

@@ -11,7 +11,7 @@ use skiff_testkit::{Launch, TestBackend};
 
 use crate::helpers::{replies, stack};
 
-skiff_testkit::on_both_backends!(multi_thread; 
+skiff_testkit::on_both_backends!(multi_thread;
     abstract_unix_sockets_are_refused_both_ways,
     a_running_instance_carries_every_layer,
     tmp_is_private_to_each_instance_and_capped,

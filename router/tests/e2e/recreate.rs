@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use skiff_core::store::Store;
 use skiff_testkit::{Launch, Service, TestBackend};
 
-use crate::helpers::{Opts, replies, stack_with};
+use crate::helpers::{Opts, Stack, replies, stack_with};
 
 /// The router binary, on its own port and the stack's data dir and database.
 async fn router_process(db_url: &str, data_dir: &Path) -> Service {
@@ -86,8 +86,18 @@ async fn files_gone(data_dir: &Path, id: i64, within: Duration) {
     );
 }
 
-async fn recreated_within_one_poll(b: TestBackend) {
-    // The in-process router of the stack is not used: it polls once an hour.
+/// A stack whose in-process router is out of the way (it polls once an
+/// hour), a router process serving alice's `f` ("old"), alice's token, and
+/// the old function's id.
+struct Serving {
+    s: Stack,
+    store: Store,
+    router: Service,
+    token: String,
+    old_id: i64,
+}
+
+async fn serving_old(b: TestBackend) -> Serving {
     let s = stack_with(
         b,
         Opts {
@@ -99,8 +109,8 @@ async fn recreated_within_one_poll(b: TestBackend) {
     let store = Store::connect(&s.db.url, 1).await.unwrap();
     let router = router_process(&s.db.url, &s.data_dir).await;
     let url = format!("{}/fn/alice/f/", router.url());
-    let t = s.token("alice").await;
-    s.deploy(&t, "f", &replies("old")).await;
+    let token = s.token("alice").await;
+    s.deploy(&token, "f", &replies("old")).await;
     let start = Instant::now();
     while call(&s.client, &url).await != (200, "old".into()) {
         assert!(
@@ -110,6 +120,24 @@ async fn recreated_within_one_poll(b: TestBackend) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let old_id = live_id(&store, "alice", "f").await;
+    Serving {
+        s,
+        store,
+        router,
+        token,
+        old_id,
+    }
+}
+
+async fn recreated_within_one_poll(b: TestBackend) {
+    let Serving {
+        s,
+        store,
+        router,
+        token: t,
+        old_id,
+    } = serving_old(b).await;
+    let url = format!("{}/fn/alice/f/", router.url());
     // Both changes land while the router cannot poll: it sees them in one poll.
     router.signal("-STOP");
     s.delete(&t, "f").await;
@@ -122,28 +150,13 @@ async fn recreated_within_one_poll(b: TestBackend) {
 }
 
 async fn recreated_while_the_router_was_down(b: TestBackend) {
-    let s = stack_with(
-        b,
-        Opts {
-            tune_router: |r| r.poll_interval = Duration::from_secs(3600),
-            ..Opts::default()
-        },
-    )
-    .await;
-    let store = Store::connect(&s.db.url, 1).await.unwrap();
-    let router = router_process(&s.db.url, &s.data_dir).await;
-    let url = format!("{}/fn/alice/f/", router.url());
-    let t = s.token("alice").await;
-    s.deploy(&t, "f", &replies("old")).await;
-    let start = Instant::now();
-    while call(&s.client, &url).await != (200, "old".into()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "old never served"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let old_id = live_id(&store, "alice", "f").await;
+    let Serving {
+        s,
+        router,
+        token: t,
+        old_id,
+        ..
+    } = serving_old(b).await;
     router.stop().await;
     s.delete(&t, "f").await;
     s.deploy(&t, "f", &replies("new")).await;
@@ -156,7 +169,7 @@ async fn recreated_while_the_router_was_down(b: TestBackend) {
     router.stop().await;
 }
 
-skiff_testkit::on_both_backends!(multi_thread; 
+skiff_testkit::on_both_backends!(multi_thread;
     recreated_within_one_poll,
     recreated_while_the_router_was_down
 );
