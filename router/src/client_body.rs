@@ -11,8 +11,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::body::BoxError;
 use crate::error::RouterError;
-use crate::proxy::BoxError;
 
 /// Why the caller's body could not be passed on. Found again in the upstream
 /// client's error chain by `ClientBodyError::find`.

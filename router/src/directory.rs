@@ -94,7 +94,7 @@ impl Directory {
     }
 
     /// Replaces the whole map with `all`, returning what differs.
-    fn replace_all(&self, all: Vec<(String, String, LiveFunction)>) -> Vec<Update> {
+    pub(crate) fn replace_all(&self, all: Vec<(String, String, LiveFunction)>) -> Vec<Update> {
         let mut fresh: Map = HashMap::new();
         for (user, name, live) in all {
             let f = fref(&user, &name, live);

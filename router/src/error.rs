@@ -1,12 +1,27 @@
-//! The router's error boundary: each failure has the status SPEC.md gives it and a
-//! JSON body `{"error":{"code","message"}}`. Messages never carry a function's
-//! internals (its stderr goes to its owner's log, not to the public caller).
+//! The router's error boundary: each failure has the status the README's API
+//! section gives it and a JSON body `{"error":{"code","message"}}`. Messages
+//! never carry a function's internals (its stderr goes to its owner's log, not
+//! to the public caller).
 
 use std::time::Duration;
 
-use http::StatusCode;
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
 
-use crate::process::StartError;
+use crate::body::{ProxyBody, json};
+
+/// Why an instance could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("the function's instance exited while starting ({0})")]
+    Exited(String),
+    #[error("the function's instance did not become ready in time")]
+    Timeout,
+    #[error("the function no longer exists")]
+    Gone,
+    #[error("could not start an instance: {0}")]
+    Host(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -58,6 +73,27 @@ impl RouterError {
             Self::StartFailed(_) => "function_unavailable",
             Self::Timeout(_) => "function_timeout",
             Self::BadGateway => "bad_gateway",
+        }
+    }
+}
+
+impl RouterError {
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut r = json(self.status(), body.to_string());
+        if matches!(self, RouterError::Busy | RouterError::ClientBusy(_)) {
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+impl From<StartError> for RouterError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Gone => Self::NotFound,
+            e => Self::StartFailed(e),
         }
     }
 }

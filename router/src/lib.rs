@@ -1,12 +1,19 @@
 //! The Skiff router: the public data plane (see SPEC.md, "Router").
 
+// Layers, lowest first; each imports only from those above it in this list:
+// body, error → directory → runtime (trait) → process, kubernetes (its
+// implementations) → limits, state → proxy → server → this file.
+pub mod body;
 mod client_body;
 pub mod config;
 pub mod directory;
 pub mod error;
 pub mod forwarding;
+pub mod kubernetes;
+pub mod limits;
 pub mod process;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod state;
 mod uds;
@@ -16,23 +23,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use skiff_core::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use config::{RouterConfig, RuntimeKind};
 use directory::{Directory, Syncer};
+use kubernetes::KubernetesRuntime;
 use process::ProcessRuntime;
-use state::{Backend, RouterState};
-
-/// Resolves once the stop flag is set (the watch guard is dropped inside, so
-/// callers' futures stay `Send`).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
+use runtime::Runtime;
+use server::stopped;
+use state::RouterState;
 
 type SyncRequest = tokio::sync::oneshot::Sender<()>;
 
@@ -46,6 +47,7 @@ pub struct RouterApp {
     poll_interval: Duration,
     grace: Duration,
     stop_tx: watch::Sender<bool>,
+    process: Option<Arc<ProcessRuntime>>,
 }
 
 /// Stops a running router from elsewhere (signal handlers, tests).
@@ -54,6 +56,7 @@ pub struct RouterHandle {
     stop_tx: watch::Sender<bool>,
     sync_tx: tokio::sync::mpsc::Sender<SyncRequest>,
     pub state: Arc<RouterState>,
+    process: Option<Arc<ProcessRuntime>>,
 }
 
 impl RouterHandle {
@@ -71,10 +74,7 @@ impl RouterHandle {
     }
 
     pub fn process_runtime(&self) -> Option<&Arc<ProcessRuntime>> {
-        match &self.state.backend {
-            Backend::Process(rt) => Some(rt),
-            Backend::Kubernetes { .. } => None,
-        }
+        self.process.as_ref()
     }
 }
 
@@ -86,32 +86,24 @@ impl RouterApp {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let port = listener.local_addr()?.port();
-        let backend = match cfg.runtime {
+        let (runtime, process): (Arc<dyn Runtime>, _) = match cfg.runtime {
             RuntimeKind::Process => {
                 let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
-                Backend::Process(ProcessRuntime::new(&cfg, store.clone(), deno).await?)
+                let rt = ProcessRuntime::new(&cfg, store.clone(), deno).await?;
+                (rt.clone(), Some(rt))
             }
-            RuntimeKind::Kubernetes => {
-                let mut http = HttpConnector::new();
-                http.set_nodelay(true);
-                http.set_connect_timeout(Some(Duration::from_secs(5)));
-                Backend::Kubernetes {
-                    client: Client::builder(TokioExecutor::new())
-                        .pool_idle_timeout(Duration::from_secs(60))
-                        .build(http),
-                    namespace: cfg.k8s_namespace.clone(),
-                }
-            }
+            RuntimeKind::Kubernetes => (
+                Arc::new(KubernetesRuntime::new(cfg.k8s_namespace.clone())),
+                None,
+            ),
         };
         let directory = Arc::new(Directory::default());
         let (syncer, _) = Syncer::load(store, directory.clone())
             .await
             .context("loading the function directory")?;
         tracing::info!(functions = directory.len(), "function directory loaded");
-        if let Backend::Process(rt) = &backend {
-            rt.sweep_not_live(directory.live_ids()).await;
-        }
-        let state = Arc::new(RouterState::new(&cfg, directory, backend));
+        runtime.sweep(directory.live_ids()).await;
+        let state = Arc::new(RouterState::new(&cfg, directory, runtime));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {
@@ -124,6 +116,7 @@ impl RouterApp {
             poll_interval: cfg.poll_interval,
             grace: cfg.request_timeout + Duration::from_secs(1),
             stop_tx,
+            process,
         })
     }
 
@@ -140,6 +133,7 @@ impl RouterApp {
             stop_tx: self.stop_tx.clone(),
             sync_tx: self.sync_tx.clone(),
             state: self.state.clone(),
+            process: self.process.clone(),
         }
     }
 
@@ -172,40 +166,36 @@ impl RouterApp {
                     if let directory::Update::Gone { function_id, .. } = &update {
                         sync_state.limits.forget(*function_id);
                     }
-                    if let Backend::Process(rt) = &sync_state.backend {
-                        rt.apply(update);
-                    }
+                    sync_state.runtime.apply(&update);
                 }
                 if let Some(w) = waiter {
                     let _ = w.send(());
                 }
             }
         });
-        let reaper = match &state.backend {
-            Backend::Process(rt) => {
-                let rt = rt.clone();
-                let mut reap_stop = stop.clone();
-                Some(tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(rt.reap_interval());
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => rt.reap_idle(),
-                            _ = stopped(&mut reap_stop) => break,
-                        }
+        let reaper = state.runtime.maintenance_interval().map(|every| {
+            let rt = state.runtime.clone();
+            let mut reap_stop = stop.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => rt.maintain(),
+                        _ = stopped(&mut reap_stop) => break,
                     }
-                }))
-            }
-            Backend::Kubernetes { .. } => None,
-        };
+                }
+            })
+        });
         server::serve(listener, state.clone(), stop.clone(), grace).await;
         stopped(&mut stop).await;
         let _ = sync.await;
         if let Some(r) = reaper {
             let _ = r.await;
         }
-        if let Backend::Process(rt) = &state.backend {
-            rt.shutdown().await;
-        }
+        state.runtime.shutdown().await;
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod fake_upstream_tests;

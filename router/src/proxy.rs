@@ -11,50 +11,20 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{
     CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, RETRY_AFTER, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use skiff_core::names::{is_function_name, is_user_name};
 
+use crate::body::{BoxError, ProxyBody, json};
 use crate::client_body::{ClientBody, ClientBodyError};
 use crate::error::RouterError;
 use crate::forwarding::{self, Peer};
-use crate::state::{RouterState, Upstream, client_key};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed_unsync()
-}
-
-pub fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-impl RouterError {
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
-        let mut r = json(self.status(), body.to_string());
-        if matches!(self, RouterError::Busy | RouterError::ClientBusy(_)) {
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        r
-    }
-}
+use crate::limits::client_key;
+use crate::state::RouterState;
 
 /// Splits `/fn/<user>/<name>[/<rest>]` into its parts; `None` for any other path
 /// or for names that break the naming rules (no decoding: `%2F` or `..` in a
@@ -222,7 +192,7 @@ async fn route(
     forwarding::rewrite(&mut parts.headers, &parts.uri, peer, client);
     let body = ClientBody::new(body, state.max_body_bytes, state.body_read_timeout).boxed_unsync();
 
-    let upstream = state.upstream(&function).await?;
+    let upstream = state.runtime.upstream(&function).await?;
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(upstream.authority());
@@ -230,16 +200,10 @@ async fn route(
     parts.uri = Uri::from_parts(uri).map_err(|_| RouterError::NotFound)?;
     parts.version = http::Version::HTTP_11;
     let up_req = Request::from_parts(parts, body);
-    let sent = match &upstream {
-        Upstream::Process { lease } => lease.instance.client.request(up_req),
-        Upstream::Tcp { client, .. } => client.request(up_req),
-    };
+    let sent = upstream.send(up_req);
     let resp = match tokio::time::timeout(state.request_timeout, sent).await {
         Err(_) => {
-            if let Upstream::Process { lease } = &upstream {
-                let instance = lease.instance.clone();
-                tokio::spawn(async move { instance.check_responsive().await });
-            }
+            upstream.timed_out();
             return Err(RouterError::Timeout(state.request_timeout));
         }
         Ok(Err(e)) => {
@@ -248,9 +212,7 @@ async fn route(
                 return Err(client_error.to_router_error());
             }
             tracing::debug!(user = %function.user, function = %function.name, error = %e, "upstream failed");
-            if let Upstream::Process { lease } = &upstream {
-                lease.instance.after_error(e.is_connect()).await;
-            }
+            upstream.failed(&e).await;
             return Err(RouterError::BadGateway);
         }
         Ok(Ok(r)) => r,

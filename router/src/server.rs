@@ -25,6 +25,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line plus headers above this size are refused (431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Resolves once the stop flag is set (the watch guard is dropped inside, so
+/// callers' futures stay `Send`).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+
 pub async fn serve(
     listener: TcpListener,
     state: Arc<RouterState>,
@@ -60,7 +67,7 @@ pub async fn serve(
                     let _ = conn.await;
                 });
             }
-            _ = crate::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
         }
     }
     drop(listener);

@@ -13,27 +13,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use skiff_core::logs::{LogWriter, MAX_LINE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::command::{Placeholders, clean_env, runtime_args};
+use super::driver::Managed;
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::{InstancePaths, Sandbox, socket_path};
+use crate::body::ProxyBody;
 use crate::directory::FunctionRef;
-use crate::proxy::ProxyBody;
+use crate::error::StartError;
+use crate::runtime::BoxFuture;
 use crate::uds::UdsConnector;
 
-/// Why an instance could not be started.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StartError {
-    #[error("the function's instance exited while starting ({0})")]
-    Exited(String),
-    #[error("the function's instance did not become ready in time")]
-    Timeout,
-    #[error("the function no longer exists")]
-    Gone,
-    #[error("could not start an instance: {0}")]
-    Host(String),
-}
+/// The line the client runtime writes to stderr once its socket listens.
+const READY_LINE: &str = "skiff-runtime: listening";
+/// If the ready line is missed (the function wrote over it, say), the socket
+/// is still tried this often.
+const READY_FALLBACK_POLL: Duration = Duration::from_millis(50);
 
 pub struct SpawnSpec<'a> {
     pub sandbox: &'a Arc<Sandbox>,
@@ -59,6 +55,9 @@ pub struct Instance {
     last_used: AtomicU64,
     epoch: Instant,
     alive: Arc<AtomicBool>,
+    /// Set while draining: the last lease to end then wakes the drain.
+    draining: AtomicBool,
+    drained: Notify,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     exited: watch::Receiver<Option<String>>,
 }
@@ -70,8 +69,11 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.instance.touch();
-        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let i = &self.instance;
+        i.touch();
+        if i.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && i.draining.load(Ordering::Acquire) {
+            i.drained.notify_waiters();
+        }
     }
 }
 
@@ -94,8 +96,8 @@ impl Instance {
         Duration::from_millis(now.saturating_sub(self.last_used.load(Ordering::Acquire)))
     }
 
-    /// Counts a request in. Callers take leases only on the slot's current
-    /// instance while holding the slot's lock, so a drain never misses one.
+    /// Counts a request in. Callers take leases only on the serving instance
+    /// while holding the runtime's lock, so a drain never misses one.
     pub fn lease(self: &Arc<Self>) -> Lease {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
@@ -125,12 +127,13 @@ impl Instance {
 
     /// After a request timed out: asks the instance's health socket (answered by
     /// the same isolate as the function). No answer within a second means the
-    /// event loop is stuck (e.g. an endless loop): the instance is replaced, since
-    /// every request it holds or gets would time out too.
-    pub async fn check_responsive(&self) {
-        let req = match http::Request::get("http://function/healthz").body(crate::proxy::full("")) {
+    /// event loop is stuck (e.g. an endless loop): the instance is stopped and
+    /// `false` returned, so it is replaced, since every request it holds or
+    /// gets would time out too.
+    pub async fn responsive(&self) -> bool {
+        let req = match http::Request::get("http://function/healthz").body(crate::body::full("")) {
             Ok(r) => r,
-            Err(_) => return,
+            Err(_) => return true,
         };
         let answered = matches!(
             tokio::time::timeout(Duration::from_secs(1), self.health.request(req)).await,
@@ -146,7 +149,9 @@ impl Instance {
             );
             self.alive.store(false, Ordering::Release);
             self.kill();
+            return false;
         }
+        answered || !self.alive()
     }
 
     /// Waits until the process is gone.
@@ -155,14 +160,56 @@ impl Instance {
         let _ = rx.wait_for(Option::is_some).await;
     }
 
-    /// Waits for in-flight requests to end (at most `grace`), then kills.
+    /// Waits for in-flight requests to end (at most `grace`), then kills. The
+    /// last lease to end wakes it; nothing polls.
     pub async fn drain_and_stop(self: Arc<Self>, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while self.in_flight() > 0 && self.alive() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        self.draining.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let woken = self.drained.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.in_flight() == 0 || !self.alive() {
+                break;
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = self.wait_exit() => break,
+            }
         }
         self.kill();
         self.wait_exit().await;
+    }
+}
+
+impl Managed for Instance {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn alive(&self) -> bool {
+        Instance::alive(self)
+    }
+
+    fn in_flight(&self) -> usize {
+        Instance::in_flight(self)
+    }
+
+    fn idle_for(&self) -> Duration {
+        Instance::idle_for(self)
+    }
+
+    fn kill(&self) {
+        Instance::kill(self);
+    }
+
+    fn wait_exit(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Instance::wait_exit(self))
+    }
+
+    fn drain_and_stop(self: Arc<Self>, grace: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(Instance::drain_and_stop(self, grace))
     }
 }
 
@@ -212,6 +259,7 @@ fn pump(
     stream: &'static str,
     log: Arc<LogWriter>,
     tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    ready: Option<Arc<Notify>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 8192];
@@ -231,6 +279,12 @@ fn pump(
             {
                 tracing::warn!(error = %e, "cannot write a function log; dropping its lines");
                 warned = true;
+            }
+            // Only a hint: the socket is still tried before the instance counts as ready.
+            if let Some(r) = &ready
+                && text == READY_LINE
+            {
+                r.notify_one();
             }
             if let Some(t) = &tail {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,8 +327,18 @@ pub async fn spawn(
     let sandbox = spec.sandbox;
     let ids = sandbox.ids_for(f.function_id);
     let tmp_dir = spec.instances_dir.join(id.to_string());
-    prepare_tmp_dir(&tmp_dir, ids).map_err(host)?;
-    let deno_dir = prepare_deno_dir(code_dir, ids, spec.runtime).map_err(host)?;
+    // File work off the async workers.
+    let deno_dir = {
+        let (tmp_dir, code_dir, seed) =
+            (tmp_dir.clone(), code_dir.to_owned(), spec.runtime.clone());
+        tokio::task::spawn_blocking(move || {
+            prepare_tmp_dir(&tmp_dir, ids)?;
+            prepare_deno_dir(&code_dir, ids, &seed)
+        })
+        .await
+        .map_err(|e| StartError::Host(e.to_string()))?
+        .map_err(host)?
+    };
     // The instance's cgroup is made and joined by the router while Deno starts
     // (making a v1 memory cgroup and moving a process into it take ~10–15 ms
     // each here, waiting for RCU grace periods: done by the launcher before
@@ -333,9 +397,10 @@ pub async fn spawn(
     let mut child = cmd.spawn().map_err(host)?;
     let pid = child.id();
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let ready = Arc::new(Notify::new());
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pumps.push(pump(out, "stdout", spec.log.clone(), None));
+        pumps.push(pump(out, "stdout", spec.log.clone(), None, None));
     }
     if let Some(err) = child.stderr.take() {
         pumps.push(pump(
@@ -343,6 +408,7 @@ pub async fn spawn(
             "stderr",
             spec.log.clone(),
             Some(stderr_tail.clone()),
+            Some(ready.clone()),
         ));
     }
 
@@ -443,6 +509,8 @@ pub async fn spawn(
         last_used: AtomicU64::new(0),
         epoch: Instant::now(),
         alive,
+        draining: AtomicBool::new(false),
+        drained: Notify::new(),
         stop: Mutex::new(Some(stop_tx)),
         exited: exit_rx,
     });
@@ -471,7 +539,8 @@ pub async fn spawn(
         }
         tokio::select! {
             _ = exited.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            _ = ready.notified() => {}
+            _ = tokio::time::sleep(READY_FALLBACK_POLL) => {}
         }
     }
 }

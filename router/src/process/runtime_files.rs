@@ -18,6 +18,7 @@ use super::command::{MAIN_TS, Placeholders, clean_env, runtime_args};
 
 const WARM_FN: &str = "export default () => new Response(\"warm\");\n";
 
+#[derive(Clone)]
 pub struct RuntimeFiles {
     /// `<data>/runtime/main.ts`, readable by every function identity.
     pub main: PathBuf,

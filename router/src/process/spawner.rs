@@ -1,0 +1,176 @@
+//! Starts real instances: the function's code on disk (checked against its
+//! sha256), its log, and a sandboxed Deno process (`instance.rs`). Also owns
+//! the files: removing a deleted function's, sweeping what is not live.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use skiff_core::layout::Layout;
+use skiff_core::logs::{DEFAULT_MAX_BYTES, LogWriter};
+use skiff_core::store::Store;
+
+use super::driver::Spawner;
+use super::instance::{self, Instance, SpawnSpec};
+use super::runtime_files::RuntimeFiles;
+use super::sandbox::Sandbox;
+use super::{files, host_addrs};
+use crate::config::RouterConfig;
+use crate::directory::FunctionRef;
+use crate::error::StartError;
+use crate::runtime::BoxFuture;
+
+pub struct DenoSpawner {
+    sandbox: Arc<Sandbox>,
+    layout: Layout,
+    store: Store,
+    instances_dir: PathBuf,
+    heap_mb: u32,
+    deny_net: String,
+    runtime_files: RuntimeFiles,
+    start_timeout: std::time::Duration,
+    logs: Mutex<HashMap<i64, Arc<LogWriter>>>,
+    next_id: AtomicU64,
+}
+
+impl DenoSpawner {
+    pub async fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Self> {
+        let sandbox = Arc::new(Sandbox::detect(cfg, deno)?);
+        {
+            let s = sandbox.clone();
+            tokio::task::spawn_blocking(move || s.refill_cgroups());
+        }
+        let instances_dir = instance::instances_dir(&cfg.data_dir)?;
+        // Unix socket paths are limited to 108 bytes.
+        let longest = instances_dir.join("18446744073709551615").join("s");
+        if longest.as_os_str().len() > 100 {
+            anyhow::bail!(
+                "SKIFF_DATA_DIR is too long for instance sockets ({}): use a shorter path",
+                instances_dir.display()
+            );
+        }
+        // Leftovers of an earlier run (its processes are gone).
+        if let Ok(entries) = std::fs::read_dir(&instances_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        // Instance ids only need to be unique among this router's instances;
+        // starting from the clock keeps them unique across restarts too.
+        let first_id = u64::try_from(skiff_core::time::now_millis()).unwrap_or(1) * 1000;
+        let deny_net = host_addrs::with_host_addresses(&cfg.deny_net);
+        tracing::info!(deny_net = %deny_net, "functions may not reach these hosts");
+        let mut runtime_files = RuntimeFiles::install(&cfg.data_dir)?;
+        runtime_files
+            .warm(&sandbox.deno, cfg.heap_mb, &deny_net)
+            .await;
+        Ok(Self {
+            sandbox,
+            layout: Layout::new(&cfg.data_dir),
+            store,
+            instances_dir,
+            heap_mb: cfg.heap_mb,
+            deny_net,
+            runtime_files,
+            start_timeout: cfg.start_timeout,
+            logs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(first_id),
+        })
+    }
+
+    fn log_for(&self, function_id: i64) -> Arc<LogWriter> {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.entry(function_id)
+            .or_insert_with(|| {
+                Arc::new(LogWriter::new(&self.layout, function_id, DEFAULT_MAX_BYTES))
+            })
+            .clone()
+    }
+
+    async fn start(&self, f: &Arc<FunctionRef>) -> Result<Arc<Instance>, StartError> {
+        let gid = self.sandbox.ids_for(f.function_id).map(|(_, g)| g);
+        let code_dir = files::ensure_code(&self.layout, &self.store, f, gid)
+            .await
+            .map_err(|e| StartError::Host(format!("{e:#}")))?
+            .ok_or(StartError::Gone)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let spec = SpawnSpec {
+            sandbox: &self.sandbox,
+            instances_dir: &self.instances_dir,
+            heap_mb: self.heap_mb,
+            deny_net: &self.deny_net,
+            runtime: &self.runtime_files,
+            start_timeout: self.start_timeout,
+            log: self.log_for(f.function_id),
+        };
+        let started = Instant::now();
+        let inst = instance::spawn(&spec, f.clone(), id, &code_dir).await?;
+        tracing::debug!(user = %f.user, function = %f.name, version = f.version, instance = id,
+            ms = started.elapsed().as_secs_f64() * 1e3, "instance ready");
+        Ok(inst)
+    }
+
+    /// Removes the code and logs of functions that are not live (deleted while
+    /// this router was down), before anything is served.
+    pub async fn sweep_not_live(&self, live: HashSet<i64>) {
+        let layout = self.layout.clone();
+        let removed = tokio::task::spawn_blocking(move || files::sweep_not_live(&layout, &live))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the files of functions that are no longer live"
+            );
+        }
+    }
+
+    pub fn drop_spare_cgroups(&self) {
+        self.sandbox.drop_spare_cgroups();
+    }
+}
+
+impl Spawner for DenoSpawner {
+    type Instance = Instance;
+
+    fn spawn(&self, f: Arc<FunctionRef>) -> BoxFuture<'_, Result<Arc<Instance>, StartError>> {
+        Box::pin(async move {
+            let result = self.start(&f).await;
+            if let Err(e) = &result
+                && *e != StartError::Gone
+            {
+                tracing::warn!(user = %f.user, function = %f.name, version = f.version, error = %e, "start failed");
+                let _ = self.log_for(f.function_id).line(
+                    "skiff",
+                    &format!("version {} could not start: {e}", f.version),
+                );
+            }
+            result
+        })
+    }
+
+    fn keep_only_version(&self, function_id: i64, version: i64) {
+        // Code of earlier versions is no longer served (an instance still
+        // draining has its module loaded already).
+        let layout = self.layout.clone();
+        tokio::task::spawn_blocking(move || {
+            files::remove_old_versions(&layout, function_id, &[version]);
+        });
+    }
+
+    fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&function_id);
+        let layout = self.layout.clone();
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                files::remove_function(&layout, function_id);
+            })
+            .await;
+        })
+    }
+}

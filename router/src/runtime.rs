@@ -1,0 +1,66 @@
+//! Where a function's instances are, as the proxy sees it: a `Runtime` yields
+//! an `Upstream` for one request, and learns of directory changes. The process
+//! runtime (sandboxed Deno processes on this machine) and the Kubernetes
+//! runtime (the function's Service) implement it; tests implement it with a
+//! fake upstream. The proxy never knows which one it talks to.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use http::uri::Authority;
+use hyper_util::client::legacy::{Error as ClientError, ResponseFuture};
+
+use crate::body::ProxyBody;
+use crate::directory::{FunctionRef, Update};
+use crate::error::RouterError;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Runtime: Send + Sync + 'static {
+    /// An upstream for one request to `f`, starting an instance if needed.
+    fn upstream<'a>(
+        &'a self,
+        f: &'a Arc<FunctionRef>,
+    ) -> BoxFuture<'a, Result<Box<dyn Upstream>, RouterError>>;
+
+    /// A directory change: a redeploy (pre-start), a delete (stop, clean up).
+    fn apply(&self, _update: &Update) {}
+
+    /// How often `maintain` should run, if the runtime has periodic work.
+    fn maintenance_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic work (stopping idle instances).
+    fn maintain(&self) {}
+
+    /// Removes what belongs to no live function (at start, before serving).
+    fn sweep<'a>(&'a self, _live: std::collections::HashSet<i64>) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Stops everything, at the router's shutdown.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// One request's hold on an instance. While it lives (until the response's
+/// last byte is sent), the instance is not drained from under the request.
+pub trait Upstream: Send + 'static {
+    /// The authority of the upstream URI (what a connection pool keys on).
+    fn authority(&self) -> Authority;
+
+    fn send(&self, req: Request<ProxyBody>) -> ResponseFuture;
+
+    /// The instance did not answer in time (it may be stuck).
+    fn timed_out(&self) {}
+
+    /// The exchange failed before a response; `e` says how.
+    fn failed<'a>(&'a self, _e: &'a ClientError) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
