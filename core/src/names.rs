@@ -69,6 +69,26 @@ macro_rules! name_type {
                 &self.0
             }
         }
+
+        impl PartialEq<str> for $ty {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $ty {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        // Hash and Eq agree with `str`'s, so maps keyed by names are looked
+        // up with a borrowed `&str` (the router's request path, no allocation).
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

@@ -8,19 +8,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use skiff_core::names::{FunctionName, UserName};
 use skiff_core::store::{LiveFunction, Store};
 
 /// One live function as the data plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRef {
-    pub user: String,
-    pub name: String,
+    pub user: UserName,
+    pub name: FunctionName,
     pub function_id: i64,
     pub version: i64,
     pub sha256: String,
 }
 
-type Map = HashMap<String, HashMap<String, Arc<FunctionRef>>>;
+type Map = HashMap<UserName, HashMap<FunctionName, Arc<FunctionRef>>>;
 
 #[derive(Default)]
 pub struct Directory {
@@ -34,20 +35,29 @@ pub enum Update {
     Live(Arc<FunctionRef>),
     /// Deleted; `function_id` is the one that was live.
     Gone {
-        user: String,
-        name: String,
+        user: UserName,
+        name: FunctionName,
         function_id: i64,
     },
 }
 
-fn fref(user: &str, name: &str, live: LiveFunction) -> Arc<FunctionRef> {
-    Arc::new(FunctionRef {
-        user: user.to_owned(),
-        name: name.to_owned(),
-        function_id: live.function_id,
-        version: live.version,
-        sha256: live.sha256,
-    })
+/// A row of the store as the data plane holds it. Names are validated again:
+/// a row that does not hold valid names (written by hand, say) is not served.
+fn fref(user: &str, name: &str, live: LiveFunction) -> Option<Arc<FunctionRef>> {
+    match (UserName::parse(user), FunctionName::parse(name)) {
+        (Ok(user), Ok(name)) => Some(Arc::new(FunctionRef {
+            user,
+            name,
+            function_id: live.function_id,
+            version: live.version,
+            sha256: live.sha256,
+        })),
+        _ => {
+            tracing::warn!(user = %user.escape_debug(), function = %name.escape_debug(),
+                "a function row with an invalid name is not served");
+            None
+        }
+    }
 }
 
 impl Directory {
@@ -78,9 +88,9 @@ impl Directory {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let old = match &f {
             Some(f) => map
-                .entry(user.to_owned())
+                .entry(f.user.clone())
                 .or_default()
-                .insert(name.to_owned(), f.clone()),
+                .insert(f.name.clone(), f.clone()),
             None => {
                 let names = map.get_mut(user);
                 let old = names.and_then(|n| n.remove(name));
@@ -97,8 +107,12 @@ impl Directory {
     pub(crate) fn replace_all(&self, all: Vec<(String, String, LiveFunction)>) -> Vec<Update> {
         let mut fresh: Map = HashMap::new();
         for (user, name, live) in all {
-            let f = fref(&user, &name, live);
-            fresh.entry(user).or_default().insert(name, f);
+            if let Some(f) = fref(&user, &name, live) {
+                fresh
+                    .entry(f.user.clone())
+                    .or_default()
+                    .insert(f.name.clone(), f);
+            }
         }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let mut updates = Vec::new();
@@ -250,7 +264,7 @@ impl Syncer {
         let mut updates = Vec::new();
         for (user, name) in touched {
             let live = self.store.live_function(&user, &name).await?;
-            let f = live.map(|l| fref(&user, &name, l));
+            let f = live.and_then(|l| fref(&user, &name, l));
             updates.extend(self.directory.set(&user, &name, f));
         }
         Ok(updates)
@@ -284,8 +298,8 @@ mod tests {
         ]);
         assert_eq!(u.len(), 3, "{u:?}");
         assert!(u.contains(&Update::Gone {
-            user: "alice".into(),
-            name: "b".into(),
+            user: UserName::parse("alice").unwrap(),
+            name: FunctionName::parse("b").unwrap(),
             function_id: 2
         }));
         assert!(d.lookup("alice", "b").is_none());
@@ -296,7 +310,7 @@ mod tests {
     #[test]
     fn set_is_idempotent() {
         let d = Directory::default();
-        let f = fref("alice", "a", live(1, 1));
+        let f = fref("alice", "a", live(1, 1)).unwrap();
         assert_eq!(d.set("alice", "a", Some(f.clone())).len(), 1);
         assert!(d.set("alice", "a", Some(f)).is_empty());
         assert_eq!(d.set("alice", "a", None).len(), 1);
@@ -309,17 +323,17 @@ mod tests {
     #[test]
     fn a_name_with_a_new_id_is_the_old_function_gone_and_a_new_one_live() {
         let d = Directory::default();
-        d.set("alice", "a", Some(fref("alice", "a", live(1, 3))));
-        let u = d.set("alice", "a", Some(fref("alice", "a", live(9, 1))));
+        d.set("alice", "a", fref("alice", "a", live(1, 3)));
+        let u = d.set("alice", "a", fref("alice", "a", live(9, 1)));
         assert_eq!(
             u,
             vec![
                 Update::Gone {
-                    user: "alice".into(),
-                    name: "a".into(),
+                    user: UserName::parse("alice").unwrap(),
+                    name: FunctionName::parse("a").unwrap(),
                     function_id: 1
                 },
-                Update::Live(fref("alice", "a", live(9, 1))),
+                Update::Live(fref("alice", "a", live(9, 1)).unwrap()),
             ]
         );
         let u = d.replace_all(vec![("alice".into(), "a".into(), live(10, 1))]);

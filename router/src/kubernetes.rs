@@ -67,7 +67,9 @@ impl Runtime for KubernetesRuntime {
 /// The function's Service, named by the one module that owns Kubernetes names.
 pub fn service_authority(namespace: &str, f: &FunctionRef) -> Result<Authority, RouterError> {
     Authority::try_from(skiff_core::naming::service_authority(
-        namespace, &f.user, &f.name,
+        namespace,
+        f.user.as_str(),
+        f.name.as_str(),
     ))
     .map_err(|_| RouterError::NotFound)
 }
@@ -79,8 +81,8 @@ mod tests {
     #[test]
     fn the_upstream_is_the_managers_service_name() {
         let f = FunctionRef {
-            user: "alice".into(),
-            name: "hello".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("hello").unwrap(),
             function_id: 1,
             version: 1,
             sha256: String::new(),

@@ -31,7 +31,6 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-
 pub async fn serve(
     listener: TcpListener,
     state: Arc<RouterState>,

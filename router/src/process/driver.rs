@@ -35,8 +35,6 @@ pub trait Managed: Send + Sync + 'static {
 pub trait Spawner: Send + Sync + 'static {
     type Instance: Managed;
     fn spawn(&self, f: Arc<FunctionRef>) -> BoxFuture<'_, Result<Arc<Self::Instance>, StartError>>;
-    /// Code of versions other than `version` is no longer needed.
-    fn keep_only_version(&self, function_id: i64, version: i64);
     /// The function is deleted: remove its code and logs.
     fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()>;
 }
@@ -195,7 +193,6 @@ impl<S: Spawner> Functions<S> {
                     });
                 }
                 Action::Stop(i) => i.0.kill(),
-                Action::KeepOnlyVersion(v) => self.spawner.keep_only_version(id, v),
                 Action::RemoveAll { stop } => {
                     let me = me.clone();
                     let grace = self.settings.delete_grace;
@@ -404,7 +401,6 @@ mod tests {
         spawned: AtomicUsize,
         hold: Mutex<Option<oneshot::Receiver<Result<(), StartError>>>>,
         removed: Mutex<Vec<i64>>,
-        kept: Mutex<Vec<(i64, i64)>>,
     }
 
     impl Spawner for FakeSpawner {
@@ -425,9 +421,6 @@ mod tests {
                 }))
             })
         }
-        fn keep_only_version(&self, function_id: i64, version: i64) {
-            self.kept.lock().unwrap().push((function_id, version));
-        }
         fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()> {
             self.removed.lock().unwrap().push(function_id);
             Box::pin(async {})
@@ -436,8 +429,8 @@ mod tests {
 
     fn f(id: i64, version: i64) -> Arc<FunctionRef> {
         Arc::new(FunctionRef {
-            user: "alice".into(),
-            name: "f".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("f").unwrap(),
             function_id: id,
             version,
             sha256: String::new(),
@@ -484,7 +477,6 @@ mod tests {
             assert_eq!(c.await.unwrap(), Ok(1));
         }
         assert_eq!(fs.spawner.spawned.load(Ordering::SeqCst), 1);
-        assert_eq!(fs.spawner.kept.lock().unwrap().as_slice(), &[(1, 1)]);
     }
 
     #[tokio::test]
@@ -538,8 +530,8 @@ mod tests {
         };
         settle().await;
         fs.apply(&Update::Gone {
-            user: "alice".into(),
-            name: "f".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("f").unwrap(),
             function_id: 1,
         });
         go.send(Ok(())).unwrap();
@@ -557,8 +549,8 @@ mod tests {
         let fs = functions();
         let old = fs.acquire(&f(1, 1), Arc::clone).await.unwrap();
         fs.apply(&Update::Gone {
-            user: "alice".into(),
-            name: "f".into(),
+            user: skiff_core::names::UserName::parse("alice").unwrap(),
+            name: skiff_core::names::FunctionName::parse("f").unwrap(),
             function_id: 1,
         });
         fs.apply(&Update::Live(f(2, 1)));

@@ -29,9 +29,14 @@ pub async fn ensure_code(
 ) -> anyhow::Result<Option<PathBuf>> {
     let dir = layout.version_dir(f.function_id, f.version);
     let cached = tokio::task::spawn_blocking({
-        let file = dir.join("fn.ts");
-        let want = f.sha256.clone();
-        move || matches_sha256(&file, &want)
+        let (layout, file, want) = (layout.clone(), dir.join("fn.ts"), f.sha256.clone());
+        let (id, version) = (f.function_id, f.version);
+        move || {
+            // A start is always of the newest version, so the code of the others is
+            // never needed again (an instance still draining has its module loaded).
+            remove_old_versions(&layout, id, &[version]);
+            matches_sha256(&file, &want)
+        }
     })
     .await
     .context("checking cached code")?;

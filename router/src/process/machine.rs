@@ -72,8 +72,6 @@ pub enum Action<I> {
     Drain(I),
     /// Stop it now.
     Stop(I),
-    /// Only `version`'s code is needed from now on.
-    KeepOnlyVersion(i64),
     /// The function is deleted: once `stop`ped (briefly drained), remove its files.
     RemoveAll { stop: Vec<I> },
 }
@@ -200,7 +198,6 @@ impl<I: Member> Machine<I> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Starting { version: v } if v == version => {
                 self.state = State::Ready { instance, version };
-                actions.push(Action::KeepOnlyVersion(version));
             }
             State::Replacing {
                 instance: old,
@@ -210,7 +207,6 @@ impl<I: Member> Machine<I> {
                 self.state = State::Ready { instance, version };
                 self.draining.push(old.clone());
                 actions.push(Action::Drain(old));
-                actions.push(Action::KeepOnlyVersion(version));
             }
             State::Gone => {
                 self.state = State::Gone;
@@ -378,7 +374,7 @@ mod tests {
         // concurrent first requests share the start
         let (w, a) = m.want(1, now());
         assert_eq!((w, a), (Want::Wait, vec![]));
-        assert_eq!(m.started(1, I(7)), vec![Action::KeepOnlyVersion(1)]);
+        assert!(m.started(1, I(7)).is_empty());
         assert_eq!(m.want(1, now()), (Want::Use(I(7)), vec![]));
         assert_eq!(
             m.state(),
@@ -438,10 +434,7 @@ mod tests {
         // instance; requests for the new one wait for it
         assert_eq!(m.want(1, now()), (Want::Use(I(7)), vec![]));
         assert_eq!(m.want(2, now()), (Want::Wait, vec![]));
-        assert_eq!(
-            m.started(2, I(8)),
-            vec![Action::Drain(I(7)), Action::KeepOnlyVersion(2)]
-        );
+        assert_eq!(m.started(2, I(8)), vec![Action::Drain(I(7))]);
         assert_eq!(m.draining(), &[I(7)]);
         assert_eq!(m.want(2, now()), (Want::Use(I(8)), vec![]));
         m.drained(7);
@@ -478,15 +471,9 @@ mod tests {
         m.want(1, now());
         assert!(m.deployed(2).is_empty(), "one start at a time");
         assert!(m.deployed(3).is_empty());
-        assert_eq!(
-            m.started(1, I(7)),
-            vec![Action::KeepOnlyVersion(1), Action::Spawn { version: 3 }]
-        );
+        assert_eq!(m.started(1, I(7)), vec![Action::Spawn { version: 3 }]);
         assert_eq!(m.want(3, now()), (Want::Wait, vec![]));
-        assert_eq!(
-            m.started(3, I(9)),
-            vec![Action::Drain(I(7)), Action::KeepOnlyVersion(3)]
-        );
+        assert_eq!(m.started(3, I(9)), vec![Action::Drain(I(7))]);
     }
 
     #[test]
@@ -550,11 +537,7 @@ mod tests {
         m.deployed(2);
         m.exited(7);
         assert_eq!(m.state(), &State::Starting { version: 2 });
-        assert_eq!(
-            m.started(2, I(8)),
-            vec![Action::KeepOnlyVersion(2)],
-            "nothing left to drain"
-        );
+        assert!(m.started(2, I(8)).is_empty(), "nothing left to drain");
     }
 
     #[test]

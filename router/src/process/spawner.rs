@@ -151,15 +151,6 @@ impl Spawner for DenoSpawner {
         })
     }
 
-    fn keep_only_version(&self, function_id: i64, version: i64) {
-        // Code of earlier versions is no longer served (an instance still
-        // draining has its module loaded already).
-        let layout = self.layout.clone();
-        tokio::task::spawn_blocking(move || {
-            files::remove_old_versions(&layout, function_id, &[version]);
-        });
-    }
-
     fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()> {
         self.logs
             .lock()
