@@ -50,6 +50,9 @@ pub struct DevArgs {
     /// Stop instances after this many idle seconds
     #[arg(long, env = "SKIFF_IDLE_TIMEOUT_SECS", default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// Once both listen, write `manager PORT` and `router PORT` lines to this file
+    #[arg(long, env = "SKIFF_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Reads the secret kept in the data dir, creating it (mode 0600) the first time.
@@ -140,12 +143,6 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         restrict_sqlite_files(&sqlite_path);
     }
 
-    let public_url = normalise_public_url(
-        &args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", args.router_addr)),
-    )?;
     let mut rcfg = RouterConfig::new(data_dir.clone());
     rcfg.listen = args.router_addr;
     rcfg.deno = Some(deno.clone());
@@ -153,6 +150,13 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let router = RouterApp::build(rcfg, store.clone()).await?;
     let router_port = router.port();
     let router_handle = router.handle();
+    // The bound port: --router-addr may say port 0.
+    let public_url = normalise_public_url(&args.public_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            SocketAddr::new(args.router_addr.ip(), router_port)
+        )
+    }))?;
 
     let mut mcfg = ManagerConfig::new(&url, secret, data_dir.clone());
     mcfg.listen = args.api_addr;
@@ -163,6 +167,10 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let manager = Application::build_with_runtime(mcfg, store.clone(), Some(notifier)).await?;
     let manager_port = manager.port();
     let manager_handle = manager.server().handle();
+    if let Some(f) = &args.ready_file {
+        skiff_core::ready::announce_named(f, &[("manager", manager_port), ("router", router_port)])
+            .with_context(|| format!("writing the ready file {}", f.display()))?;
+    }
 
     println!("Skiff dev is running");
     println!("  API:     http://{}:{manager_port}", args.api_addr.ip());

@@ -1,62 +1,30 @@
 //! The `skiff` command against a real manager and router: what a user types.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use skiff_core::secret::Secret;
-use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_testkit::{Launch, Service};
 
+/// `skiff dev` (manager and router on SQLite) on port 0, and a scratch dir
+/// for the command's config and files.
 struct Env {
     api: String,
     dir: tempfile::TempDir,
-    _db: TestDb,
-    router: skiff_router::RouterHandle,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.router.stop();
-    }
+    _dev: Service,
 }
 
 async fn start() -> Env {
-    let db = TestDb::new(TestBackend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = db.store().await;
-    let router_cfg = {
-        let mut r = skiff_router::config::RouterConfig::new(data.clone());
-        r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        r
-    };
-    let router = skiff_router::RouterApp::build(router_cfg, store.clone())
-        .await
-        .unwrap();
-    let router_addr = router.local_addr().unwrap();
-    let handle = router.handle();
-    tokio::spawn(router.run_until_stopped());
-    let mut m = skiff_manager::config::ManagerConfig::new(
-        &db.url,
-        Secret::new("cli-test-secret-that-is-long-enough-000"),
-        data,
-    );
-    m.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    m.allow_signup = true;
-    m.public_url = format!("http://{router_addr}");
-    let app = skiff_manager::startup::Application::build_with_store(m, store)
-        .await
-        .unwrap();
-    let api = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let dev = Launch::dev(env!("CARGO_BIN_EXE_skiff"), &dir.path().join("data"))
+        .start()
+        .await;
     Env {
-        api,
+        api: dev.url_of("manager"),
         dir,
-        _db: db,
-        router: handle,
+        _dev: dev,
     }
 }
 

@@ -18,9 +18,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -779,41 +778,29 @@ impl Run {
 // The skiff dev process and what it leaves behind
 
 struct Dev {
-    child: Option<Child>,
+    service: skiff_testkit::Service,
     pid: u32,
     data_dir: PathBuf,
-    stderr_path: PathBuf,
 }
 
 impl Dev {
     fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let text = self.service.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
 
 impl Drop for Dev {
-    /// On a failed run: leave nothing running.
+    /// On a failed run: leave nothing running (the service itself is
+    /// SIGKILLed when dropped).
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for (pid, _) in processes_mentioning(&self.data_dir, None) {
+        for (pid, _) in processes_mentioning(&self.data_dir, Some(self.pid)) {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -870,61 +857,16 @@ fn start_dev(tmp: &Path) -> (Dev, String, String) {
     let data_dir = tmp.join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
     let data_dir = std::fs::canonicalize(&data_dir).unwrap();
-    let (api_port, router_port) = (free_port(), free_port());
-    let stdout_path = tmp.join("dev.out");
-    let stderr_path = tmp.join("dev.err");
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--api-addr")
-        .arg(format!("127.0.0.1:{api_port}"))
-        .arg("--router-addr")
-        .arg(format!("127.0.0.1:{router_port}"))
+    let service = skiff_testkit::Launch::dev(env!("CARGO_BIN_EXE_skiff"), &data_dir)
         .env("SKIFF_IDLE_TIMEOUT_SECS", "2")
         .env("RUST_LOG", "warn")
-        .env_remove("SKIFF_DATABASE_URL")
-        .env_remove("SKIFF_JWT_SECRET")
-        .env_remove("SKIFF_PUBLIC_URL")
-        .env_remove("SKIFF_DATA_DIR")
-        .env_remove("SKIFF_ALLOW_SIGNUP")
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).unwrap())
-        .stderr(File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("spawning skiff dev");
-    let pid = child.id();
-    let mut dev = Dev {
-        child: Some(child),
-        pid,
+        .start_blocking();
+    let (api, router) = (service.url_of("manager"), service.url_of("router"));
+    let dev = Dev {
+        pid: service.pid(),
+        service,
         data_dir,
-        stderr_path,
     };
-    let api = format!("http://127.0.0.1:{api_port}");
-    let router = format!("http://127.0.0.1:{router_port}");
-    let a = agent();
-    // The first start copies Deno into the data dir: allow it time.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let up = |base: &str| {
-            send(&a, "GET", &format!("{base}/healthz"), None, b"").is_ok_and(|r| r.status == 200)
-        };
-        if up(&api) && up(&router) {
-            break;
-        }
-        if let Some(status) = dev.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "skiff dev exited at start ({status}):\n{}",
-                dev.stderr_tail()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "skiff dev did not come up:\n{}",
-            dev.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     (dev, api, router)
 }
 
@@ -946,22 +888,18 @@ fn soak_mixed_workload_leaks_nothing() {
     let a = agent();
 
     // Users: one registration and one login each (logins are rate limited).
-    let mut tokens = Vec::new();
-    for u in USERS {
-        let body = serde_json::json!({"username": u, "password": PASSWORD}).to_string();
-        let r = send(
-            &a,
-            "POST",
-            &format!("{api}/register"),
-            None,
-            body.as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(r.status, 201, "register {u}: {}", r.short());
-        let r = send(&a, "POST", &format!("{api}/login"), None, body.as_bytes()).unwrap();
-        assert_eq!(r.status, 200, "login {u}: {}", r.short());
-        tokens.push(r.json()["token"].as_str().unwrap().to_owned());
-    }
+    let tokens = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = skiff_testkit::ApiClient::new(&api);
+            let mut tokens = Vec::new();
+            for u in USERS {
+                tokens.push(client.token_as(u, PASSWORD).await);
+            }
+            tokens
+        });
 
     let funcs: Vec<Func> = (0..FUNCTIONS)
         .map(|i| Func {
@@ -1095,24 +1033,15 @@ fn soak_mixed_workload_leaks_nothing() {
     drop(a);
 
     // SIGTERM, then nothing may be left.
-    let status = Command::new("kill")
-        .args(["-TERM", &dev.pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -TERM failed");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let exit = loop {
-        if let Some(st) = dev.child.as_mut().unwrap().try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "skiff dev did not stop after SIGTERM:\n{}",
-            dev.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    dev.child = None;
+    let exit = dev
+        .service
+        .terminate_blocking(Duration::from_secs(90))
+        .unwrap_or_else(|| {
+            panic!(
+                "skiff dev did not stop after SIGTERM:\n{}",
+                dev.stderr_tail()
+            )
+        });
     let mut leaks = Vec::new();
     if !exit.success() {
         leaks.push(format!("skiff dev exited with {exit} after SIGTERM"));

@@ -2,21 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use skiff_core::names::{FunctionName, UserName};
-use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_core::store::{Store, StoreError};
+use skiff_testkit::{TestBackend, TestDb};
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::TestBackend::Sqlite).await })*
-        }
-        mod mysql {
-            $(#[tokio::test] async fn $case() { super::$case(super::TestBackend::MySql).await })*
-        }
-    };
-}
-
-on_both_backends!(
+skiff_testkit::on_both_backends!(
     users_are_unique_and_found,
     versions_grow_and_sources_are_byte_exact,
     functions_are_per_user,

@@ -142,7 +142,8 @@ mod tests {
     /// means "unavailable", so the API answers 503, not 500.
     #[tokio::test]
     async fn mysql_killed_connection_is_unavailable() {
-        let url = crate::store::testing::mysql_server_url();
+        // Set by the test set-up (scripts/test.sh); a MySQL test must not pass without it.
+        let url = std::env::var("SKIFF_TEST_MYSQL_URL").expect("SKIFF_TEST_MYSQL_URL is set");
         let mut victim = connect(&url).await;
         let mut admin = connect(&url).await;
         let row = sqlx::query_scalar::<_, i64>("SELECT CONNECTION_ID()")

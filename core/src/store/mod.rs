@@ -148,6 +148,3 @@ impl Store {
         self.pool.close().await;
     }
 }
-
-#[cfg(feature = "testing")]
-pub mod testing;

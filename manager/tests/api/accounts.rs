@@ -1,10 +1,10 @@
 use serde_json::{Value, json};
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::users_cli::{UserCommand, run};
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, PASSWORD, error_code, spawn_app, spawn_app_with};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     health_openapi_and_docs_answer,
     register_then_duplicate_is_409,
     login_good_and_bad,
@@ -139,7 +139,7 @@ async fn closed_signup_is_403_and_admin_can_add_users(b: TestBackend) {
 
 async fn revoked_tokens_are_refused(b: TestBackend) {
     let app = spawn_app(b).await;
-    let old = app.user_token("alice").await;
+    let old = app.token("alice").await;
     assert_eq!(app.get(&old, "/func").await.status(), 200);
     run(
         &app.store,
@@ -165,7 +165,7 @@ async fn revoked_tokens_are_refused(b: TestBackend) {
 
 async fn deleted_user_token_is_refused(b: TestBackend) {
     let app = spawn_app(b).await;
-    let old = app.user_token("alice").await;
+    let old = app.token("alice").await;
     run(
         &app.store,
         UserCommand::Rm {

@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, TestApp, spawn_app_with};
 
@@ -69,7 +69,7 @@ const FORMS: &[&str] = &[
 
 async fn app(opts: Options) -> (TestApp, String) {
     let app = spawn_app_with(TestBackend::Sqlite, opts).await;
-    let token = app.user_token("mallory").await;
+    let token = app.token("mallory").await;
     (app, token)
 }
 

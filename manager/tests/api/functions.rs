@@ -1,9 +1,9 @@
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{HELLO, error_code, spawn_app};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     lifecycle_versions_list_code_delete,
     tenants_are_isolated,
     svrless_handlers_type_check,
@@ -12,7 +12,7 @@ crate::on_both_backends!(
 
 async fn lifecycle_versions_list_code_delete(b: TestBackend) {
     let app = spawn_app(b).await;
-    let t = app.user_token("alice").await;
+    let t = app.token("alice").await;
     let sources = [
         HELLO.to_owned(),
         "// v2: grüße, 日本語, emoji 🚀\nexport default { fetch(_req: Request) { return new Response('zwei ✓'); } };\n"
@@ -66,8 +66,8 @@ async fn lifecycle_versions_list_code_delete(b: TestBackend) {
 
 async fn tenants_are_isolated(b: TestBackend) {
     let app = spawn_app(b).await;
-    let a = app.user_token("alice").await;
-    let bob = app.user_token("bob").await;
+    let a = app.token("alice").await;
+    let bob = app.token("bob").await;
     assert_eq!(app.deploy(&a, "shared", HELLO).await.status(), 201);
     let missing = error_code(app.get(&bob, "/func/nothing").await, 404).await;
     // bob sees alice's function exactly as a missing one
@@ -103,7 +103,7 @@ async fn tenants_are_isolated(b: TestBackend) {
 
 async fn svrless_handlers_type_check(b: TestBackend) {
     let app = spawn_app(b).await;
-    let t = app.user_token("alice").await;
+    let t = app.token("alice").await;
     let svrless = "export default async function handler({ req }: { req: Deno.RequestEvent; conn?: Deno.Conn }) {\n  await req.respondWith(new Response('legacy'));\n}\n";
     let r = app.deploy(&t, "legacy", svrless).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
@@ -116,7 +116,7 @@ async fn svrless_handlers_type_check(b: TestBackend) {
 /// (SQLITE_BUSY_SNAPSHOT), and the losers answered 500.
 async fn concurrent_deletes_all_succeed(b: TestBackend) {
     let app = spawn_app(b).await;
-    let t = app.user_token("alice").await;
+    let t = app.token("alice").await;
     let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
     for n in &names {
         assert_eq!(app.deploy(&t, n, HELLO).await.status(), 201);

@@ -3,20 +3,21 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use skiff_core::secret::Secret;
 use skiff_core::store::Store;
-use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
 use skiff_manager::state::AppState;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_testkit::{ApiClient, TestBackend, TestDb};
 
-pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
-pub const PASSWORD: &str = "correct horse battery";
+pub use skiff_testkit::PASSWORD;
+pub use skiff_testkit::SECRET;
 
+/// The manager, and a client of its API (its calls through `Deref`).
 pub struct TestApp {
-    pub address: String,
+    api: ApiClient,
     pub client: reqwest::Client,
     /// A second connection to the same database, to check what was written.
     pub store: Store,
@@ -78,13 +79,14 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
     config.rate_limit_max_keys = opts.rate_limit_max_keys;
     config.trusted_proxies = opts.trusted_proxies.parse().expect("trusted proxies");
     let app = Application::build(config).await.expect("build app");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let client = reqwest::Client::new();
+    let api = ApiClient::with_http(format!("http://127.0.0.1:{}", app.port()), client.clone());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     let store = db.store().await;
     TestApp {
-        address,
-        client: reqwest::Client::new(),
+        api,
+        client,
         store,
         data_dir,
         state,
@@ -101,33 +103,14 @@ pub fn client_from(local: &str) -> reqwest::Client {
         .unwrap()
 }
 
+impl std::ops::Deref for TestApp {
+    type Target = ApiClient;
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn register(&self, user: &str) -> reqwest::Response {
-        self.post_json(
-            "/register",
-            &json!({"username": user, "password": PASSWORD}),
-        )
-        .await
-    }
-
-    pub async fn login(&self, user: &str, password: &str) -> reqwest::Response {
-        self.post_json("/login", &json!({"username": user, "password": password}))
-            .await
-    }
-
     /// `POST path` with a JSON body and an `X-Forwarded-For` header, sent by
     /// `client` (as a proxy, or as a client forging the header).
     pub async fn post_forwarded(
@@ -141,45 +124,6 @@ impl TestApp {
             .post(self.url(path))
             .header("x-forwarded-for", forwarded_for)
             .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Registers `user` and returns a fresh token.
-    pub async fn user_token(&self, user: &str) -> String {
-        assert_eq!(self.register(user).await.status(), 201);
-        let r = self.login(user, PASSWORD).await;
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    pub async fn deploy(&self, token: &str, name: &str, source: &str) -> reqwest::Response {
-        self.client
-            .post(self.url(&format!("/func?name={name}")))
-            .bearer_auth(token)
-            .body(source.to_owned())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(token)
             .send()
             .await
             .unwrap()

@@ -2,14 +2,14 @@
 
 use serde_json::json;
 use skiff_core::secret::Secret;
-use skiff_core::store::testing::TestBackend;
 use skiff_core::tokens::{Claims, TokenKeys};
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{
     HELLO, Options, PASSWORD, SECRET, TestApp, error_code, spawn_app, spawn_app_with,
 };
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     malformed_account_requests,
     bad_function_names,
     bad_sources,
@@ -25,7 +25,7 @@ crate::on_both_backends!(
 
 /// Alice with one deployed function: the state every hostile case must leave as it was.
 async fn seeded(app: &TestApp) -> String {
-    let t = app.user_token("alice").await;
+    let t = app.token("alice").await;
     assert_eq!(app.deploy(&t, "keep", HELLO).await.status(), 201);
     t
 }
@@ -581,7 +581,7 @@ async fn jwt_algorithm_confusion_and_header_injection(b: TestBackend) {
 async fn tokens_for_users_that_do_not_match_exactly(b: TestBackend) {
     let app = spawn_app(b).await;
     let good = seeded(&app).await;
-    app.user_token("bob").await;
+    app.token("bob").await;
     let before = app.snapshot().await;
     let alice = app.store.find_user("alice").await.unwrap().unwrap();
     let bob = app.store.find_user("bob").await.unwrap().unwrap();
@@ -662,7 +662,7 @@ async fn huge_tokens_get_a_clean_4xx(b: TestBackend) {
     // Past it, the whole request is refused before any handler runs: 431, then
     // the connection is closed. (A client that stops reading once its write
     // fails, like hyper, sees the close instead of the answer; this one reads.)
-    let addr = app.address.trim_start_matches("http://").to_owned();
+    let addr = app.base.trim_start_matches("http://").to_owned();
     for (method, path) in [("GET", "/func/keep"), ("POST", "/func?name=keep")] {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\

@@ -9,11 +9,11 @@
 //! other machines that connect directly.
 
 use serde_json::{Value, json};
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, PASSWORD, TestApp, client_from, error_code, spawn_app_with};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     login_lockout_through_a_trusted_proxy,
     forged_forwarded_for_from_an_untrusted_peer_is_ignored,
     one_address_cannot_lock_a_user_out_elsewhere,

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::typecheck::settings::CheckerSettings;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Options, spawn_app_with};
 
@@ -52,7 +52,7 @@ async fn deploys_are_checked_by_a_separate_checker_process() {
         },
     )
     .await;
-    let t = app.user_token("alice").await;
+    let t = app.token("alice").await;
     let r = app
         .deploy(
             &t,

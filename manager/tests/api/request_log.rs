@@ -3,82 +3,34 @@
 //! query string, a header or a body never appear; paths and the real client
 //! address do.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use skiff_core::store::testing::{TestBackend, TestDb};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use skiff_testkit::{Launch, Service, TestBackend, TestDb};
 
 use crate::helpers::{SECRET, client_from};
 
-crate::on_both_backends!(secrets_in_urls_headers_and_bodies_never_reach_the_log);
+skiff_testkit::on_both_backends!(secrets_in_urls_headers_and_bodies_never_reach_the_log);
 
 /// The running binary (killed when dropped) and everything it printed.
 struct LoggedManager {
-    _child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
+    service: Service,
 }
 
 impl LoggedManager {
     async fn start(db: &TestDb, data_dir: &std::path::Path) -> LoggedManager {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff-manager"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SKIFF_DATABASE_URL", &db.url)
+        let service = Launch::manager(env!("CARGO_BIN_EXE_skiff-manager"), &db.url, data_dir)
+            .clean_env()
             .env("SKIFF_JWT_SECRET", SECRET)
-            .env("SKIFF_ALLOW_SIGNUP", "true")
-            .env("SKIFF_LISTEN", "127.0.0.1:0")
-            .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_TRUSTED_PROXIES", "127.0.0.1/32")
             .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(deno) = std::env::var_os("SKIFF_DENO") {
-            cmd.env("SKIFF_DENO", deno);
-        }
-        let mut child = cmd.spawn().expect("spawn skiff-manager");
-        let log = Arc::new(Mutex::new(String::new()));
-        let outputs: [Option<Box<dyn AsyncRead + Unpin + Send>>; 2] = [
-            child.stdout.take().map(|s| Box::new(s) as _),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ];
-        for output in outputs.into_iter().flatten() {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(output).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let mut manager = LoggedManager {
-            _child: child,
-            base: String::new(),
-            log,
-        };
-        let port = manager
-            .wait_for(|log| {
-                log.lines()
-                    .filter(|l| l.contains("skiff-manager listening"))
-                    .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("port=")))
-                    .map(str::to_owned)
-            })
+            .start()
             .await;
-        manager.base = format!("http://127.0.0.1:{port}");
-        manager
+        LoggedManager { service }
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.service.log()
     }
 
     /// Waits (bounded) until `found` finds something in the log.
@@ -93,7 +45,7 @@ impl LoggedManager {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.service.url())
     }
 }
 

@@ -29,7 +29,7 @@ enum Outage {
 const WRITERS: usize = 2;
 
 async fn readyz(mgr: &Manager) -> u16 {
-    match mgr.client.get(mgr.url("/readyz")).send().await {
+    match mgr.http.get(mgr.url("/readyz")).send().await {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }
@@ -54,7 +54,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
         extra: vec![],
     };
     let mgr = Arc::new(Manager::start(&env).await);
-    let token = mgr.register_and_login("alice").await;
+    let token = mgr.token("alice").await;
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
 
@@ -71,7 +71,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
                     break;
                 }
                 let src = source(&format!("writer {w} deploy {i}"));
-                let (status, code, version) = match mgr.deploy(&token, &name, &src).await {
+                let (status, code, version) = match mgr.try_deploy(&token, &name, &src).await {
                     Ok(r) => {
                         let status = r.status().as_u16();
                         let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -104,11 +104,11 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
                     break;
                 }
                 let (what, r) = if i % 2 == 0 {
-                    ("GET /func", mgr.get(&token, "/func").await)
+                    ("GET /func", mgr.try_get(&token, "/func").await)
                 } else {
                     (
                         "POST /login",
-                        mgr.client
+                        mgr.http
                             .post(mgr.url("/login"))
                             .json(&json!({"username": "alice", "password": PASSWORD}))
                             .send()
@@ -158,20 +158,20 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         assert!(down, "{outage:?}: /readyz never said the database was down");
-        let r = mgr.get(&token, "/func").await.unwrap();
+        let r = mgr.try_get(&token, "/func").await.unwrap();
         assert_eq!(
             status_and_code(r).await,
             (503, "database_unavailable".into()),
             "{outage:?}: GET /func"
         );
-        let r = mgr.get(&token, "/func/f0").await.unwrap();
+        let r = mgr.try_get(&token, "/func/f0").await.unwrap();
         assert_eq!(
             status_and_code(r).await,
             (503, "database_unavailable".into()),
             "{outage:?}: GET /func/f0"
         );
         let r = mgr
-            .client
+            .http
             .post(mgr.url("/login"))
             .json(&json!({"username": "alice", "password": PASSWORD}))
             .send()
@@ -183,7 +183,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             "{outage:?}: POST /login"
         );
         let r = mgr
-            .deploy(&token, "during-outage", &source("during the outage"))
+            .try_deploy(&token, "during-outage", &source("during the outage"))
             .await
             .unwrap();
         assert_eq!(
@@ -191,7 +191,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             (503, "database_unavailable".into()),
             "{outage:?}: POST /func"
         );
-        let r = mgr.client.get(mgr.url("/healthz")).send().await.unwrap();
+        let r = mgr.http.get(mgr.url("/healthz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{outage:?}: /healthz");
 
         // Back up: the manager recovers by itself.
@@ -205,7 +205,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         assert!(ready, "{outage:?}: the manager did not recover");
-        let r = mgr.get(&token, "/func").await.unwrap();
+        let r = mgr.try_get(&token, "/func").await.unwrap();
         assert_eq!(r.status(), 200, "{outage:?}: GET /func after recovery");
     }
 
@@ -242,7 +242,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
     for w in 0..WRITERS {
         let name = format!("f{w}");
         let info: Value = mgr
-            .get(&token, &format!("/func/{name}"))
+            .try_get(&token, &format!("/func/{name}"))
             .await
             .unwrap()
             .json()
@@ -283,7 +283,7 @@ async fn database_restart_under_traffic_answers_503_recovers_and_loses_no_acknow
             }
         }
         let code = mgr
-            .get(&token, &format!("/func/{name}/code"))
+            .try_get(&token, &format!("/func/{name}/code"))
             .await
             .unwrap()
             .text()

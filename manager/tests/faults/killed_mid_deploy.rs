@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use skiff_core::store::sha256_hex;
-use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_testkit::{TestBackend, TestDb};
 use tokio::task::JoinSet;
 
 use crate::harness::{Manager, ManagerEnv, source};
@@ -68,7 +68,7 @@ async fn sigkill_mid_deploy(backend: TestBackend) {
         extra: vec![],
     };
     let mut mgr = Manager::start(&env).await;
-    let token = mgr.register_and_login("alice").await;
+    let token = mgr.token("alice").await;
     let mut ledger = Ledger::default();
 
     // Every function starts with two acknowledged versions.
@@ -80,7 +80,7 @@ async fn sigkill_mid_deploy(backend: TestBackend) {
                 .entry(name.into())
                 .or_default()
                 .push(sha256_hex(src.as_bytes()));
-            let r = mgr.deploy(&token, name, &src).await.unwrap();
+            let r = mgr.try_deploy(&token, name, &src).await.unwrap();
             let answer = (r.status().as_u16(), r.json().await.unwrap());
             ledger.record(name, &src, Some(answer));
         }
@@ -131,7 +131,7 @@ fn spawn_deploy(
     src: String,
 ) {
     let (client, url, token) = (
-        mgr.client.clone(),
+        mgr.http.clone(),
         mgr.url(&format!("/func?name={name}")),
         token.to_owned(),
     );
@@ -158,7 +158,7 @@ async fn live_versions(mgr: &Manager, token: &str) -> Vec<i64> {
     let mut out = Vec::new();
     for name in FUNCTIONS {
         let info: Value = mgr
-            .get(token, &format!("/func/{name}"))
+            .try_get(token, &format!("/func/{name}"))
             .await
             .unwrap()
             .json()
@@ -262,7 +262,7 @@ async fn kill_inside_open_transactions(
             .entry((*name).into())
             .or_default()
             .push(sha256_hex(src.as_bytes()));
-        let r = mgr.deploy(token, name, &src).await.unwrap();
+        let r = mgr.try_deploy(token, name, &src).await.unwrap();
         let answer = (r.status().as_u16(), r.json::<Value>().await.unwrap());
         assert_eq!(answer.1["version"], v + 1, "{name}");
         ledger.record(name, &src, Some(answer));
@@ -276,7 +276,7 @@ async fn verify(mgr: &Manager, token: &str, db: &TestDb, ledger: &Ledger, round:
     let changes = store.changes_since(0, 1_000_000).await.unwrap();
     let mut stored_unanswered = 0;
     for name in FUNCTIONS {
-        let r = mgr.get(token, &format!("/func/{name}")).await.unwrap();
+        let r = mgr.try_get(token, &format!("/func/{name}")).await.unwrap();
         assert_eq!(r.status(), 200, "round {round}: {name} is gone");
         let info: Value = r.json().await.unwrap();
         let stored: Vec<(i64, String, i64)> = info["versions"]
@@ -307,7 +307,7 @@ async fn verify(mgr: &Manager, token: &str, db: &TestDb, ledger: &Ledger, round:
         assert_eq!(info["latest_version"], live);
         // The live source is wholly the live version: same bytes, same hash.
         let code = mgr
-            .get(token, &format!("/func/{name}/code"))
+            .try_get(token, &format!("/func/{name}/code"))
             .await
             .unwrap()
             .bytes()

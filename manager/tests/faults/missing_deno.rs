@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_core::store::testing::{TestBackend, TestDb};
+use skiff_testkit::{TestBackend, TestDb};
 
 use crate::harness::{Manager, ManagerEnv, source, status_and_code};
 
@@ -34,16 +34,19 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
     );
 
     // Everything else works.
-    let r = mgr.client.get(mgr.url("/healthz")).send().await.unwrap();
+    let r = mgr.http.get(mgr.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = mgr.client.get(mgr.url("/readyz")).send().await.unwrap();
+    let r = mgr.http.get(mgr.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let token = mgr.register_and_login("alice").await;
-    let r = mgr.get(&token, "/func").await.unwrap();
+    let token = mgr.token("alice").await;
+    let r = mgr.try_get(&token, "/func").await.unwrap();
     assert_eq!(r.status(), 200);
 
     // A deploy answers 503 with a clear JSON message that does not leak paths.
-    let r = mgr.deploy(&token, "hello", &source("v1")).await.unwrap();
+    let r = mgr
+        .try_deploy(&token, "hello", &source("v1"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "checker_unavailable");
@@ -54,7 +57,7 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
     // scanner any more): without Deno, a forbidden import cannot be judged
     // either, and is unavailable too — never a wrong 2xx.
     let r = mgr
-        .deploy(
+        .try_deploy(
             &token,
             "hello",
             "import x from 'npm:left-pad';\nexport default x;\n",
@@ -67,7 +70,7 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
     );
     // Nothing was stored.
     let list: Value = mgr
-        .get(&token, "/func")
+        .try_get(&token, "/func")
         .await
         .unwrap()
         .json()
@@ -84,7 +87,10 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
     std::os::unix::fs::symlink(&real, &missing).unwrap();
     let mut last = (0, String::new());
     for _ in 0..60 {
-        let r = mgr.deploy(&token, "hello", &source("v1")).await.unwrap();
+        let r = mgr
+            .try_deploy(&token, "hello", &source("v1"))
+            .await
+            .unwrap();
         last = status_and_code(r).await;
         if last.0 != 503 {
             break;
@@ -92,7 +98,7 @@ async fn missing_deno_is_reported_at_start_and_deploys_answer_503_until_it_appea
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(last, (201, String::new()), "deploys did not recover");
-    let r = mgr.get(&token, "/func/hello/code").await.unwrap();
+    let r = mgr.try_get(&token, "/func/hello/code").await.unwrap();
     assert_eq!(r.text().await.unwrap(), source("v1"));
     assert!(mgr.log().contains("Deno found"), "{}", mgr.log());
 }
@@ -124,8 +130,11 @@ async fn deno_vanishing_after_start_answers_503_then_recovers() {
         extra: vec![("SKIFF_DENO", ours.display().to_string())],
     };
     let mgr = Manager::start(&env).await;
-    let token = mgr.register_and_login("alice").await;
-    let r = mgr.deploy(&token, "hello", &source("v1")).await.unwrap();
+    let token = mgr.token("alice").await;
+    let r = mgr
+        .try_deploy(&token, "hello", &source("v1"))
+        .await
+        .unwrap();
     assert_eq!(
         status_and_code(r).await,
         (201, String::new()),
@@ -134,18 +143,24 @@ async fn deno_vanishing_after_start_answers_503_then_recovers() {
     );
 
     std::fs::remove_file(&ours).unwrap();
-    let r = mgr.deploy(&token, "hello", &source("v2")).await.unwrap();
+    let r = mgr
+        .try_deploy(&token, "hello", &source("v2"))
+        .await
+        .unwrap();
     assert_eq!(
         status_and_code(r).await,
         (503, "checker_unavailable".into())
     );
-    let r = mgr.get(&token, "/func/hello/code").await.unwrap();
+    let r = mgr.try_get(&token, "/func/hello/code").await.unwrap();
     assert_eq!(r.text().await.unwrap(), source("v1"), "v1 stays live");
 
     install();
     let mut last = (0, String::new());
     for _ in 0..60 {
-        let r = mgr.deploy(&token, "hello", &source("v2")).await.unwrap();
+        let r = mgr
+            .try_deploy(&token, "hello", &source("v2"))
+            .await
+            .unwrap();
         last = status_and_code(r).await;
         if last.0 != 503 {
             break;
@@ -154,7 +169,7 @@ async fn deno_vanishing_after_start_answers_503_then_recovers() {
     }
     assert_eq!(last, (200, String::new()), "deploys did not recover");
     let info: Value = mgr
-        .get(&token, "/func/hello")
+        .try_get(&token, "/func/hello")
         .await
         .unwrap()
         .json()

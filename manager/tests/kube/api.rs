@@ -6,16 +6,16 @@ use actix_web::{App, test as actix, web};
 use serde_json::Value;
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::secret::Secret;
-use skiff_core::store::testing::TestBackend;
 use skiff_core::tokens::TokenKeys;
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::runtime::SharedRuntime;
 use skiff_manager::state::AppState;
 use skiff_manager::typecheck::TypeChecker;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
 
-const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+use skiff_testkit::SECRET;
 
 #[actix_web::test]
 async fn deploy_get_and_delete_drive_the_runtime() {

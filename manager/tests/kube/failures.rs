@@ -5,12 +5,12 @@
 use skiff_core::names::FunctionName;
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::store::RuntimePhase;
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::kube::{KubeSettings, SyncOutcome};
+use skiff_testkit::TestBackend;
 
 use crate::harness::{Env, HELLO_V1, Kind, Reply, env, settings};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     conflict_409_is_recorded_and_retried,
     invalid_422_is_recorded_with_the_api_message,
     server_error_500_is_recorded,

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::store::Store;
-use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_manager::kube::api_calls::{API_CALLS, ApiCall, Verb};
 use skiff_manager::kube::{KubeRuntime, KubeSettings, SyncOutcome};
+use skiff_testkit::{TestBackend, TestDb};
 
 pub const NS: &str = "skiff-functions";
 pub const HELLO_V1: &str = "export default () => new Response('one');\n";

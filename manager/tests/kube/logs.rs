@@ -8,13 +8,13 @@ use http::Method;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::object_name;
 use skiff_core::secret::Secret;
-use skiff_core::store::testing::TestBackend;
 use skiff_core::tokens::TokenKeys;
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::functions::logs::LoggedFunction;
 use skiff_manager::runtime::{FunctionRuntime, SharedRuntime};
 use skiff_manager::state::AppState;
 use skiff_manager::typecheck::TypeChecker;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{FakeApi, HELLO_V1, NS, Reply, Seen, env, settings};
 

@@ -14,20 +14,3 @@ mod rbac;
 mod reconcile;
 mod scenarios;
 mod state;
-
-/// Runs each named `async fn(TestBackend)` on SQLite and on MySQL/MariaDB.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() {
-                super::$case(skiff_core::store::testing::TestBackend::Sqlite).await
-            })*
-        }
-        mod mysql {
-            $(#[tokio::test] async fn $case() {
-                super::$case(skiff_core::store::testing::TestBackend::MySql).await
-            })*
-        }
-    };
-}

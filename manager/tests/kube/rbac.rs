@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 // YAML read into JSON values: the manifests use only what JSON can hold.
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::kube::api_calls::{API_CALLS, rbac_grants};
+use skiff_testkit::TestBackend;
 
 use skiff_manager::runtime::FunctionRuntime;
 

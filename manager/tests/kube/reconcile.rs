@@ -7,13 +7,13 @@ use std::time::Duration;
 use skiff_core::names::FunctionName;
 use skiff_core::naming::object_name;
 use skiff_core::store::RuntimePhase;
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::kube::{ReconcileReport, reconcile};
 use skiff_manager::runtime::FunctionRuntime;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{Env, HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     a_missing_deployment_is_repaired,
     objects_of_deleted_functions_are_removed,
     a_deploy_never_applied_converges_on_the_next_pass,

@@ -2,12 +2,12 @@
 
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::store::RuntimePhase;
-use skiff_core::store::testing::TestBackend;
 use skiff_manager::kube::SyncOutcome;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, HELLO_V2, env, settings};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(
     create_applies_every_object_and_records_ready,
     update_rolls_out_a_new_configmap_and_points_the_deployment_at_it,
     delete_removes_every_object_by_name_and_label,

@@ -2,11 +2,11 @@
 
 use skiff_core::names::FunctionName;
 use skiff_core::store::RuntimePhase;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, env, settings};
 
-crate::on_both_backends!(state_is_replaced_listed_and_deleted_with_the_function);
+skiff_testkit::on_both_backends!(state_is_replaced_listed_and_deleted_with_the_function);
 
 async fn state_is_replaced_listed_and_deleted_with_the_function(b: TestBackend) {
     let env = env(b, settings()).await;

@@ -2,11 +2,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::{Launch, TestBackend};
 
 use crate::helpers::{Opts, stack, stack_with};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(multi_thread;
     methods_paths_queries_headers_and_binary_bodies,
     fifty_megabytes_stream_both_ways,
     redirects_pass_through_and_no_compression_is_added,
@@ -125,21 +125,17 @@ async fn fifty_megabytes_stream_both_ways(b: TestBackend) {
     let t = s.token("alice").await;
     s.deploy(&t, "big", BIG).await;
     s.until("alice", "big", |st, _| st == 200).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-router"))
-        .env("SKIFF_DATABASE_URL", &s.db.url)
-        .env("SKIFF_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SKIFF_DATA_DIR", s.data_dir.join("second-router"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let base = format!("http://127.0.0.1:{port}/fn/alice/big");
+    let router = Launch::router(
+        env!("CARGO_BIN_EXE_skiff-router"),
+        &s.db.url,
+        &s.data_dir.join("second-router"),
+    )
+    .env("RUST_LOG", "warn")
+    .start()
+    .await;
+    let pid = router.pid();
+    let base = format!("{}/fn/alice/big", router.url());
+    // It learns of the function from the database at start.
     let mut up = false;
     for _ in 0..200 {
         if let Ok(r) = s.client.get(format!("{base}/?bytes=1")).send().await
@@ -150,7 +146,7 @@ async fn fifty_megabytes_stream_both_ways(b: TestBackend) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(up, "the router process did not come up");
+    assert!(up, "the router process did not serve the function");
     let before = rss_kb(pid, "VmRSS:");
 
     // upload, chunked (no Content-Length), generated on the fly
@@ -189,11 +185,7 @@ async fn fifty_megabytes_stream_both_ways(b: TestBackend) {
         "router RSS grew from {before} kB to {peak} kB: bodies were buffered"
     );
     // SIGTERM, so it stops its instances before exiting
-    let _ = tokio::process::Command::new("kill")
-        .arg(pid.to_string())
-        .status()
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    router.stop().await;
 }
 
 async fn redirects_pass_through_and_no_compression_is_added(b: TestBackend) {

@@ -3,11 +3,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Opts, replies, stack_with};
 
-crate::on_both_backends!(failing_functions_get_their_status_and_spare_the_neighbour,);
+skiff_testkit::on_both_backends!(multi_thread; failing_functions_get_their_status_and_spare_the_neighbour,);
 
 const FAULTY: &str = r#"export default async (req: Request) => {
   switch (new URL(req.url).pathname) {
@@ -108,16 +108,7 @@ async fn failing_functions_get_their_status_and_spare_the_neighbour(b: TestBacke
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert_eq!((status, code.as_str()), (503, "function_unavailable"));
-    let logs = s
-        .client
-        .get(format!("{}/func/broken/logs", s.api))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let logs = s.manager.logs(&t, "broken", "").await.text().await.unwrap();
     assert!(logs.contains("fails at load"), "{logs}");
 }
 
@@ -196,13 +187,7 @@ async fn a_full_log_disk_does_not_stop_a_function() {
         assert_eq!(r.status(), 200, "call {i}");
         assert_eq!(r.text().await.unwrap(), "done /talk");
     }
-    let r = s
-        .client
-        .get(format!("{}/func/talker/logs", s.api))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = s.manager.logs(&t, "talker", "").await;
     assert!(
         r.status().is_success() || r.status() == 503,
         "logs answered {}",
@@ -214,8 +199,8 @@ async fn a_full_log_disk_does_not_stop_a_function() {
 /// functions it knows (warm and cold), and sees deploys again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_router_keeps_serving_while_the_database_is_down() {
-    let server = skiff_core::store::testing::PrivateMariaDb::start();
-    let db = skiff_core::store::testing::TestDb::on_mysql_server(&server.server_url).await;
+    let server = skiff_testkit::PrivateMariaDb::start().await;
+    let db = skiff_testkit::TestDb::on_mysql_server(&server.server_url()).await;
     let s = crate::helpers::stack_on(
         db,
         Opts {
@@ -232,7 +217,7 @@ async fn the_router_keeps_serving_while_the_database_is_down() {
     s.until("alice", "cold", |st, b| st == 200 && b == "cold v1")
         .await;
 
-    server.stop();
+    server.stop().await;
     // both keep answering, the idle one after a cold start without the database
     for _ in 0..20 {
         let r = s.get("alice", "steady", "/").await;
@@ -250,18 +235,11 @@ async fn the_router_keeps_serving_while_the_database_is_down() {
     );
     assert_eq!(s.get("alice", "nothing", "/").await.status(), 404);
 
-    server.restart();
+    server.up().await;
     // the manager recovers by itself; a deploy after the outage reaches the router
     let mut deployed = false;
     for _ in 0..100 {
-        let r = s
-            .client
-            .post(format!("{}/func?name=steady", s.api))
-            .bearer_auth(&t)
-            .body(replies("steady v2"))
-            .send()
-            .await
-            .unwrap();
+        let r = s.manager.deploy(&t, "steady", &replies("steady v2")).await;
         if r.status().is_success() {
             deployed = true;
             break;

@@ -4,8 +4,8 @@
 //! framing could make the router and the function disagree are refused.
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
 use skiff_router::config::RouterConfig;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Opts, Stack, stack_with};
 use crate::wire::{Answer, exchange_from, request};

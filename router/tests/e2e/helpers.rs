@@ -6,18 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use skiff_core::secret::Secret;
-use skiff_core::store::testing::{TestBackend, TestDb};
 use skiff_manager::config::ManagerConfig;
 use skiff_manager::startup::Application;
 use skiff_router::config::RouterConfig;
 use skiff_router::{RouterApp, RouterHandle};
-
-pub const PASSWORD: &str = "correct horse battery";
+use skiff_testkit::ApiClient;
+use skiff_testkit::{TestBackend, TestDb};
 
 pub struct Stack {
-    pub api: String,
+    /// A client of the manager's API (on `client`).
+    pub manager: ApiClient,
     pub router: String,
     pub router_addr: SocketAddr,
     pub manager_port: u16,
@@ -74,7 +73,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
 
     let mut m = ManagerConfig::new(
         &db.url,
-        Secret::new("e2e-secret-that-is-long-enough-0123456789"),
+        Secret::new(skiff_testkit::SECRET),
         data_dir.clone(),
     );
     m.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -98,15 +97,17 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     let handle = router.handle();
     tokio::spawn(router.run_until_stopped());
 
+    let api = format!("http://127.0.0.1:{manager_port}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     Stack {
-        api: format!("http://127.0.0.1:{manager_port}"),
+        manager: ApiClient::with_http(api, client.clone()),
         router: format!("http://{router_addr}"),
         router_addr,
         manager_port,
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        client,
         handle,
         data_dir,
         db,
@@ -115,66 +116,27 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
 }
 
 impl Stack {
+    /// Registers `user` and returns a fresh token.
     pub async fn token(&self, user: &str) -> String {
-        let body = json!({"username": user, "password": PASSWORD});
-        let r = self
-            .client
-            .post(format!("{}/register", self.api))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let r = self
-            .client
-            .post(format!("{}/login", self.api))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        r.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.manager.token(user).await
     }
 
     /// Deploys and returns the new version number.
     pub async fn deploy(&self, token: &str, name: &str, source: &str) -> i64 {
-        let r = self
-            .client
-            .post(format!("{}/func?name={name}", self.api))
-            .bearer_auth(token)
-            .body(source.to_owned())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "deploy {name}: {status} {body}");
-        body["version"].as_i64().unwrap()
+        self.manager.deploy_ok(token, name, source).await
     }
 
     pub async fn delete(&self, token: &str, name: &str) {
-        let r = self
-            .client
-            .delete(format!("{}/func/{name}", self.api))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        self.manager.delete_function(token, name).await
     }
 
     pub fn url(&self, user: &str, name: &str, rest: &str) -> String {
         format!("{}/fn/{user}/{name}{rest}", self.router)
     }
 
+    /// Calls the function through the router.
     pub async fn get(&self, user: &str, name: &str, rest: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(user, name, rest))
-            .send()
-            .await
-            .unwrap()
+        self.manager.call(&self.router, user, name, rest).await
     }
 
     /// Calls until the answer satisfies `ok` (the router learns of changes by

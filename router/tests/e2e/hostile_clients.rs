@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Opts, Stack, replies, stack_with};
 
@@ -153,7 +153,7 @@ async fn hostile_functions_are_refused_or_contained() {
 
     let mut targets = Vec::new();
     let mut ports = vec![s.manager_port, s.router_addr.port()];
-    if let Ok(url) = std::env::var(skiff_core::store::testing::MYSQL_ENV)
+    if let Ok(url) = std::env::var(skiff_testkit::MYSQL_ENV)
         && let Some(p) = url
             .rsplit(':')
             .next()

@@ -3,11 +3,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Opts, replies, stack, stack_with};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(multi_thread;
     deploy_call_update_delete,
     three_handler_shapes,
     tenants_with_the_same_name_are_isolated,
@@ -150,16 +150,7 @@ async fn logs_show_function_output(b: TestBackend) {
     s.get("alice", "talk", "/second").await;
     let mut text = String::new();
     for _ in 0..50 {
-        text = s
-            .client
-            .get(format!("{}/func/talk/logs", s.api))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = s.manager.logs(&t, "talk", "").await.text().await.unwrap();
         if text.contains("warned /second") {
             break;
         }
@@ -170,25 +161,16 @@ async fn logs_show_function_output(b: TestBackend) {
     let first = text.lines().find(|l| l.contains("seen /first")).unwrap();
     chrono::DateTime::parse_from_rfc3339(first.split(' ').next().unwrap()).expect("timestamp");
     let tail = s
-        .client
-        .get(format!("{}/func/talk/logs?tail=1", s.api))
-        .bearer_auth(&t)
-        .send()
+        .manager
+        .logs(&t, "talk", "?tail=1")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert_eq!(tail.lines().count(), 1);
     // another user cannot read them
     let bob = s.token("bob").await;
-    let r = s
-        .client
-        .get(format!("{}/func/talk/logs", s.api))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let r = s.manager.logs(&bob, "talk", "").await;
     assert_eq!(r.status(), 404);
 }
 

@@ -5,24 +5,18 @@
 use std::time::{Duration, Instant};
 
 use skiff_core::logs::{MAX_LINE, is_neutralised};
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{Stack, stack};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(multi_thread;
     printed_lines_reach_the_owner_as_one_neutralised_line_each,
     the_owners_log_shows_no_data_dir_path,
 );
 
 /// The owner's whole log.
 async fn owner_log(s: &Stack, token: &str, name: &str) -> String {
-    let r = s
-        .client
-        .get(format!("{}/func/{name}/logs?tail=10000", s.api))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.manager.logs(token, name, "?tail=10000").await;
     assert_eq!(r.status(), 200);
     r.text().await.unwrap()
 }

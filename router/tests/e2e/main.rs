@@ -15,19 +15,3 @@ mod recreate;
 mod sandbox;
 mod slow_clients;
 mod wire;
-
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $case() {
-                super::$case(skiff_core::store::testing::TestBackend::Sqlite).await
-            })*
-        }
-        mod mysql {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $case() {
-                super::$case(skiff_core::store::testing::TestBackend::MySql).await
-            })*
-        }
-    };
-}

@@ -7,11 +7,11 @@ use std::os::unix::net::{SocketAddr, UnixListener};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::{Launch, TestBackend};
 
 use crate::helpers::{replies, stack};
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(multi_thread;
     abstract_unix_sockets_are_refused_both_ways,
     a_running_instance_carries_every_layer,
     tmp_is_private_to_each_instance_and_capped,
@@ -274,21 +274,12 @@ async fn instances_die_with_a_killed_router_whatever_they_patch() {
     let s = stack(TestBackend::Sqlite).await;
     let t = s.token("alice").await;
     s.deploy(&t, "immortal", IMMORTAL).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let data = s.data_dir.join("doomed-router");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-router"))
-        .env("SKIFF_DATABASE_URL", &s.db.url)
-        .env("SKIFF_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SKIFF_DATA_DIR", &data)
+    let mut router = Launch::router(env!("CARGO_BIN_EXE_skiff-router"), &s.db.url, &data)
         .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/fn/alice/immortal");
+        .start()
+        .await;
+    let url = format!("{}/fn/alice/immortal", router.url());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = s.client.get(&url).send().await
@@ -305,8 +296,7 @@ async fn instances_die_with_a_killed_router_whatever_they_patch() {
     }
     let pids = deno_pids(&data.display().to_string());
     assert_eq!(pids.len(), 1, "{pids:?}");
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    router.kill().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| !zombie(*p)) {
         assert!(

@@ -5,65 +5,19 @@
 //! runs here, and the two meet only in the database and the data dir.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use skiff_core::store::Store;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::{Launch, Service, TestBackend};
 
-use crate::helpers::{Opts, replies, stack_with};
+use crate::helpers::{Opts, Stack, replies, stack_with};
 
 /// The router binary, on its own port and the stack's data dir and database.
-struct RouterProcess {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl RouterProcess {
-    async fn start(db_url: &str, data_dir: &Path, ready: &Path) -> Self {
-        let _ = std::fs::remove_file(ready);
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-router"))
-            .env("SKIFF_DATABASE_URL", db_url)
-            .env("SKIFF_DATA_DIR", data_dir)
-            .env("SKIFF_LISTEN", "127.0.0.1:0")
-            .env("SKIFF_POLL_INTERVAL_MS", "100")
-            .env("SKIFF_READY_FILE", ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting skiff-router");
-        let start = Instant::now();
-        let port = loop {
-            if let Some(p) = skiff_core::ready::read(ready) {
-                break p;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the router did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("the router runs").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    }
-
-    async fn stop(mut self) {
-        self.signal("-TERM");
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
-    }
+async fn router_process(db_url: &str, data_dir: &Path) -> Service {
+    Launch::router(env!("CARGO_BIN_EXE_skiff-router"), db_url, data_dir)
+        .env("SKIFF_POLL_INTERVAL_MS", "100")
+        .start()
+        .await
 }
 
 async fn call(client: &reqwest::Client, url: &str) -> (u16, String) {
@@ -132,8 +86,18 @@ async fn files_gone(data_dir: &Path, id: i64, within: Duration) {
     );
 }
 
-async fn recreated_within_one_poll(b: TestBackend) {
-    // The in-process router of the stack is not used: it polls once an hour.
+/// A stack whose in-process router is out of the way (it polls once an
+/// hour), a router process serving alice's `f` ("old"), alice's token, and
+/// the old function's id.
+struct Serving {
+    s: Stack,
+    store: Store,
+    router: Service,
+    token: String,
+    old_id: i64,
+}
+
+async fn serving_old(b: TestBackend) -> Serving {
     let s = stack_with(
         b,
         Opts {
@@ -143,11 +107,10 @@ async fn recreated_within_one_poll(b: TestBackend) {
     )
     .await;
     let store = Store::connect(&s.db.url, 1).await.unwrap();
-    let ready = s.data_dir.join("../router-ready");
-    let router = RouterProcess::start(&s.db.url, &s.data_dir, &ready).await;
-    let url = format!("{}/fn/alice/f/", router.url);
-    let t = s.token("alice").await;
-    s.deploy(&t, "f", &replies("old")).await;
+    let router = router_process(&s.db.url, &s.data_dir).await;
+    let url = format!("{}/fn/alice/f/", router.url());
+    let token = s.token("alice").await;
+    s.deploy(&token, "f", &replies("old")).await;
     let start = Instant::now();
     while call(&s.client, &url).await != (200, "old".into()) {
         assert!(
@@ -157,6 +120,24 @@ async fn recreated_within_one_poll(b: TestBackend) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let old_id = live_id(&store, "alice", "f").await;
+    Serving {
+        s,
+        store,
+        router,
+        token,
+        old_id,
+    }
+}
+
+async fn recreated_within_one_poll(b: TestBackend) {
+    let Serving {
+        s,
+        store,
+        router,
+        token: t,
+        old_id,
+    } = serving_old(b).await;
+    let url = format!("{}/fn/alice/f/", router.url());
     // Both changes land while the router cannot poll: it sees them in one poll.
     router.signal("-STOP");
     s.delete(&t, "f").await;
@@ -169,42 +150,26 @@ async fn recreated_within_one_poll(b: TestBackend) {
 }
 
 async fn recreated_while_the_router_was_down(b: TestBackend) {
-    let s = stack_with(
-        b,
-        Opts {
-            tune_router: |r| r.poll_interval = Duration::from_secs(3600),
-            ..Opts::default()
-        },
-    )
-    .await;
-    let store = Store::connect(&s.db.url, 1).await.unwrap();
-    let ready = s.data_dir.join("../router-ready");
-    let router = RouterProcess::start(&s.db.url, &s.data_dir, &ready).await;
-    let url = format!("{}/fn/alice/f/", router.url);
-    let t = s.token("alice").await;
-    s.deploy(&t, "f", &replies("old")).await;
-    let start = Instant::now();
-    while call(&s.client, &url).await != (200, "old".into()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "old never served"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let old_id = live_id(&store, "alice", "f").await;
+    let Serving {
+        s,
+        router,
+        token: t,
+        old_id,
+        ..
+    } = serving_old(b).await;
     router.stop().await;
     s.delete(&t, "f").await;
     s.deploy(&t, "f", &replies("new")).await;
-    let router = RouterProcess::start(&s.db.url, &s.data_dir, &ready).await;
+    let router = router_process(&s.db.url, &s.data_dir).await;
     // What was not live is swept before the router listens.
     files_gone(&s.data_dir, old_id, Duration::ZERO).await;
-    let url = format!("{}/fn/alice/f/", router.url);
+    let url = format!("{}/fn/alice/f/", router.url());
     assert_eq!(call(&s.client, &url).await, (200, "new".into()));
     only_new_from_now_on(&s.client, &url).await;
     router.stop().await;
 }
 
-crate::on_both_backends!(
+skiff_testkit::on_both_backends!(multi_thread;
     recreated_within_one_poll,
     recreated_while_the_router_was_down
 );

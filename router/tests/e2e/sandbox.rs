@@ -2,11 +2,11 @@
 //! request must still get an answer.
 
 use serde_json::Value;
-use skiff_core::store::testing::TestBackend;
+use skiff_testkit::TestBackend;
 
 use crate::helpers::{replies, stack};
 
-crate::on_both_backends!(escapes_are_refused,);
+skiff_testkit::on_both_backends!(multi_thread; escapes_are_refused,);
 
 /// Runs each attempt and reports `{name: "refused: …" | "ALLOWED: …"}`.
 fn prober(
@@ -58,7 +58,7 @@ async fn escapes_are_refused(b: TestBackend) {
     let router = s.router_addr.port();
     let mut ports = vec![("manager", manager), ("router", router)];
     if b == TestBackend::MySql {
-        let url = skiff_core::store::testing::mysql_server_url();
+        let url = skiff_testkit::mysql_server_url();
         let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
         ports.push(("mariadb", port));
     }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use skiff_core::store::testing::TestBackend;
 use skiff_router::config::RouterConfig;
+use skiff_testkit::TestBackend;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
