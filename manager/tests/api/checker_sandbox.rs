@@ -178,7 +178,10 @@ async fn memory_and_time_bombs_fail_the_deploy_and_spare_the_host() {
         checker: CheckerSettings {
             // Room for an ordinary check on a loaded machine; the bomb takes minutes.
             check_timeout_secs: 10,
-            check_memory_mb: 384,
+            // Room for the time bomb to run into the time limit: its check holds
+            // ~420 MB after 5 s and ~570 MB after 12 s on a quiet 2-CPU machine
+            // (384 MB ran it out of memory first there, which is not this test).
+            check_memory_mb: 1024,
             ..CheckerSettings::default()
         },
         ..Options::default()
