@@ -5,46 +5,23 @@
 use actix_web::{App, test as actix, web};
 use serde_json::Value;
 use skiff_core::naming::{code_config_map_name, object_name};
-use skiff_core::secret::Secret;
-use skiff_core::tokens::TokenKeys;
-use skiff_manager::config::ManagerConfig;
-use skiff_manager::runtime::SharedRuntime;
-use skiff_manager::state::AppState;
-use skiff_manager::typecheck::TypeChecker;
 use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
 
-use skiff_testkit::SECRET;
 
 #[actix_web::test]
 async fn deploy_get_and_delete_drive_the_runtime() {
     let mut env = env(TestBackend::Sqlite, settings()).await;
     let data_dir = tempfile::tempdir().unwrap();
-    let deno = skiff_core::deno::locate(None)
-        .await
-        .map_err(|e| e.to_string());
-    let checker = TypeChecker::new(deno, data_dir.path()).unwrap();
-    let config = ManagerConfig::new(
-        "sqlite://unused",
-        Secret::new(SECRET),
-        data_dir.path().into(),
-    );
-    let tokens = TokenKeys::new(&Secret::new(SECRET), 3600).unwrap();
-    let runtime: SharedRuntime = env.runtime.clone();
-    let state =
-        AppState::new(env.store.clone(), tokens, checker, config).with_runtime(Some(runtime));
+    let state = env.app_state(data_dir.path()).await;
     let app = actix::init_service(
         App::new()
             .app_data(web::Data::new(state))
             .configure(skiff_manager::routes::configure),
     )
     .await;
-    let now = chrono::Utc::now().timestamp();
-    let (token, _) = TokenKeys::new(&Secret::new(SECRET), 3600)
-        .unwrap()
-        .issue("alice", env.user_id, 0, now)
-        .unwrap();
+    let token = env.token();
     let auth = ("Authorization", format!("Bearer {token}"));
     let deploy = |source: &'static str| {
         actix::TestRequest::post()
@@ -75,14 +52,7 @@ async fn deploy_get_and_delete_drive_the_runtime() {
     let name = object_name("alice", "hello");
     let refuse = async {
         env.api
-            .expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
-            .await;
-        env.api
-            .expect_apply(
-                Kind::ConfigMap,
-                &code_config_map_name("alice", "hello", 2),
-                Reply::Created,
-            )
+            .expect_policy_and_code("alice", "hello", 2, Reply::Created)
             .await;
         env.api.expect_apply(Kind::Service, &name, Reply::Ok).await;
         env.api

@@ -25,14 +25,7 @@ async fn fail_at_service(env: &mut Env, reply: Reply) -> String {
     let task = env.sync("hello", true);
     let name = object_name("alice", "hello");
     env.api
-        .expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
-        .await;
-    env.api
-        .expect_apply(
-            Kind::ConfigMap,
-            &code_config_map_name("alice", "hello", 1),
-            Reply::Ok,
-        )
+        .expect_policy_and_code("alice", "hello", 1, Reply::Ok)
         .await;
     env.api.expect_apply(Kind::Service, &name, reply).await;
     // It stops at the first failure: no Deployment without its Service.

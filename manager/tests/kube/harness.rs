@@ -1,6 +1,7 @@
 //! The fake API server and a runtime wired to it.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +11,16 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::{code_config_map_name, object_name};
+use skiff_core::secret::Secret;
+use skiff_core::tokens::TokenKeys;
+use skiff_manager::config::ManagerConfig;
+use skiff_manager::runtime::SharedRuntime;
+use skiff_manager::state::AppState;
+use skiff_manager::typecheck::TypeChecker;
 use skiff_core::store::Store;
 use skiff_manager::kube::api_calls::{API_CALLS, ApiCall, Verb};
 use skiff_manager::kube::{KubeRuntime, KubeSettings, SyncOutcome};
-use skiff_testkit::{TestBackend, TestDb};
+use skiff_testkit::{SECRET, TestBackend, TestDb};
 
 pub const NS: &str = "skiff-functions";
 pub const HELLO_V1: &str = "export default () => new Response('one');\n";
@@ -288,21 +295,29 @@ impl FakeApi {
     /// then the prune of old code ConfigMaps; returns the applied bodies.
     pub async fn expect_version(&mut self, user: &str, function: &str, version: i64) -> Vec<Seen> {
         let name = object_name(user, function);
-        let mut out = vec![
-            self.expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
-                .await,
-            self.expect_apply(
-                Kind::ConfigMap,
-                &code_config_map_name(user, function, version),
-                Reply::Created,
-            )
-            .await,
-            self.expect_apply(Kind::Service, &name, Reply::Ok).await,
-            self.expect_apply(Kind::Deployment, &name, Reply::Ok).await,
-            self.expect_apply(Kind::Autoscaler, &name, Reply::Ok).await,
-        ];
+        let mut out = self
+            .expect_policy_and_code(user, function, version, Reply::Created)
+            .await;
+        out.push(self.expect_apply(Kind::Service, &name, Reply::Ok).await);
+        out.push(self.expect_apply(Kind::Deployment, &name, Reply::Ok).await);
+        out.push(self.expect_apply(Kind::Autoscaler, &name, Reply::Ok).await);
         out.push(self.expect_prune(user, function, version).await);
         out
+    }
+
+    /// Expects the first two applies of a version: the NetworkPolicy
+    /// (answered Ok), then the code ConfigMap (answered `code`).
+    pub async fn expect_policy_and_code(
+        &mut self,
+        user: &str,
+        function: &str,
+        version: i64,
+        code: Reply,
+    ) -> Vec<Seen> {
+        let name = object_name(user, function);
+        let policy = self.expect_apply(Kind::NetworkPolicy, &name, Reply::Ok).await;
+        let config_map = code_config_map_name(user, function, version);
+        vec![policy, self.expect_apply(Kind::ConfigMap, &config_map, code).await]
     }
 
     /// Expects the deletion of code ConfigMaps older than `version - 1`.
@@ -444,12 +459,43 @@ impl Env {
             .version
     }
 
+    /// Deletes alice's function from the store, as a delete does.
+    pub async fn delete_stored(&self, function: &str) {
+        let alice = UserName::parse("alice").unwrap();
+        let function = FunctionName::parse(function).unwrap();
+        let deleted = self.store.delete_function(self.user_id, &alice, &function);
+        assert!(deleted.await.unwrap(), "{function} was stored");
+    }
+
     /// Starts `sync` of alice's function on its own task (the fake API is
     /// driven by the test meanwhile).
     pub fn sync(&self, function: &str, announce: bool) -> tokio::task::JoinHandle<SyncOutcome> {
         let runtime = self.runtime.clone();
         let function = function.to_owned();
         tokio::spawn(async move { runtime.sync("alice", &function, announce).await })
+    }
+
+    /// The manager's state on this runtime and store (the checker on the real
+    /// Deno, files in `data_dir`), as the HTTP API runs on it.
+    pub async fn app_state(&self, data_dir: &Path) -> AppState {
+        let deno = skiff_core::deno::locate(None)
+            .await
+            .map_err(|e| e.to_string());
+        let checker = TypeChecker::new(deno, data_dir).unwrap();
+        let config = ManagerConfig::new("sqlite://unused", Secret::new(SECRET), data_dir.into());
+        let tokens = TokenKeys::new(&Secret::new(SECRET), 3600).unwrap();
+        let runtime: SharedRuntime = self.runtime.clone();
+        AppState::new(self.store.clone(), tokens, checker, config).with_runtime(Some(runtime))
+    }
+
+    /// A token of alice's, as a login gives.
+    pub fn token(&self) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let (token, _) = TokenKeys::new(&Secret::new(SECRET), 3600)
+            .unwrap()
+            .issue("alice", self.user_id, 0, now)
+            .unwrap();
+        token
     }
 
     pub async fn state(&self, function: &str) -> Option<skiff_core::store::RuntimeState> {

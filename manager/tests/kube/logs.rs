@@ -7,18 +7,12 @@ use actix_web::{App, test as actix, web};
 use http::Method;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::object_name;
-use skiff_core::secret::Secret;
-use skiff_core::tokens::TokenKeys;
-use skiff_manager::config::ManagerConfig;
 use skiff_manager::functions::logs::LoggedFunction;
-use skiff_manager::runtime::{FunctionRuntime, SharedRuntime};
-use skiff_manager::state::AppState;
-use skiff_manager::typecheck::TypeChecker;
+use skiff_manager::runtime::FunctionRuntime;
 use skiff_testkit::TestBackend;
 
 use crate::harness::{FakeApi, HELLO_V1, NS, Reply, Seen, env, settings};
 
-const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 
 /// Expects the list of alice's `hello` pods, answered with `pods`.
 async fn expect_pod_list(api: &mut FakeApi, pods: &[&str]) -> Seen {
@@ -121,30 +115,14 @@ async fn the_logs_endpoint_reads_the_pods_and_says_when_it_cannot() {
     let mut env = env(TestBackend::Sqlite, settings()).await;
     env.store_version("hello", HELLO_V1).await;
     let data_dir = tempfile::tempdir().unwrap();
-    let deno = skiff_core::deno::locate(None)
-        .await
-        .map_err(|e| e.to_string());
-    let checker = TypeChecker::new(deno, data_dir.path()).unwrap();
-    let config = ManagerConfig::new(
-        "sqlite://unused",
-        Secret::new(SECRET),
-        data_dir.path().into(),
-    );
-    let tokens = TokenKeys::new(&Secret::new(SECRET), 3600).unwrap();
-    let runtime: SharedRuntime = env.runtime.clone();
-    let state =
-        AppState::new(env.store.clone(), tokens, checker, config).with_runtime(Some(runtime));
+    let state = env.app_state(data_dir.path()).await;
     let app = actix::init_service(
         App::new()
             .app_data(web::Data::new(state))
             .configure(skiff_manager::routes::configure),
     )
     .await;
-    let now = chrono::Utc::now().timestamp();
-    let (token, _) = TokenKeys::new(&Secret::new(SECRET), 3600)
-        .unwrap()
-        .issue("alice", env.user_id, 0, now)
-        .unwrap();
+    let token = env.token();
     let get = |uri: &str| {
         actix::TestRequest::get()
             .uri(uri)

@@ -62,14 +62,7 @@ async fn a_missing_deployment_is_repaired(b: TestBackend) {
     expect_listings(&mut env, vec![], vec![alice("hello")]).await;
     let name = object_name("alice", "hello");
     env.api
-        .expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
-        .await;
-    env.api
-        .expect_apply(
-            Kind::ConfigMap,
-            &skiff_core::naming::code_config_map_name("alice", "hello", 1),
-            Reply::Ok,
-        )
+        .expect_policy_and_code("alice", "hello", 1, Reply::Ok)
         .await;
     env.api.expect_apply(Kind::Service, &name, Reply::Ok).await;
     // The Deployment is created again (201), whole, with its code mounted.

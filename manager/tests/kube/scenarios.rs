@@ -94,17 +94,7 @@ async fn delete_removes_every_object_by_name_and_label(b: TestBackend) {
     env.api.expect_version("alice", "hello", 1).await;
     task.await.unwrap();
 
-    let name = skiff_core::names::FunctionName::parse("hello").unwrap();
-    assert!(
-        env.store
-            .delete_function(
-                env.user_id,
-                &skiff_core::names::UserName::parse("alice").unwrap(),
-                &name
-            )
-            .await
-            .unwrap()
-    );
+    env.delete_stored("hello").await;
     let task = env.sync("hello", false);
     env.api.expect_delete_all("alice", "hello", false).await;
     assert_eq!(task.await.unwrap(), SyncOutcome::Deleted);

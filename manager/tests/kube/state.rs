@@ -64,17 +64,7 @@ async fn state_is_replaced_listed_and_deleted_with_the_function(b: TestBackend) 
         .unwrap();
     assert_eq!(env.state("hello").await.unwrap().error, None);
 
-    let name = FunctionName::parse("hello").unwrap();
-    assert!(
-        env.store
-            .delete_function(
-                env.user_id,
-                &skiff_core::names::UserName::parse("alice").unwrap(),
-                &name
-            )
-            .await
-            .unwrap()
-    );
+    env.delete_stored("hello").await;
     assert_eq!(env.store.runtime_state_by_id(id).await.unwrap(), None);
     // Recording for a deleted function is a no-op, not an error.
     env.store
