@@ -9,7 +9,6 @@ use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
 
-
 #[actix_web::test]
 async fn deploy_get_and_delete_drive_the_runtime() {
     let mut env = env(TestBackend::Sqlite, settings()).await;

@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::{code_config_map_name, object_name};
 use skiff_core::secret::Secret;
+use skiff_core::store::Store;
 use skiff_core::tokens::TokenKeys;
 use skiff_manager::config::ManagerConfig;
+use skiff_manager::kube::api_calls::{API_CALLS, ApiCall, Verb};
+use skiff_manager::kube::{KubeRuntime, KubeSettings, SyncOutcome};
 use skiff_manager::runtime::SharedRuntime;
 use skiff_manager::state::AppState;
 use skiff_manager::typecheck::TypeChecker;
-use skiff_core::store::Store;
-use skiff_manager::kube::api_calls::{API_CALLS, ApiCall, Verb};
-use skiff_manager::kube::{KubeRuntime, KubeSettings, SyncOutcome};
 use skiff_testkit::{SECRET, TestBackend, TestDb};
 
 pub const NS: &str = "skiff-functions";
@@ -315,9 +315,14 @@ impl FakeApi {
         code: Reply,
     ) -> Vec<Seen> {
         let name = object_name(user, function);
-        let policy = self.expect_apply(Kind::NetworkPolicy, &name, Reply::Ok).await;
+        let policy = self
+            .expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
+            .await;
         let config_map = code_config_map_name(user, function, version);
-        vec![policy, self.expect_apply(Kind::ConfigMap, &config_map, code).await]
+        vec![
+            policy,
+            self.expect_apply(Kind::ConfigMap, &config_map, code).await,
+        ]
     }
 
     /// Expects the deletion of code ConfigMaps older than `version - 1`.

@@ -13,7 +13,6 @@ use skiff_testkit::TestBackend;
 
 use crate::harness::{FakeApi, HELLO_V1, NS, Reply, Seen, env, settings};
 
-
 /// Expects the list of alice's `hello` pods, answered with `pods`.
 async fn expect_pod_list(api: &mut FakeApi, pods: &[&str]) -> Seen {
     let seen = api
