@@ -2,9 +2,9 @@
 //! the apply fails), `GET /func/<name>` shows the runtime state, and a delete
 //! removes the objects.
 
-use actix_web::{App, test as actix, web};
+use actix_web::test as actix;
 use serde_json::Value;
-use skiff_core::naming::{code_config_map_name, object_name};
+use skiff_core::naming::object_name;
 use skiff_testkit::TestBackend;
 
 use crate::harness::{HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
@@ -13,13 +13,7 @@ use crate::harness::{HELLO_V1, HELLO_V2, Kind, Reply, env, settings};
 async fn deploy_get_and_delete_drive_the_runtime() {
     let mut env = env(TestBackend::Sqlite, settings()).await;
     let data_dir = tempfile::tempdir().unwrap();
-    let state = env.app_state(data_dir.path()).await;
-    let app = actix::init_service(
-        App::new()
-            .app_data(web::Data::new(state))
-            .configure(skiff_manager::routes::configure),
-    )
-    .await;
+    let app = env.http_api(data_dir.path()).await;
     let token = env.token();
     let auth = ("Authorization", format!("Bearer {token}"));
     let deploy = |source: &'static str| {

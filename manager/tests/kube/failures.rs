@@ -3,7 +3,7 @@
 //! and the next sync repairs it.
 
 use skiff_core::names::FunctionName;
-use skiff_core::naming::{code_config_map_name, object_name};
+use skiff_core::naming::object_name;
 use skiff_core::store::RuntimePhase;
 use skiff_manager::kube::{KubeSettings, SyncOutcome};
 use skiff_testkit::TestBackend;

@@ -179,6 +179,16 @@ fn status_body(code: u16, reason: &str, message: &str) -> Value {
     })
 }
 
+/// A `PartialObjectMetadataList` (what a metadata-only list answers) of the
+/// objects with these `metadata`s.
+fn metadata_list(metadata: impl Iterator<Item = Value>) -> Value {
+    let items: Vec<Value> = metadata
+        .map(|m| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": m}))
+        .collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+           "metadata": {}, "items": items})
+}
+
 fn respond(send: Responder, status: u16, body: &Value) {
     let resp = Response::builder()
         .status(StatusCode::from_u16(status).unwrap())
@@ -230,21 +240,12 @@ impl FakeApi {
             }
             Reply::Deleted => respond(send, 200, &status_body(200, "", "")),
             Reply::List(owners) => {
-                let items: Vec<Value> = owners
-                    .iter()
-                    .map(|(u, f)| {
-                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                               "metadata": {"name": object_name(u, f), "namespace": NS,
-                                 "labels": {"app.kubernetes.io/managed-by": "skiff-manager",
-                                            "skiff.dev/user": u, "skiff.dev/function": f}}})
-                    })
-                    .collect();
-                respond(
-                    send,
-                    200,
-                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                            "metadata": {}, "items": items}),
-                )
+                let items = owners.iter().map(|(u, f)| {
+                    json!({"name": object_name(u, f), "namespace": NS,
+                           "labels": {"app.kubernetes.io/managed-by": "skiff-manager",
+                                      "skiff.dev/user": u, "skiff.dev/function": f}})
+                });
+                respond(send, 200, &metadata_list(items))
             }
             Reply::Hang => self.parked.push(send),
             Reply::Text(status, text) => {
@@ -256,19 +257,8 @@ impl FakeApi {
                 send.send_response(resp);
             }
             Reply::Pods(names) => {
-                let items: Vec<Value> = names
-                    .iter()
-                    .map(|n| {
-                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                               "metadata": {"name": n, "namespace": NS}})
-                    })
-                    .collect();
-                respond(
-                    send,
-                    200,
-                    &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                            "metadata": {}, "items": items}),
-                )
+                let items = names.iter().map(|n| json!({"name": n, "namespace": NS}));
+                respond(send, 200, &metadata_list(items))
             }
         }
         seen
@@ -501,6 +491,22 @@ impl Env {
             .issue("alice", self.user_id, 0, now)
             .unwrap();
         token
+    }
+
+    /// The manager's HTTP API on [`Env::app_state`], as a test service.
+    pub async fn http_api(
+        &self,
+        data_dir: &Path,
+    ) -> impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    > + use<> {
+        let state = actix_web::web::Data::new(self.app_state(data_dir).await);
+        let app = actix_web::App::new()
+            .app_data(state)
+            .configure(skiff_manager::routes::configure);
+        actix_web::test::init_service(app).await
     }
 
     pub async fn state(&self, function: &str) -> Option<skiff_core::store::RuntimeState> {

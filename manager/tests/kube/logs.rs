@@ -3,7 +3,7 @@
 //! and neutralised; a pod not started yet is skipped; an API that cannot be
 //! asked is a `503 logs_unavailable`, not an empty log.
 
-use actix_web::{App, test as actix, web};
+use actix_web::test as actix;
 use http::Method;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::naming::object_name;
@@ -114,13 +114,7 @@ async fn the_logs_endpoint_reads_the_pods_and_says_when_it_cannot() {
     let mut env = env(TestBackend::Sqlite, settings()).await;
     env.store_version("hello", HELLO_V1).await;
     let data_dir = tempfile::tempdir().unwrap();
-    let state = env.app_state(data_dir.path()).await;
-    let app = actix::init_service(
-        App::new()
-            .app_data(web::Data::new(state))
-            .configure(skiff_manager::routes::configure),
-    )
-    .await;
+    let app = env.http_api(data_dir.path()).await;
     let token = env.token();
     let get = |uri: &str| {
         actix::TestRequest::get()

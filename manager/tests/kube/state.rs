@@ -1,6 +1,5 @@
 //! The runtime state rows (migration 0002) on both backends.
 
-use skiff_core::names::FunctionName;
 use skiff_core::store::RuntimePhase;
 use skiff_testkit::TestBackend;
 
