@@ -23,10 +23,10 @@ pub struct Claims {
 pub enum TokenError {
     #[error("the JWT secret must be at least {MIN_SECRET_BYTES} bytes long")]
     SecretTooShort,
-    #[error("the token is invalid: {0}")]
-    Invalid(String),
-    #[error("could not sign a token: {0}")]
-    Signing(String),
+    #[error("the token is invalid")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("could not sign a token")]
+    Signing(#[source] jsonwebtoken::errors::Error),
 }
 
 pub struct TokenKeys {
@@ -75,7 +75,7 @@ impl TokenKeys {
     /// Signs arbitrary claims (also used by tests to make expired tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+            .map_err(TokenError::Signing)
     }
 
     /// Checks signature, algorithm and expiry. Whether the user and generation
@@ -83,7 +83,7 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+            .map_err(TokenError::Invalid)
     }
 }
 

@@ -163,6 +163,32 @@ fn huge_types() -> String {
     s
 }
 
+/// Set in the process [`in_a_process_of_its_own`] starts.
+const ALONE: &str = "SKIFF_TEST_ALONE";
+
+/// Whether to run the test's body here: in the test binary's own process
+/// other tests allocate too, so a test that measures the manager's memory
+/// (the process's RSS) runs again in a child process of this binary holding
+/// only that test, and the parent asserts the child passed.
+async fn in_a_process_of_its_own(test: &str) -> bool {
+    if std::env::var_os(ALONE).is_some() {
+        return true;
+    }
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ALONE, "1")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{test} alone: {text}");
+    assert!(
+        text.contains("1 passed"),
+        "{test} did not run alone: {text}"
+    );
+    false
+}
+
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -174,6 +200,13 @@ fn rss_kb() -> u64 {
 
 #[tokio::test]
 async fn memory_and_time_bombs_fail_the_deploy_and_spare_the_host() {
+    if !in_a_process_of_its_own(
+        "checker_sandbox::memory_and_time_bombs_fail_the_deploy_and_spare_the_host",
+    )
+    .await
+    {
+        return;
+    }
     let (app, token) = app(Options {
         checker: CheckerSettings {
             // Room for an ordinary check on a loaded machine; the bomb takes minutes.
@@ -228,6 +261,13 @@ async fn memory_and_time_bombs_fail_the_deploy_and_spare_the_host() {
 
 #[tokio::test]
 async fn a_memory_bomb_runs_the_check_out_of_memory_not_the_host() {
+    if !in_a_process_of_its_own(
+        "checker_sandbox::a_memory_bomb_runs_the_check_out_of_memory_not_the_host",
+    )
+    .await
+    {
+        return;
+    }
     let (app, token) = app(Options {
         checker: CheckerSettings {
             check_timeout_secs: 120,
