@@ -17,6 +17,13 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The file name of a version's module in its version dir: a deploy-built
+    /// artifact is JavaScript; a source stored before artifacts existed is
+    /// TypeScript.
+    pub fn module_file(bundled: bool) -> &'static str {
+        if bundled { "fn.js" } else { "fn.ts" }
+    }
+
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }

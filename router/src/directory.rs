@@ -18,7 +18,9 @@ pub struct FunctionRef {
     pub name: FunctionName,
     pub function_id: i64,
     pub version: i64,
+    /// Of the module the data plane runs (see `LiveFunction`).
     pub sha256: String,
+    pub bundled: bool,
 }
 
 type Map = HashMap<UserName, HashMap<FunctionName, Arc<FunctionRef>>>;
@@ -51,6 +53,7 @@ fn fref(user: &str, name: &str, live: LiveFunction) -> Option<Arc<FunctionRef>> 
             function_id: live.function_id,
             version: live.version,
             sha256: live.sha256,
+            bundled: live.bundled,
         })),
         _ => {
             tracing::warn!(user = %user.escape_debug(), function = %name.escape_debug(),
@@ -283,6 +286,7 @@ mod tests {
             function_id: id,
             version: v,
             sha256: format!("h{v}"),
+            bundled: true,
         }
     }
 

@@ -158,6 +158,7 @@ async fn router(start_error: Option<StartError>) -> Router {
             function_id: 1,
             version: 1,
             sha256: String::new(),
+            bundled: true,
         },
     )]);
     let runtime = Arc::new(FakeRuntime {

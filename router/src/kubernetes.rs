@@ -86,6 +86,7 @@ mod tests {
             function_id: 1,
             version: 1,
             sha256: String::new(),
+            bundled: true,
         };
         let authority = service_authority("skiff-functions", &f).map(|a| a.to_string());
         let service = skiff_core::naming::object_name("alice", "hello");

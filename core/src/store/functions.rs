@@ -14,6 +14,7 @@ pub struct Deployed {
     /// True when this deploy created the function (version 1).
     pub created: bool,
     pub sha256: String,
+    pub artifact_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,7 @@ pub struct VersionInfo {
     pub version: i64,
     pub sha256: String,
     pub size: i64,
+    pub artifact_sha256: Option<String>,
     pub created_at: i64,
 }
 
@@ -40,6 +42,11 @@ pub struct FunctionInfo {
     pub latest_version: i64,
     pub sha256: String,
     pub size: i64,
+    /// SHA-256 of the live version's artifact (none for versions stored
+    /// before artifacts existed).
+    pub artifact_sha256: Option<String>,
+    pub source_type: String,
+    pub entry: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub versions: Vec<VersionInfo>,
@@ -50,7 +57,54 @@ pub struct FunctionInfo {
 pub struct LiveFunction {
     pub function_id: i64,
     pub version: i64,
+    /// SHA-256 of the module the data plane runs: the artifact when the
+    /// version has one, else its source.
     pub sha256: String,
+    /// The module is a deploy-built artifact (JavaScript, every import
+    /// resolved), not a source stored before artifacts existed (TypeScript).
+    pub bundled: bool,
+}
+
+/// One version as a deploy stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// The upload, byte for byte (a file or an archive).
+    pub source: &'a [u8],
+    /// `file`, `tar`, `tar.gz` or `zip`.
+    pub source_type: &'a str,
+    /// The entry module's path inside the upload.
+    pub entry: Option<&'a str>,
+    /// The module the data plane runs (see `LiveFunction::bundled`).
+    pub artifact: Option<&'a [u8]>,
+    /// The lock file that pinned the artifact's dependencies.
+    pub lock: Option<&'a str>,
+}
+
+impl<'a> NewVersion<'a> {
+    /// A single source file with no artifact: the data plane runs it as is.
+    pub fn source_only(source: &'a [u8]) -> Self {
+        Self {
+            source,
+            source_type: "file",
+            entry: None,
+            artifact: None,
+            lock: None,
+        }
+    }
+}
+
+/// The module a data plane runs for one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnableModule {
+    pub code: Vec<u8>,
+    pub bundled: bool,
+}
+
+/// A version's upload as it came, with what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub source: Vec<u8>,
+    pub source_type: String,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -58,8 +112,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Store {
-    /// Stores `source` as the next version of the user's function (creating the
-    /// function at version 1) and makes it live, all in one transaction.
+    /// Stores `source` alone (no artifact) as the next version; see
+    /// `deploy_version`.
     pub async fn deploy(
         &self,
         user_id: i64,
@@ -67,7 +121,20 @@ impl Store {
         name: &FunctionName,
         source: &[u8],
     ) -> Result<Deployed, StoreError> {
-        retrying(|| self.deploy_once(user_id, user_name, name, source)).await
+        self.deploy_version(user_id, user_name, name, NewVersion::source_only(source))
+            .await
+    }
+
+    /// Stores `new` as the next version of the user's function (creating the
+    /// function at version 1) and makes it live, all in one transaction.
+    pub async fn deploy_version(
+        &self,
+        user_id: i64,
+        user_name: &UserName,
+        name: &FunctionName,
+        new: NewVersion<'_>,
+    ) -> Result<Deployed, StoreError> {
+        retrying(|| self.deploy_once(user_id, user_name, name, new)).await
     }
 
     async fn deploy_once(
@@ -75,10 +142,12 @@ impl Store {
         user_id: i64,
         user_name: &UserName,
         name: &FunctionName,
-        source: &[u8],
+        new: NewVersion<'_>,
     ) -> Result<Deployed, StoreError> {
+        let source = new.source;
         let now = now_millis();
         let sha256 = sha256_hex(source);
+        let artifact_sha256 = new.artifact.map(sha256_hex);
         let size = i64::try_from(source.len())
             .map_err(|_| StoreError::Inconsistent("source too large".into()))?;
         let mut tx = self.pool.begin().await?;
@@ -124,8 +193,9 @@ impl Store {
         let function_id: i64 = row.try_get("id")?;
         let version: i64 = row.try_get("latest_version")?;
         sqlx::query(
-            "INSERT INTO function_versions (function_id, version, source, sha256, size, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO function_versions (function_id, version, source, sha256, size, created_at, \
+               source_type, entry, artifact, artifact_sha256, lock_file) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(function_id)
         .bind(version)
@@ -133,6 +203,11 @@ impl Store {
         .bind(&sha256)
         .bind(size)
         .bind(now)
+        .bind(new.source_type)
+        .bind(new.entry)
+        .bind(new.artifact)
+        .bind(artifact_sha256.as_deref())
+        .bind(new.lock)
         .execute(&mut *tx)
         .await?;
         changes::record(&mut tx, user_name.as_str(), name.as_str(), now).await?;
@@ -141,6 +216,7 @@ impl Store {
             version,
             created,
             sha256,
+            artifact_sha256,
         })
     }
 
@@ -170,7 +246,7 @@ impl Store {
     ) -> Result<Option<FunctionInfo>, StoreError> {
         let Some(row) = sqlx::query(
             "SELECT f.id, f.name, f.live_version, f.latest_version, f.created_at, f.updated_at, \
-                    v.sha256, v.size \
+                    v.sha256, v.size, v.artifact_sha256, v.source_type, v.entry \
              FROM functions f JOIN function_versions v \
                ON v.function_id = f.id AND v.version = f.live_version \
              WHERE f.user_id = ? AND f.name = ?",
@@ -184,7 +260,7 @@ impl Store {
         };
         let function_id: i64 = row.try_get("id")?;
         let versions = sqlx::query(
-            "SELECT version, sha256, size, created_at FROM function_versions \
+            "SELECT version, sha256, size, artifact_sha256, created_at FROM function_versions \
              WHERE function_id = ? ORDER BY version",
         )
         .bind(function_id)
@@ -200,6 +276,9 @@ impl Store {
             latest_version: row.try_get("latest_version")?,
             sha256: row.try_get("sha256")?,
             size: row.try_get("size")?,
+            artifact_sha256: row.try_get("artifact_sha256")?,
+            source_type: row.try_get("source_type")?,
+            entry: row.try_get("entry")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             versions,
@@ -224,6 +303,31 @@ impl Store {
         Ok(row.map(|r| r.try_get("source")).transpose()?)
     }
 
+    /// The live version's upload as it came, with its type (`/code`).
+    pub async fn live_upload(
+        &self,
+        user_id: i64,
+        name: &FunctionName,
+    ) -> Result<Option<Upload>, StoreError> {
+        let row = sqlx::query(
+            "SELECT v.source, v.source_type FROM functions f JOIN function_versions v \
+               ON v.function_id = f.id AND v.version = f.live_version \
+             WHERE f.user_id = ? AND f.name = ?",
+        )
+        .bind(user_id)
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Upload {
+                source: r.try_get("source")?,
+                source_type: r.try_get("source_type")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
     /// The live version of `user`/`name`, looked up by names: what the router's
     /// cache asks on a miss.
     pub async fn live_function(
@@ -232,7 +336,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<LiveFunction>, StoreError> {
         let row = sqlx::query(
-            "SELECT f.id, f.live_version, v.sha256 \
+            "SELECT f.id, f.live_version, v.sha256, v.artifact_sha256 \
              FROM users u JOIN functions f ON f.user_id = u.id \
              JOIN function_versions v ON v.function_id = f.id AND v.version = f.live_version \
              WHERE u.username = ? AND f.name = ?",
@@ -241,13 +345,7 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(LiveFunction {
-                function_id: r.try_get("id")?,
-                version: r.try_get("live_version")?,
-                sha256: r.try_get("sha256")?,
-            })
-        })
+        row.map(|r| live_from(&r))
         .transpose()
         .map_err(|e: sqlx::Error| e.into())
     }
@@ -258,7 +356,7 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, String, LiveFunction)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT u.username, f.name, f.id, f.live_version, v.sha256 \
+            "SELECT u.username, f.name, f.id, f.live_version, v.sha256, v.artifact_sha256 \
              FROM users u JOIN functions f ON f.user_id = u.id \
              JOIN function_versions v ON v.function_id = f.id AND v.version = f.live_version",
         )
@@ -266,15 +364,7 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get("username")?,
-                    r.try_get("name")?,
-                    LiveFunction {
-                        function_id: r.try_get("id")?,
-                        version: r.try_get("live_version")?,
-                        sha256: r.try_get("sha256")?,
-                    },
-                ))
+                Ok((r.try_get("username")?, r.try_get("name")?, live_from(r)?))
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
@@ -294,6 +384,34 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.try_get("source")).transpose()?)
+    }
+
+    /// The module the data plane runs for one version: its artifact, or its
+    /// source when it was stored before artifacts existed.
+    pub async fn version_module(
+        &self,
+        function_id: i64,
+        version: i64,
+    ) -> Result<Option<RunnableModule>, StoreError> {
+        let row = sqlx::query(
+            "SELECT source, artifact FROM function_versions WHERE function_id = ? AND version = ?",
+        )
+        .bind(function_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let artifact: Option<Vec<u8>> = r.try_get("artifact")?;
+        Ok(Some(match artifact {
+            Some(code) => RunnableModule {
+                code,
+                bundled: true,
+            },
+            None => RunnableModule {
+                code: r.try_get("source")?,
+                bundled: false,
+            },
+        }))
     }
 
     /// Deletes the function and all its versions. Returns false when it did not exist.
@@ -338,11 +456,27 @@ impl Store {
     }
 }
 
+/// A live version as the data plane sees it (columns `id`, `live_version`,
+/// `sha256`, `artifact_sha256`).
+fn live_from(r: &AnyRow) -> Result<LiveFunction, sqlx::Error> {
+    let artifact: Option<String> = r.try_get("artifact_sha256")?;
+    Ok(LiveFunction {
+        function_id: r.try_get("id")?,
+        version: r.try_get("live_version")?,
+        bundled: artifact.is_some(),
+        sha256: match artifact {
+            Some(a) => a,
+            None => r.try_get("sha256")?,
+        },
+    })
+}
+
 fn version_info(r: &AnyRow) -> Result<VersionInfo, sqlx::Error> {
     Ok(VersionInfo {
         version: r.try_get("version")?,
         sha256: r.try_get("sha256")?,
         size: r.try_get("size")?,
+        artifact_sha256: r.try_get("artifact_sha256")?,
         created_at: r.try_get("created_at")?,
     })
 }

@@ -285,6 +285,7 @@ impl<S: Spawner> Functions<S> {
                         function_id: *function_id,
                         version: 0,
                         sha256: String::new(),
+                        bundled: true,
                     }))
                 });
                 self.event(*function_id, Machine::deleted);
@@ -434,6 +435,7 @@ mod tests {
             function_id: id,
             version,
             sha256: String::new(),
+            bundled: true,
         })
     }
 

@@ -1,5 +1,6 @@
 //! A function version's code on disk: `<data>/functions/<id>/v<N>/`
-//! holding `fn.ts` (the user's module; the client runtime is shared, see
+//! holding `fn.js` (the deploy-built artifact; `fn.ts` for a source stored
+//! before artifacts existed, see `Layout::module_file`; the client runtime is shared, see
 //! `runtime_files`) and, once it has run, `.deno/` (its Deno cache). Written
 //! once per version, atomically (temp dir + rename), readable by that function's
 //! identity only, writable by nobody but the router.
@@ -29,7 +30,8 @@ pub async fn ensure_code(
 ) -> anyhow::Result<Option<PathBuf>> {
     let dir = layout.version_dir(f.function_id, f.version);
     let cached = tokio::task::spawn_blocking({
-        let (layout, file, want) = (layout.clone(), dir.join("fn.ts"), f.sha256.clone());
+        let module = Layout::module_file(f.bundled);
+        let (layout, file, want) = (layout.clone(), dir.join(module), f.sha256.clone());
         let (id, version) = (f.function_id, f.version);
         move || {
             // A start is always of the newest version, so the code of the others is
@@ -43,10 +45,11 @@ pub async fn ensure_code(
     if cached {
         return Ok(Some(dir));
     }
-    let Some(source) = store.version_source(f.function_id, f.version).await? else {
+    let Some(module) = store.version_module(f.function_id, f.version).await? else {
         return Ok(None);
     };
-    if skiff_core::store::sha256_hex(&source) != f.sha256 {
+    let (source, file) = (module.code, Layout::module_file(module.bundled));
+    if skiff_core::store::sha256_hex(&source) != f.sha256 || module.bundled != f.bundled {
         anyhow::bail!(
             "the stored code of version {} does not match its sha256",
             f.version
@@ -55,7 +58,7 @@ pub async fn ensure_code(
     let parent = layout.function_dir(f.function_id);
     tokio::task::spawn_blocking({
         let dir = dir.clone();
-        move || write_version(&parent, &dir, &source, owner_gid)
+        move || write_version(&parent, &dir, file, &source, owner_gid)
     })
     .await
     .context("writing function code")??;
@@ -67,7 +70,13 @@ fn matches_sha256(file: &Path, sha256: &str) -> bool {
     std::fs::read(file).is_ok_and(|b| skiff_core::store::sha256_hex(&b) == sha256)
 }
 
-fn write_version(parent: &Path, dir: &Path, source: &[u8], gid: Option<u32>) -> anyhow::Result<()> {
+fn write_version(
+    parent: &Path,
+    dir: &Path,
+    file: &str,
+    source: &[u8],
+    gid: Option<u32>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     // A copy that failed the hash check goes first.
     if dir.exists() {
@@ -79,10 +88,10 @@ fn write_version(parent: &Path, dir: &Path, source: &[u8], gid: Option<u32>) -> 
     }
     let tmp = parent.join(format!(".tmp-{}", rand_suffix()));
     std::fs::create_dir(&tmp)?;
-    std::fs::write(tmp.join("fn.ts"), source)?;
-    set_mode(&tmp.join("fn.ts"), 0o640)?;
+    std::fs::write(tmp.join(file), source)?;
+    set_mode(&tmp.join(file), 0o640)?;
     if let Some(g) = gid {
-        std::os::unix::fs::chown(tmp.join("fn.ts"), Some(0), Some(g))?;
+        std::os::unix::fs::chown(tmp.join(file), Some(0), Some(g))?;
     }
     if let Some(g) = gid {
         std::os::unix::fs::chown(&tmp, Some(0), Some(g))?;
@@ -93,7 +102,7 @@ fn write_version(parent: &Path, dir: &Path, source: &[u8], gid: Option<u32>) -> 
     match std::fs::rename(&tmp, dir) {
         Ok(()) => Ok(()),
         // Another start wrote the same version first; its copy is as good.
-        Err(_) if dir.join("fn.ts").is_file() => {
+        Err(_) if dir.join(file).is_file() => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(())
         }

@@ -362,7 +362,7 @@ pub async fn spawn(
             deny_net: spec.deny_net,
             main: &main,
         },
-        &code_dir.join("fn.ts"),
+        &code_dir.join(skiff_core::layout::Layout::module_file(f.bundled)),
         &socket,
         Some(&health_socket),
         wait_for_go,
