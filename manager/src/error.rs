@@ -106,21 +106,16 @@ impl From<FunctionsError> for ApiError {
     fn from(e: FunctionsError) -> Self {
         match e {
             FunctionsError::NotFound => Self::function_not_found(),
-            e @ FunctionsError::EmptySource => Self::bad_request("empty_source", e.to_string()),
-            e @ FunctionsError::NotUtf8(_) => Self::bad_request("invalid_source", e.to_string()),
-            FunctionsError::Check(CheckError::Rejected(message)) => Self::BadRequest {
-                code: "type_check_failed",
-                message,
-            },
-            FunctionsError::Check(CheckError::ImportNotAllowed(message)) => Self::BadRequest {
-                code: "import_not_allowed",
-                message,
-            },
             FunctionsError::Check(CheckError::Unavailable(message)) => Self::Unavailable {
                 code: "checker_unavailable",
                 message,
             },
             FunctionsError::Check(CheckError::Internal(e)) => Self::Internal(e),
+            FunctionsError::Check(CheckError::TooLarge(message)) => Self::PayloadTooLarge(message),
+            FunctionsError::Check(e) => Self::BadRequest {
+                code: e.code(),
+                message: e.to_string(),
+            },
             FunctionsError::Store(e) => e.into(),
             FunctionsError::Logs(e @ LogError::Unavailable(_)) => {
                 tracing::warn!(error = %error_chain(&e), "function logs unavailable");

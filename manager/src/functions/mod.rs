@@ -2,31 +2,49 @@
 //! handlers (which parse, call this and map its errors) and the store. A
 //! deploy is check → store → runtime here and nowhere else.
 
+pub mod archive;
 pub mod logs;
 
 use skiff_core::names::FunctionName;
-use skiff_core::store::{Deployed, FunctionInfo, FunctionSummary, Store, StoreError};
+use std::collections::BTreeMap;
+
+use skiff_core::store::{
+    Deployed, FunctionInfo, FunctionSummary, NewVersion, Store, StoreError, Upload,
+};
 
 use self::logs::{LogError, LogSource, LoggedFunction};
 use crate::auth::AuthUser;
 use crate::runtime::{RuntimeStatus, SharedRuntime, after_delete, after_deploy};
-use crate::typecheck::{CheckError, TypeChecker};
+use crate::typecheck::{BuildRequest, CheckError, TypeChecker, UploadKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionsError {
     /// The caller has no function of that name.
     #[error("no such function")]
     NotFound,
-    #[error("the request body must be the function's TypeScript source")]
-    EmptySource,
-    #[error("the source is not valid UTF-8: {0}")]
-    NotUtf8(#[source] std::str::Utf8Error),
     #[error(transparent)]
     Check(#[from] CheckError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Logs(#[from] LogError),
+}
+
+/// A deploy as the handler parsed it.
+pub struct DeployRequest {
+    pub body: Vec<u8>,
+    pub kind: UploadKind,
+    pub entry: Option<String>,
+    pub strict: bool,
+}
+
+/// A deploy that went through, with the build's advice.
+pub struct DeployOutcome {
+    pub deployed: Deployed,
+    pub warnings: Vec<String>,
+    pub resolved: BTreeMap<String, String>,
+    pub artifact_sha256: String,
+    pub entry: String,
 }
 
 /// A function with where its instances stand (Kubernetes runtime only).
@@ -50,26 +68,61 @@ fn found<T>(value: Option<T>) -> Result<T, FunctionsError> {
 }
 
 impl Functions<'_> {
-    /// Checks `source`, stores it as the next version of `owner`'s function
-    /// `name` and tells the runtime, which has applied it when this returns.
+    /// Builds the upload, stores it with its artifact as the next version of
+    /// `owner`'s function `name` and tells the runtime, which has applied it
+    /// when this returns.
     pub async fn deploy(
         &self,
         owner: &AuthUser,
         name: &FunctionName,
-        source: &[u8],
-    ) -> Result<Deployed, FunctionsError> {
-        if source.iter().all(u8::is_ascii_whitespace) {
-            return Err(FunctionsError::EmptySource);
-        }
-        let text = std::str::from_utf8(source).map_err(FunctionsError::NotUtf8)?;
-        self.checker.check(text).await?;
-        let done = self
-            .store
-            .deploy(owner.id, &owner.name, name, source)
+        req: DeployRequest,
+    ) -> Result<DeployOutcome, FunctionsError> {
+        let DeployRequest {
+            body,
+            kind,
+            entry,
+            strict,
+        } = req;
+        let built = self
+            .checker
+            .build(BuildRequest {
+                kind,
+                entry,
+                strict,
+                body: body.clone(),
+            })
             .await?;
-        tracing::info!(user = %owner.name, function = %name, version = done.version, "deployed");
+        let deployed = self
+            .store
+            .deploy_version(
+                owner.id,
+                &owner.name,
+                name,
+                NewVersion {
+                    source: &body,
+                    source_type: kind.as_str(),
+                    entry: Some(&built.entry),
+                    artifact: Some(built.artifact.as_bytes()),
+                    lock: built.lock.as_deref(),
+                },
+            )
+            .await?;
+        tracing::info!(
+            user = %owner.name,
+            function = %name,
+            version = deployed.version,
+            shape = %built.shape,
+            warnings = built.warnings.len(),
+            "deployed"
+        );
         after_deploy(self.runtime, owner.name.as_str(), name.as_str()).await;
-        Ok(done)
+        Ok(DeployOutcome {
+            artifact_sha256: skiff_core::store::sha256_hex(built.artifact.as_bytes()),
+            deployed,
+            warnings: built.warnings,
+            resolved: built.resolved,
+            entry: built.entry,
+        })
     }
 
     pub async fn list(&self, owner: &AuthUser) -> Result<Vec<FunctionSummary>, FunctionsError> {
@@ -90,13 +143,13 @@ impl Functions<'_> {
         Ok(FunctionDetail { function, runtime })
     }
 
-    /// The live version's source, byte for byte.
+    /// The live version's upload, byte for byte, with its kind.
     pub async fn code(
         &self,
         owner: &AuthUser,
         name: &FunctionName,
-    ) -> Result<Vec<u8>, FunctionsError> {
-        found(self.store.live_source(owner.id, name).await?)
+    ) -> Result<Upload, FunctionsError> {
+        found(self.store.live_upload(owner.id, name).await?)
     }
 
     /// Deletes the function with all its versions, then tells the runtime.

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NamedInPath, NamedInQuery};
-use crate::functions::FunctionDetail as Detail;
+use crate::functions::{DeployRequest, FunctionDetail as Detail};
+use crate::typecheck::UploadKind;
 use crate::runtime::RuntimeStatus;
 use crate::state::AppState;
 
@@ -22,6 +23,21 @@ pub struct Deployed {
     pub version: i64,
     /// Where anyone can call it
     pub url: String,
+    /// Type errors and other advice; the deploy went through
+    pub warnings: Vec<String>,
+    /// Bare imports the upload did not map, and the specifier each was resolved as
+    pub resolved: std::collections::BTreeMap<String, String>,
+    /// The entry module of the upload
+    pub entry: String,
+    /// SHA-256 of the artifact (the bundled module every router runs)
+    pub artifact_sha256: String,
+}
+
+/// `POST /func`'s query besides the name.
+#[derive(serde::Deserialize)]
+pub struct DeployParams {
+    entry: Option<String>,
+    check: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -41,6 +57,8 @@ pub struct FunctionList {
 pub struct VersionDetail {
     pub version: i64,
     pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<String>,
     pub size: i64,
     pub created_at: String,
 }
@@ -59,6 +77,14 @@ pub struct FunctionDetail {
     pub sha256: String,
     /// Of the live version's source, in bytes
     pub size: i64,
+    /// Of the live version's artifact (the bundled module the routers run)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<String>,
+    /// How the live version was uploaded: `file`, `tar.gz`, `tar` or `zip`
+    pub source_type: String,
+    /// The live version's entry module
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
     /// Every stored version, oldest first
     pub versions: Vec<VersionDetail>,
     /// Kubernetes runtime only: where the function's objects stand
@@ -98,43 +124,89 @@ async fn read_source(
     Ok(body.to_vec())
 }
 
-/// Create a function, or deploy a new version of it. The body is the TypeScript source.
+/// Create a function, or deploy a new version of it. The body is one module, or a
+/// directory as a tar.gz, tar or zip archive (by `Content-Type`).
 #[utoipa::path(post, path = "/func", tag = "functions",
     params(("name" = String, Query, example = "hello", min_length = 1, max_length = 40,
         pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$",
-        description = "The function's name: 1–40 characters of `[a-z0-9-]`, starting with a letter, not ending with `-`")),
-    request_body(description = "The TypeScript module, raw (any content type is accepted)",
+        description = "The function's name: 1–40 characters of `[a-z0-9-]`, starting with a letter, not ending with `-`"),
+        ("entry" = Option<String>, Query, example = "main.ts",
+        description = "The module to serve: a path inside an archive (default: the first of main.ts, index.ts, mod.ts, main.js, index.js), or a single module's file name (default main.ts)"),
+        ("check" = Option<String>, Query, example = "strict",
+        description = "`strict`: refuse the deploy on any type error (by default type errors are warnings)")),
+    request_body(description = "The module, raw (any text type), or an archive of a directory",
         content(
             (String = "application/typescript", example = "export default (req: Request) => new Response('hello');"),
-            (String = "text/plain"))),
+            (String = "text/plain"),
+            (Vec<u8> = "application/gzip"),
+            (Vec<u8> = "application/x-tar"),
+            (Vec<u8> = "application/zip"))),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created at version 1", body = Deployed),
         (status = 200, description = "Updated to a new version", body = Deployed),
-        (status = 400, description = "Bad name, empty or non-UTF-8 source, forbidden import, or type errors (the compiler's diagnostics are in `message`)", body = ErrorBody),
+        (status = 400, description = "Bad name, empty or non-UTF-8 source, hostile archive (`bad_archive`), no entry (`no_entry`), syntax error (`syntax_error`), forbidden import (`import_not_allowed`), dependency that cannot be downloaded (`dependency_unavailable`), no handler (`no_handler`), module that throws while loading (`module_failed`), or type errors with `check=strict` (`type_check_failed`)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 413, description = "Source over the size limit", body = ErrorBody),
-        (status = 503, description = "The type checker (`checker_unavailable`) or the database (`database_unavailable`) is unavailable", body = ErrorBody)))]
+        (status = 413, description = "Upload or artifact over the size limit", body = ErrorBody),
+        (status = 503, description = "The checker (`checker_unavailable`) or the database (`database_unavailable`) is unavailable", body = ErrorBody)))]
 pub async fn deploy(
     target: NamedInQuery,
+    params: web::Query<DeployParams>,
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let NamedInQuery { owner, name } = target;
-    let source = read_source(&req, payload, state.config.max_source_bytes).await?;
-    let done = state.functions().deploy(&owner, &name, &source).await?;
-    let body = Deployed {
+    let DeployParams { entry, check } = params.into_inner();
+    let strict = match check.as_deref() {
+        None | Some("" | "warn") => false,
+        Some("strict") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("check must be `strict` or `warn`, not {other:?}"),
+            ));
+        }
+    };
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = UploadKind::from_content_type(content_type);
+    let limit = if kind == UploadKind::Module {
+        state.config.max_source_bytes
+    } else {
+        state.config.max_archive_bytes
+    };
+    let body = read_source(&req, payload, limit).await?;
+    let done = state
+        .functions()
+        .deploy(
+            &owner,
+            &name,
+            DeployRequest {
+                body,
+                kind,
+                entry,
+                strict,
+            },
+        )
+        .await?;
+    let answer = Deployed {
         url: state
             .config
             .function_url(owner.name.as_str(), name.as_str()),
         name: name.to_string(),
-        version: done.version,
+        version: done.deployed.version,
+        warnings: done.warnings,
+        resolved: done.resolved,
+        entry: done.entry,
+        artifact_sha256: done.artifact_sha256,
     };
-    Ok(if done.created {
-        HttpResponse::Created().json(body)
+    Ok(if done.deployed.created {
+        HttpResponse::Created().json(answer)
     } else {
-        HttpResponse::Ok().json(body)
+        HttpResponse::Ok().json(answer)
     })
 }
 
@@ -188,12 +260,16 @@ pub async fn info(
         latest_version: f.latest_version,
         sha256: f.sha256,
         size: f.size,
+        artifact_sha256: f.artifact_sha256,
+        source_type: f.source_type,
+        entry: f.entry,
         versions: f
             .versions
             .into_iter()
             .map(|v| VersionDetail {
                 version: v.version,
                 sha256: v.sha256,
+                artifact_sha256: v.artifact_sha256,
                 size: v.size,
                 created_at: rfc3339(v.created_at),
             })
@@ -201,7 +277,7 @@ pub async fn info(
     }))
 }
 
-/// The source of the live version, byte for byte.
+/// The live version as it was uploaded, byte for byte: the module, or the archive.
 #[utoipa::path(get, path = "/func/{name}/code", tag = "functions", security(("bearer" = [])),
     params(("name" = String, Path, description = "Function name", example = "hello",
         min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$")),
@@ -215,10 +291,10 @@ pub async fn code(
     target: NamedInPath,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let source = state.functions().code(&target.owner, &target.name).await?;
+    let upload = state.functions().code(&target.owner, &target.name).await?;
     Ok(HttpResponse::Ok()
-        .content_type("application/typescript; charset=utf-8")
-        .body(source))
+        .content_type(UploadKind::from_stored(&upload.source_type).content_type())
+        .body(upload.source))
 }
 
 /// Delete a function and all its versions.

@@ -6,12 +6,14 @@
 //! cache and the Deno binary, so a hostile source can make a check fail but
 //! never make it read or print a host file, whatever form its imports take.
 
-mod graph;
+pub mod build;
+mod imports;
+pub mod registries;
 pub mod remote;
 pub mod sandbox;
 pub mod settings;
+pub mod upload;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
@@ -20,29 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
+pub use build::{BuildRequest, Built};
+use registries::Registries;
 use sandbox::CheckerSandbox;
 use settings::CheckerSettings;
+pub use upload::UploadKind;
 
-/// Types for `Deno.RequestEvent`, which Deno 2 dropped (client-runtime owns the file).
-const SVRLESS_ENV: &str = include_str!("../../../client-runtime/svrless-env.d.ts");
-const CHECK_CONFIG: &str = r#"{"compilerOptions":{"types":["./skiff-env.d.ts"]}}"#;
-/// Checked beside the user's module: its default export must be what the client
-/// runtime can serve (a function, or an object with a `fetch` method), so a
-/// module the runtime would refuse to load is refused at deploy time instead.
-const HANDLER_CHECK_FILE: &str = "skiff-handler.ts";
-const HANDLER_CHECK: &str = "import handler from \"./fn.ts\";\n\
-type SkiffHandler = ((...args: never[]) => unknown) | { fetch(...args: never[]): unknown };\n\
-export const skiffHandler: SkiffHandler = handler;\n";
-const HANDLER_HINT: &str = "the module's default export must be a function or an object \
-    with a fetch(request) method, e.g. `export default (req: Request) => new Response(\"hi\")`";
-/// The files of a check besides the user's module.
-const OWN_FILES: [&str; 4] = ["fn.ts", "skiff-env.d.ts", "deno.json", HANDLER_CHECK_FILE];
 /// The diagnostics returned to the client are cut to this many bytes.
 const MAX_DIAGNOSTICS: usize = 16 * 1024;
-/// `deno info --json` output read at most (a one-file graph is a few KiB).
-const MAX_GRAPH_BYTES: usize = 4 << 20;
-/// Sources remembered as passed (64 bytes each).
-const MAX_REMEMBERED_PASSES: usize = 10_000;
 /// How often a missing Deno is looked for again.
 const RELOCATE_EVERY: Duration = Duration::from_secs(5);
 /// The launcher's exit code when it could not set the sandbox up.
@@ -52,9 +39,25 @@ const HEAP_EXHAUSTED: i32 = 133;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// The source is at fault; the message is for the uploader.
+    /// Type errors of a strict deploy (or a check that could not finish).
     #[error("{0}")]
     Rejected(String),
+    #[error("{0}")]
+    Syntax(String),
+    /// A dependency that cannot be loaded or downloaded.
+    #[error("{0}")]
+    DependencyUnavailable(String),
+    /// No handler shape the runtime serves.
+    #[error("{0}")]
+    NoHandler(String),
+    /// The module threw while loading.
+    #[error("{0}")]
+    ModuleFailed(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// The upload itself is unusable (a hostile archive, no entry, not UTF-8…).
+    #[error("{message}")]
+    BadUpload { code: &'static str, message: String },
     /// The source imports what the policy does not allow.
     #[error("{0}")]
     ImportNotAllowed(String),
@@ -64,6 +67,55 @@ pub enum CheckError {
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+impl CheckError {
+    /// The API's error code (`Internal` has none: it is the platform's).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) => "type_check_failed",
+            Self::Syntax(_) => "syntax_error",
+            Self::DependencyUnavailable(_) => "dependency_unavailable",
+            Self::NoHandler(_) => "no_handler",
+            Self::ModuleFailed(_) => "module_failed",
+            Self::TooLarge(_) => "payload_too_large",
+            Self::BadUpload { code, .. } => code,
+            Self::ImportNotAllowed(_) => "import_not_allowed",
+            Self::Unavailable(_) | Self::Internal(_) => "checker_unavailable",
+        }
+    }
+
+    /// The error a code names (the remote checker's answer back into one).
+    pub fn from_code(code: &str, message: String) -> Self {
+        match code {
+            "type_check_failed" => Self::Rejected(message),
+            "syntax_error" => Self::Syntax(message),
+            "dependency_unavailable" => Self::DependencyUnavailable(message),
+            "no_handler" => Self::NoHandler(message),
+            "module_failed" => Self::ModuleFailed(message),
+            "payload_too_large" => Self::TooLarge(message),
+            "import_not_allowed" => Self::ImportNotAllowed(message),
+            "checker_unavailable" => Self::Unavailable(message),
+            other => Self::BadUpload {
+                code: UPLOAD_CODES
+                    .iter()
+                    .find(|c| **c == other)
+                    .copied()
+                    .unwrap_or("bad_upload"),
+                message,
+            },
+        }
+    }
+}
+
+/// Codes of `BadUpload`, as the remote checker may send them back.
+const UPLOAD_CODES: &[&str] = &[
+    "empty_source",
+    "invalid_source",
+    "invalid_entry",
+    "invalid_config",
+    "bad_archive",
+    "no_entry",
+];
 
 /// The deploy-time checker the handlers call: run here, through the
 /// launcher, or in a separate checker process over its socket (Kubernetes:
@@ -98,16 +150,17 @@ impl TypeChecker {
                 kind: Kind::Remote(remote::RemoteChecker::new(
                     socket.clone(),
                     Duration::from_secs(settings.check_timeout_secs),
+                    settings.max_artifact_bytes,
                 )),
             });
         }
         Ok(LocalChecker::relocating(deno, explicit, data_dir, settings)?.into())
     }
 
-    pub async fn check(&self, source: &str) -> Result<(), CheckError> {
+    pub async fn build(&self, req: BuildRequest) -> Result<Built, CheckError> {
         match &self.kind {
-            Kind::Local(c) => c.check(source).await,
-            Kind::Remote(c) => c.check(source).await,
+            Kind::Local(c) => c.build(req).await,
+            Kind::Remote(c) => c.build(req).await,
         }
     }
 
@@ -148,22 +201,24 @@ struct Inner {
     scratch: PathBuf,
     deno_dir: PathBuf,
     sandbox: CheckerSandbox,
-    /// `deno check` runs so far (the pass cache's test counts them).
-    checks_run: std::sync::atomic::AtomicUsize,
     /// Each check holds ~200 MB for about a second; bound how many run at once.
     permits: Semaphore,
-    /// SHA-256 of sources that passed with the Deno found now: checking the same
-    /// text again (a re-deploy, a rollback, many users deploying one example)
-    /// would give the same answer, so it is not run again (~0.7 s saved each).
-    passed: std::sync::Mutex<HashSet<String>>,
     timeout: Duration,
+    /// Where dependencies may come from; unset registries are learned once.
+    registries_set: Registries,
+    learned: tokio::sync::OnceCell<Registries>,
+    /// Whether Deno's bundler (esbuild, fetched from the npm registry on
+    /// first use) is in the cache; fetched once, by a build of our own.
+    bundler: tokio::sync::Mutex<bool>,
+    archive_limits: crate::functions::archive::ArchiveLimits,
+    max_artifact_bytes: usize,
 }
 
 impl LocalChecker {
     /// `deno` is the located binary, or why there is none (reported on deploy).
     /// Fails when the sandbox launcher is missing: no check runs unconfined.
     pub fn new(deno: Result<PathBuf, String>, data_dir: &Path) -> anyhow::Result<Self> {
-        Self::build(deno, None, data_dir, &CheckerSettings::default())
+        Self::construct(deno, None, data_dir, &CheckerSettings::default())
     }
 
     /// Like `new`, but when Deno is missing each deploy (at most every
@@ -175,10 +230,10 @@ impl LocalChecker {
         data_dir: &Path,
         settings: &CheckerSettings,
     ) -> anyhow::Result<Self> {
-        Self::build(deno, Some(explicit), data_dir, settings)
+        Self::construct(deno, Some(explicit), data_dir, settings)
     }
 
-    fn build(
+    fn construct(
         deno: Result<PathBuf, String>,
         relocate: Option<Option<PathBuf>>,
         data_dir: &Path,
@@ -206,10 +261,13 @@ impl LocalChecker {
                 scratch,
                 deno_dir,
                 sandbox,
-                checks_run: std::sync::atomic::AtomicUsize::new(0),
                 permits: Semaphore::new(2),
-                passed: std::sync::Mutex::new(HashSet::new()),
                 timeout: Duration::from_secs(settings.check_timeout_secs.max(1)),
+                registries_set: Registries::from_settings(settings),
+                learned: tokio::sync::OnceCell::new(),
+                bundler: tokio::sync::Mutex::new(false),
+                archive_limits: crate::functions::archive::ArchiveLimits::default(),
+                max_artifact_bytes: settings.max_artifact_bytes,
             }),
         })
     }
@@ -219,105 +277,16 @@ impl LocalChecker {
         self.inner.sandbox.describe()
     }
 
-    pub async fn check(&self, source: &str) -> Result<(), CheckError> {
+    /// Deno where the checker's uid can run it, or the deploy's 503.
+    async fn usable_deno(&self) -> Result<PathBuf, CheckError> {
         let deno = self.deno().await.map_err(|_| unavailable())?;
-        let deno = self
-            .inner
+        self.inner
             .sandbox
             .runnable(&deno, &self.inner.data_dir)
             .map_err(|why| {
                 tracing::error!("{why}; deploys answer 503 checker_unavailable");
                 unavailable()
-            })?;
-        let sha = skiff_core::store::sha256_hex(source.as_bytes());
-        if self.has_passed(&sha) {
-            return Ok(());
-        }
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .context("type-check semaphore")?;
-        // A check of the same source that held the permit before us passed.
-        if self.has_passed(&sha) {
-            return Ok(());
-        }
-        let dir = self.scratch_with(source).await?;
-        let p = dir.path();
-        let own: Vec<String> = OWN_FILES
-            .iter()
-            .map(|f| format!("file://{}/{f}", p.display()))
-            .collect();
-
-        let info = self
-            .run(
-                &deno,
-                p,
-                &[
-                    "info",
-                    "--json",
-                    "--no-remote",
-                    "--no-npm",
-                    "--no-lock",
-                    "--config",
-                    "deno.json",
-                    "fn.ts",
-                ],
-            )
-            .await?;
-        // A graph Deno could not build (e.g. a syntax error) is reported by
-        // the type check below, with its diagnostics.
-        if info.status.success() {
-            let graph: graph::Graph =
-                serde_json::from_slice(&info.stdout[..info.stdout.len().min(MAX_GRAPH_BYTES)])
-                    .context("reading deno info's module graph")?;
-            let refused = graph::disallowed(&graph, &own);
-            if !refused.is_empty() {
-                let listed: Vec<String> = refused.iter().map(|s| short(s, p)).collect();
-                return Err(CheckError::ImportNotAllowed(format!(
-                    "a function is one self-contained file and may import only Node built-ins \
-                     (node:…); not allowed here: {}",
-                    listed.join(", ")
-                )));
-            }
-        }
-
-        let heap = format!("--v8-flags=--max-old-space-size={}", self.heap_mb());
-        self.inner
-            .checks_run
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = self
-            .run(
-                &deno,
-                p,
-                &[
-                    "check",
-                    "--no-remote",
-                    "--no-npm",
-                    "--no-lock",
-                    &heap,
-                    "--config",
-                    "deno.json",
-                    "fn.ts",
-                    HANDLER_CHECK_FILE,
-                ],
-            )
-            .await?;
-        if out.status.success() {
-            self.remember_pass(sha);
-            return Ok(());
-        }
-        if out.status.code() == Some(HEAP_EXHAUSTED) {
-            return Err(out_of_memory());
-        }
-        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stdout));
-        let mut message = clean_diagnostics(&text, p);
-        if message.contains(HANDLER_CHECK_FILE) {
-            message = format!("{HANDLER_HINT}\n{message}");
-        }
-        Err(CheckError::Rejected(message))
+            })
     }
 
     /// V8's heap cap for a check: three quarters of its memory limit, so V8
@@ -326,42 +295,74 @@ impl LocalChecker {
         (self.inner.sandbox.memory_bytes / (1024 * 1024) * 3 / 4).max(64)
     }
 
-    /// A fresh scratch dir holding the source and the check's own files,
-    /// handed to the checker's uid.
-    async fn scratch_with(&self, source: &str) -> Result<tempfile::TempDir, CheckError> {
+    /// A fresh, empty scratch dir for one build.
+    async fn scratch(&self) -> Result<tempfile::TempDir, CheckError> {
         let scratch = self.inner.scratch.clone();
-        let source = source.to_owned();
-        let inner = self.inner.clone();
         let dir = tokio::task::spawn_blocking(move || -> anyhow::Result<tempfile::TempDir> {
             std::fs::create_dir_all(&scratch)
                 .with_context(|| format!("creating {}", scratch.display()))?;
-            let dir = tempfile::Builder::new()
+            tempfile::Builder::new()
                 .prefix("check-")
                 .tempdir_in(&scratch)
-                .context("creating a scratch dir")?;
-            let p = dir.path();
-            for (name, text) in [
-                ("fn.ts", source.as_str()),
-                ("skiff-env.d.ts", SVRLESS_ENV),
-                ("deno.json", CHECK_CONFIG),
-                (HANDLER_CHECK_FILE, HANDLER_CHECK),
-            ] {
-                std::fs::write(p.join(name), text).with_context(|| format!("writing {name}"))?;
-            }
-            inner
-                .sandbox
-                .own_scratch(p)
-                .context("handing the scratch dir to the checker")?;
-            Ok(dir)
+                .context("creating a scratch dir")
         })
         .await
-        .context("preparing a check")??;
+        .context("preparing a build")??;
         Ok(dir)
+    }
+
+    /// Hands the laid-out scratch dir to the checker's uid.
+    async fn hand_over(&self, dir: &Path) -> Result<(), CheckError> {
+        let inner = self.inner.clone();
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || inner.sandbox.own_scratch(&dir))
+            .await
+            .context("handing the scratch dir to the checker")?
+            .context("handing the scratch dir to the checker")?;
+        Ok(())
+    }
+
+    /// The registries, with unset ones learned from Deno (once).
+    async fn registries(&self) -> Result<Registries, CheckError> {
+        if let Some(r) = self.inner.learned.get() {
+            return Ok(r.clone());
+        }
+        let mut r = self.inner.registries_set.clone();
+        if !r.learned() {
+            let deno = self.usable_deno().await?;
+            let dir = self.scratch().await?;
+            let p = dir.path().to_owned();
+            std::fs::write(p.join("probe.ts"), registries::LEARN_SOURCE)
+                .context("writing the registry probe")?;
+            self.hand_over(&p).await?;
+            let out = self
+                .run(
+                    &deno,
+                    &p,
+                    &["info", "--json", "--no-config", "--no-lock", "probe.ts"],
+                    Step::Offline,
+                )
+                .await?;
+            let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+            r.learn_defaults(&text);
+            if !r.learned() {
+                tracing::warn!(output = %text.escape_debug(), "could not learn Deno's default registries");
+                return Ok(r);
+            }
+        }
+        Ok(self.inner.learned.get_or_init(|| async { r }).await.clone())
     }
 
     /// Runs `deno ARGS` through the launcher in `dir`, bounded in time,
     /// memory and CPU. Errors here are the platform's, not the source's.
-    async fn run(&self, deno: &Path, dir: &Path, args: &[&str]) -> Result<Output, CheckError> {
+    async fn run(
+        &self,
+        deno: &Path,
+        dir: &Path,
+        args: &[&str],
+        step: Step,
+    ) -> Result<Output, CheckError> {
         let sandbox = &self.inner.sandbox;
         let leaf = dir
             .file_name()
@@ -371,20 +372,40 @@ impl LocalChecker {
             "{leaf}-{}",
             args.first().copied().unwrap_or("run")
         ));
-        let policy = sandbox.policy(
-            dir,
-            &self.inner.deno_dir,
-            deno,
-            cgroup
-                .as_ref()
-                .map(|c| c.dirs().to_vec())
-                .unwrap_or_default(),
-        );
+        let cgroups = cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default();
+        let probe_cache = dir.join("probe-cache");
+        let deno_dir = match step {
+            Step::Probe => &probe_cache,
+            _ => &self.inner.deno_dir,
+        };
+        let (policy, env) = match step {
+            Step::Offline | Step::Probe => (sandbox.policy(dir, deno_dir, deno, cgroups), Vec::new()),
+            Step::Bundle => {
+                let mut p = sandbox.policy(dir, deno_dir, deno, cgroups);
+                p.exec.push(deno_dir.join("dl"));
+                (p, Vec::new())
+            }
+            Step::Egress { env, ca } => {
+                let mut p = sandbox.policy(dir, deno_dir, deno, cgroups);
+                // Fetching the bundler also runs it once.
+                p.exec.push(deno_dir.join("dl"));
+                // Until the egress proxy lands: the resolve step keeps the host's network.
+                p.no_network = false;
+                if let Some(ca) = ca {
+                    p.read.push(ca);
+                }
+                (p, env)
+            }
+        };
         let child = tokio::process::Command::new(&sandbox.launcher)
             .args(policy.to_args(deno, args))
+            .envs(env)
             .current_dir(dir)
             .env_clear()
-            .env("DENO_DIR", &self.inner.deno_dir)
+            .env("DENO_DIR", deno_dir)
             .env("NO_COLOR", "1")
             .env("DENO_NO_UPDATE_CHECK", "1")
             .env("HOME", dir)
@@ -452,14 +473,6 @@ fn out_of_memory() -> CheckError {
     )
 }
 
-/// A specifier as the author can recognise it: the scratch dir dropped.
-fn short(specifier: &str, dir: &Path) -> String {
-    let url = format!("file://{}/", dir.display());
-    specifier
-        .strip_prefix(&url)
-        .map_or_else(|| specifier.to_owned(), |s| format!("./{s}"))
-}
-
 /// Scratch dirs older than this belong to no running check (a check times out
 /// after a minute): they were left by a manager that was killed mid-check.
 const STALE_SCRATCH: Duration = Duration::from_secs(10 * 60);
@@ -517,32 +530,9 @@ impl LocalChecker {
         state.0.clone()
     }
 
-    fn has_passed(&self, sha: &str) -> bool {
-        self.inner
-            .passed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(sha)
-    }
-
-    fn remember_pass(&self, sha: String) {
-        let mut passed = self.inner.passed.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: forgetting everything at once is crude but keeps memory flat;
-        // a forgotten source is simply checked again.
-        if passed.len() >= MAX_REMEMBERED_PASSES {
-            passed.clear();
-        }
-        passed.insert(sha);
-    }
-
     /// The located binary stopped working: when relocating, look for it again
     /// on the next deploy (and check every source again with what is found).
     async fn forget_deno(&self, why: String) {
-        self.inner
-            .passed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         if self.inner.relocate.is_some() {
             *self.inner.deno.lock().await = (Err(why), None);
         }
@@ -576,44 +566,78 @@ fn clean_diagnostics(text: &str, dir: &Path) -> String {
     }
 }
 
-#[cfg(test)]
-mod pass_cache_tests {
-    use super::*;
+/// What one sandboxed run may do besides reading its scratch dir.
+pub(crate) enum Step {
+    /// No network at all (a new, empty network namespace).
+    Offline,
+    /// Offline, and may run the bundler Deno keeps in its cache (`dl/`).
+    Bundle,
+    /// Offline, with a Deno cache of its own inside the scratch dir: the
+    /// step that runs the tenant's code must not be able to write the Deno
+    /// cache later builds of every tenant read.
+    Probe,
+    /// The resolve step's: registries and module hosts only.
+    Egress {
+        env: Vec<(String, String)>,
+        ca: Option<PathBuf>,
+    },
+}
 
-    const GOOD: &str = "export default (_req: Request) => new Response(\"hi\");\n";
-    const OTHER: &str = "export default (_req: Request) => new Response(\"other\");\n";
-    const BAD: &str = "export default (_req: Request) => new Response(1 + \"\" - 1);\n";
+/// The resolve step's network for one build, and what it refused.
+pub(crate) struct Egress {
+    env: Vec<(String, String)>,
+    ca: Option<PathBuf>,
+}
 
-    async fn checker(dir: &Path) -> LocalChecker {
-        let real = skiff_core::deno::locate(None)
-            .await
-            .expect("Deno for the tests");
-        LocalChecker::new(Ok(real), dir)
-            .expect("the sandbox launcher (cargo build -p skiff-sandbox)")
+impl Egress {
+    fn step(&self) -> Step {
+        Step::Egress {
+            env: self.env.clone(),
+            ca: self.ca.clone(),
+        }
     }
 
-    fn runs(c: &LocalChecker) -> usize {
-        c.inner
-            .checks_run
-            .load(std::sync::atomic::Ordering::Relaxed)
+    fn refusals(&self) -> Vec<String> {
+        Vec::new()
     }
+}
 
-    #[tokio::test]
-    async fn a_source_that_passed_is_not_checked_again_but_failures_are() {
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let checker = checker(dir.path()).await;
-        let count = &checker;
-        checker.check(GOOD).await.unwrap();
-        checker.check(GOOD).await.unwrap();
-        assert_eq!(runs(count), 1, "the same passing source is checked once");
-        checker.check(OTHER).await.unwrap();
-        assert_eq!(runs(count), 2, "another source is checked");
-        for _ in 0..2 {
-            assert!(matches!(
-                checker.check(BAD).await,
-                Err(CheckError::Rejected(_))
+impl LocalChecker {
+    /// Makes sure Deno's bundler is cached, fetching it through the egress
+    /// path with a module of ours the first time; later bundles run offline.
+    async fn ensure_bundler(&self, deno: &Path) -> Result<(), CheckError> {
+        let mut ready = self.inner.bundler.lock().await;
+        if *ready {
+            return Ok(());
+        }
+        let dir = self.scratch().await?;
+        let p = dir.path().to_owned();
+        std::fs::write(p.join("b.ts"), "export default () => new Response(\"ok\");\n")
+            .context("writing the bundler's first module")?;
+        self.hand_over(&p).await?;
+        let egress = self.egress(&p).await?;
+        let args = ["bundle", "--quiet", "--no-config", "--no-lock", "-o", "b.js", "b.ts"];
+        let out = self.run(deno, &p, &args, egress.step()).await?;
+        if !out.status.success() {
+            tracing::error!(
+                output = %String::from_utf8_lossy(&out.stderr).trim().escape_debug(),
+                "could not fetch Deno's bundler; deploys answer 503 until it can be"
+            );
+            return Err(CheckError::Unavailable(
+                "deploys are unavailable: this server cannot fetch Deno's bundler from its \
+                 npm registry; the operator's log says more"
+                    .into(),
             ));
         }
-        assert_eq!(runs(count), 4, "a failing source is checked every time");
+        *ready = true;
+        Ok(())
+    }
+
+    async fn egress(&self, _dir: &Path) -> Result<Egress, CheckError> {
+        let r = self.registries().await?;
+        Ok(Egress {
+            env: r.deno_env(),
+            ca: r.ca.clone(),
+        })
     }
 }

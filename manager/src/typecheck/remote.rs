@@ -4,8 +4,9 @@
 //! a tenant's source can make the checker do never happens where the JWT key
 //! or the database password live.
 //!
-//! One request per connection: the client writes the source and closes its
-//! sending half; the server answers one JSON object and closes.
+//! One request per connection: the client writes the build request as one
+//! JSON line, then the upload's bytes, and closes its sending half; the server
+//! answers one JSON object (the built version, or the error) and closes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,44 +15,42 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{CheckError, LocalChecker};
+use super::{BuildRequest, Built, CheckError, LocalChecker};
 
-/// Most bytes of an answer read (diagnostics are cut to 16 KiB before).
-const MAX_ANSWER: u64 = 256 * 1024;
+/// The request line read at most.
+const MAX_REQUEST_LINE: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Answer {
-    Passed,
-    Rejected { message: String },
-    ImportNotAllowed { message: String },
-    Unavailable { message: String },
+    Built { built: Built },
+    Failed { code: String, message: String },
 }
 
-impl From<Result<(), CheckError>> for Answer {
-    fn from(r: Result<(), CheckError>) -> Self {
+impl From<Result<Built, CheckError>> for Answer {
+    fn from(r: Result<Built, CheckError>) -> Self {
         match r {
-            Ok(()) => Answer::Passed,
-            Err(CheckError::Rejected(message)) => Answer::Rejected { message },
-            Err(CheckError::ImportNotAllowed(message)) => Answer::ImportNotAllowed { message },
-            Err(CheckError::Unavailable(message)) => Answer::Unavailable { message },
+            Ok(built) => Answer::Built { built },
             Err(CheckError::Internal(e)) => {
-                tracing::error!(error = %format!("{e:#}"), "a check failed inside the checker");
-                Answer::Unavailable {
+                tracing::error!(error = %format!("{e:#}"), "a build failed inside the checker");
+                Answer::Failed {
+                    code: "checker_unavailable".into(),
                     message: "the checker failed; its log says why".into(),
                 }
             }
+            Err(e) => Answer::Failed {
+                code: e.code().into(),
+                message: e.to_string(),
+            },
         }
     }
 }
 
-impl From<Answer> for Result<(), CheckError> {
+impl From<Answer> for Result<Built, CheckError> {
     fn from(a: Answer) -> Self {
         match a {
-            Answer::Passed => Ok(()),
-            Answer::Rejected { message } => Err(CheckError::Rejected(message)),
-            Answer::ImportNotAllowed { message } => Err(CheckError::ImportNotAllowed(message)),
-            Answer::Unavailable { message } => Err(CheckError::Unavailable(message)),
+            Answer::Built { built } => Ok(built),
+            Answer::Failed { code, message } => Err(CheckError::from_code(&code, message)),
         }
     }
 }
@@ -62,6 +61,8 @@ pub struct RemoteChecker {
     socket: PathBuf,
     /// The checker's own limit plus room for the exchange.
     timeout: Duration,
+    /// Most bytes of an answer read (the artifact and the lock file).
+    max_answer: u64,
 }
 
 fn unreachable(socket: &Path, e: &dyn std::fmt::Display) -> CheckError {
@@ -74,10 +75,12 @@ fn unreachable(socket: &Path, e: &dyn std::fmt::Display) -> CheckError {
 }
 
 impl RemoteChecker {
-    pub fn new(socket: PathBuf, check_timeout: Duration) -> Self {
+    pub fn new(socket: PathBuf, check_timeout: Duration, max_artifact_bytes: usize) -> Self {
         Self {
             socket,
-            timeout: check_timeout * 2 + Duration::from_secs(10),
+            // Several sandboxed steps, each within the checker's limit.
+            timeout: check_timeout * 4 + Duration::from_secs(10),
+            max_answer: (max_artifact_bytes as u64).saturating_mul(3) + (1 << 20),
         }
     }
 
@@ -85,13 +88,16 @@ impl RemoteChecker {
         &self.socket
     }
 
-    pub async fn check(&self, source: &str) -> Result<(), CheckError> {
+    pub async fn build(&self, req: BuildRequest) -> Result<Built, CheckError> {
         let exchange = async {
             let mut s = UnixStream::connect(&self.socket).await?;
-            s.write_all(source.as_bytes()).await?;
+            let mut head = serde_json::to_vec(&req).map_err(std::io::Error::other)?;
+            head.push(b'\n');
+            s.write_all(&head).await?;
+            s.write_all(&req.body).await?;
             s.shutdown().await?;
             let mut buf = Vec::new();
-            (&mut s).take(MAX_ANSWER).read_to_end(&mut buf).await?;
+            (&mut s).take(self.max_answer).read_to_end(&mut buf).await?;
             Ok::<_, std::io::Error>(buf)
         };
         let buf = match tokio::time::timeout(self.timeout, exchange).await {
@@ -136,24 +142,35 @@ async fn answer(
     max_bytes: usize,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    let limit = u64::try_from(max_bytes)
+    let limit = u64::try_from(max_bytes + MAX_REQUEST_LINE)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
     (&mut s).take(limit).read_to_end(&mut buf).await?;
-    let answer = if buf.len() > max_bytes {
-        Answer::Rejected {
-            message: format!("the source is larger than {max_bytes} bytes"),
+    let answer: Answer = match buf.iter().position(|b| *b == b'\n') {
+        Some(n) if n <= MAX_REQUEST_LINE => {
+            match serde_json::from_slice::<BuildRequest>(&buf[..n]) {
+                Ok(mut req) if buf.len() - n - 1 <= max_bytes => {
+                    req.body = buf[n + 1..].to_vec();
+                    checker.build(req).await.into()
+                }
+                Ok(_) => Answer::Failed {
+                    code: "payload_too_large".into(),
+                    message: format!("the upload is larger than {max_bytes} bytes"),
+                },
+                Err(e) => Answer::Failed {
+                    code: "bad_upload".into(),
+                    message: format!("unreadable build request: {e}"),
+                },
+            }
         }
-    } else {
-        match std::str::from_utf8(&buf) {
-            Ok(source) => checker.check(source).await.into(),
-            Err(_) => Answer::Rejected {
-                message: "the source is not UTF-8".into(),
-            },
-        }
+        _ => Answer::Failed {
+            code: "bad_upload".into(),
+            message: "no build request line".into(),
+        },
     };
-    let body = serde_json::to_vec(&answer)
-        .unwrap_or_else(|_| b"{\"result\":\"unavailable\",\"message\":\"\"}".to_vec());
+    let body = serde_json::to_vec(&answer).unwrap_or_else(|_| {
+        b"{\"result\":\"failed\",\"code\":\"checker_unavailable\",\"message\":\"\"}".to_vec()
+    });
     s.write_all(&body).await?;
     s.shutdown().await
 }

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 pub const DEFAULT_CHECKER_UID: u32 = 199_999;
 pub const DEFAULT_CHECK_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_CHECK_MEMORY_MB: u32 = 1024;
+/// The common public module hosts.
+pub const DEFAULT_IMPORT_HOSTS: &str = "deno.land,esm.sh,cdn.jsdelivr.net,esm.town";
+pub const DEFAULT_MAX_ARTIFACT_BYTES: usize = 20 << 20;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckerSettings {
@@ -27,6 +30,26 @@ pub struct CheckerSettings {
     /// Unix socket instead of running them here
     #[arg(long, env = "SKIFF_CHECKER_SOCKET")]
     pub checker_socket: Option<PathBuf>,
+    /// Hosts a function may import `https:` modules from at deploy (`host` or `host:port`,
+    /// comma-separated)
+    #[arg(long, env = "SKIFF_IMPORT_HOSTS", default_value = DEFAULT_IMPORT_HOSTS)]
+    pub import_hosts: String,
+    /// The npm registry for `npm:` and bare imports at deploy [default: Deno's]
+    #[arg(long, env = "SKIFF_NPM_REGISTRY")]
+    pub npm_registry: Option<url::Url>,
+    /// The JSR registry for `jsr:` imports at deploy [default: Deno's]
+    #[arg(long, env = "SKIFF_JSR_URL")]
+    pub jsr_url: Option<url::Url>,
+    /// Hosts the deploy-time resolver may reach even when they resolve to private or loopback
+    /// addresses (an internal registry), comma-separated
+    #[arg(long, env = "SKIFF_EGRESS_TRUST", default_value = "")]
+    pub egress_trust: String,
+    /// A PEM file of extra CA certificates trusted for registries and module hosts
+    #[arg(long, env = "SKIFF_IMPORT_CA")]
+    pub import_ca: Option<PathBuf>,
+    /// Largest bundled function (the artifact stored with a version), in bytes
+    #[arg(long, env = "SKIFF_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
+    pub max_artifact_bytes: usize,
 }
 
 impl Default for CheckerSettings {
