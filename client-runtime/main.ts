@@ -796,8 +796,7 @@ function exchange(): Exchange {
       out.resolve(r);
     }
   };
-  const fail = (e: unknown) =>
-    chosen ? lateError(e) : choose(functionError(e));
+  const fail = (e: unknown) => chosen ? lateError(e) : choose(functionError(e));
   const respondWith = (r: unknown): Promise<void> => {
     if (called) {
       throw new ErrorCtor("respondWith() was already called for this request");

@@ -173,7 +173,7 @@ const LOAD_FAILURES: [string, StartOptions, RegExp][] = [
   }, /SyntaxError: .*fn\.ts:2:/],
   ["missing import", { fixture: "import_error.ts" }, /does_not_exist\.ts/],
   ["remote import", { fixture: "remote_import.ts" }, /example\.com/],
-  ["no default export", { fixture: "no_default.ts" }, /no default export/],
+  ["no default export", { fixture: "no_default.ts" }, /no handler: expected/],
   [
     "unsupported default export",
     { fixture: "bad_default.ts" },
