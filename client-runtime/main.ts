@@ -65,7 +65,6 @@ const EventCtor = Event;
 const ReflectApply = Reflect.apply;
 const SymbolAsyncDispose = Symbol.asyncDispose;
 const FunctionPrototypeToString = uncurryThis(Function.prototype.toString);
-const ArrayPrototypeSlice = uncurryThis(Array.prototype.slice);
 const ArrayPrototypeSplice = uncurryThis(Array.prototype.splice);
 const EventTargetAddEventListener = EventTarget.prototype.addEventListener;
 const EventTargetRemoveEventListener =
@@ -1035,7 +1034,7 @@ function answerNull(responseInit: ResponseInit): Response {
 // ---- addEventListener("fetch", …) (service-worker style)
 
 /** Listeners registered for "fetch": functions or `{ handleEvent }`. */
-const fetchListeners: unknown[] = [];
+const fetchListeners: unknown[] = bare([]);
 
 function fetchListenerIndex(l: unknown): number {
   for (let i = 0; i < fetchListeners.length; i++) {
@@ -1065,7 +1064,12 @@ function fetchListenerInvoker(): Invoke {
     }, true);
     defineData(ev, "waitUntil", (p: unknown) => waitUntil(p), true);
     defineData(ev, "passThroughOnException", noop, true);
-    const listeners = ArrayPrototypeSlice(fetchListeners) as unknown[];
+    // A snapshot: listeners added or removed during the dispatch do not
+    // change it (as with DOM events).
+    const listeners: unknown[] = bare([]);
+    for (let i = 0; i < fetchListeners.length; i++) {
+      listeners[i] = fetchListeners[i];
+    }
     for (let i = 0; i < listeners.length; i++) {
       const l = listeners[i];
       try {
@@ -1272,7 +1276,9 @@ function chooseShape(
   localAddr: Deno.Addr,
 ): Chosen {
   shapeChosen = true;
-  const found: Chosen[] = [];
+  // No prototype: an index setter the module put on Array.prototype or
+  // Object.prototype cannot swallow what is found.
+  const found: Chosen[] = bare([]);
   let badDefault: string | undefined;
   if (mod !== undefined && "default" in mod) {
     const d = mod.default;
