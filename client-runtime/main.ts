@@ -1453,6 +1453,10 @@ function quietConsole(): void {
  * naming its shape (or why it has none) and exits 0 without listening.
  */
 async function probe(args: Args): Promise<never> {
+  // The probe's cwd plays the instance dir's part: shown as `./`.
+  try {
+    hidePathsUnder(Deno.cwd(), "./");
+  } catch { /* no read access to it: nothing to hide */ }
   quietConsole();
   installHooks();
   let line: string;
