@@ -61,6 +61,7 @@ const ResponsePrototype = Response.prototype;
 const Uint8ArrayCtor = Uint8Array;
 const SymbolFor = Symbol.for;
 const URLCtor = URL;
+const setTimeoutFn = setTimeout;
 const EventCtor = Event;
 const ReflectApply = Reflect.apply;
 const SymbolAsyncDispose = Symbol.asyncDispose;
@@ -1351,10 +1352,16 @@ function loadModule(
     (mod: Record<string, unknown>) => d.resolve(bare({ mod })),
     (e: unknown) => d.reject(e),
   );
-  PromisePrototypeThen(
-    serveAwaited.promise,
-    () => d.resolve(bare({ mod: undefined })),
-  );
+  // `.then` on `finished` is also how a module merely attaches a callback:
+  // only a module still loading a macrotask later is taken as blocked on it.
+  PromisePrototypeThen(serveAwaited.promise, () => {
+    const blocked = () => d.resolve(bare({ mod: undefined })); // no-op once loaded
+    try {
+      setTimeoutFn(blocked, 0);
+    } catch {
+      blocked();
+    }
+  });
   return d.promise;
 }
 

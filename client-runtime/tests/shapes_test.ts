@@ -265,6 +265,9 @@ const ALL_SHAPES = {
   listener:
     `addEventListener("fetch", (e) => e.respondWith(new Response("listener")));`,
   serve: `Deno.serve(() => new Response("serve"));`,
+  // Only attaches a callback to `finished`: the module still loads.
+  serveThen: `Deno.serve(() => new Response("serve"))
+    .finished.then(() => console.error("finished"));`,
 };
 
 Deno.test("precedence: default export > named methods > fetch listener > Deno.serve", async () => {
@@ -273,6 +276,8 @@ Deno.test("precedence: default export > named methods > fetch listener > Deno.se
     [["get", "listener", "serve"], "methods"],
     [["listener", "serve"], "listener"],
     [["serve"], "serve"],
+    [["def", "serveThen"], "default"],
+    [["get", "serveThen"], "methods"],
   ];
   for (const [parts, winner] of cases) {
     const source = parts
