@@ -5,12 +5,15 @@
 //   deno <flags...> main.ts --module <abs path> --listen tcp:<host>:<port>
 //                           [--health-port <port>] [--health-socket <path>]
 //                           [--exit-with-parent [--wait-for-go]]
+//   deno <flags...> main.ts --probe --module <abs path>
+//     imports the module, prints ONE JSON line naming its handler shape (or
+//     why it has none) to stdout and exits 0 without listening.
 //
 // Exit codes:
 //   0   clean shutdown after SIGTERM / SIGINT, or stdin closed (--exit-with-parent)
 //   64  bad command line
 //   71  could not listen (main or health listener)
-//   78  the user module failed to load or has an unsupported default export
+//   78  the user module failed to load or has no handler of a known shape
 //
 // This file must not depend on a config file (the runtime runs with
 // --no-config) nor on any remote/npm module (--no-remote --no-npm).
@@ -58,6 +61,16 @@ const ResponsePrototype = Response.prototype;
 const Uint8ArrayCtor = Uint8Array;
 const SymbolFor = Symbol.for;
 const URLCtor = URL;
+const setTimeoutFn = setTimeout;
+const EventCtor = Event;
+const ReflectApply = Reflect.apply;
+const SymbolAsyncDispose = Symbol.asyncDispose;
+const FunctionPrototypeToString = uncurryThis(Function.prototype.toString);
+const ArrayPrototypeSplice = uncurryThis(Array.prototype.splice);
+const EventTargetAddEventListener = EventTarget.prototype.addEventListener;
+const EventTargetRemoveEventListener =
+  EventTarget.prototype.removeEventListener;
+const ReadableStreamCancel = uncurryThis(ReadableStream.prototype.cancel);
 
 function getter<T, R>(proto: T, name: string): (self: T) => R {
   const desc = ObjectGetOwnPropertyDescriptor(proto, name);
@@ -76,6 +89,19 @@ const TypedArrayBuffer = getter<Uint8Array, ArrayBuffer>(
   "buffer",
 );
 const RequestMethod = getter<Request, string>(Request.prototype, "method");
+const ResponseStatus = getter<Response, number>(Response.prototype, "status");
+const ResponseStatusText = getter<Response, string>(
+  Response.prototype,
+  "statusText",
+);
+const ResponseHeaders = getter<Response, Headers>(
+  Response.prototype,
+  "headers",
+);
+const ResponseBody = getter<Response, ReadableStream | null>(
+  Response.prototype,
+  "body",
+);
 const RequestUrl = getter<Request, string>(Request.prototype, "url");
 const RejectionReason = getter<PromiseRejectionEvent, unknown>(
   PromiseRejectionEvent.prototype,
@@ -100,6 +126,7 @@ const denoLstatSync = Deno.lstatSync;
 const denoRemoveSync = Deno.removeSync;
 const stdinRead = Deno.stdin.read.bind(Deno.stdin);
 const stderrWriteSync = Deno.stderr.writeSync.bind(Deno.stderr);
+const stdoutWriteSync = Deno.stdout.writeSync.bind(Deno.stdout);
 const NotFoundPrototype = Deno.errors.NotFound.prototype;
 const NotCapablePrototype = Deno.errors.NotCapable.prototype;
 
@@ -187,21 +214,26 @@ function hidePathsUnder(dir: string, shown: string): void {
   hostPaths[hostPaths.length] = [slash, shown];
 }
 
-/** Writes one line to stderr; never throws (a closed stderr loses the line). */
-function log(text: string): void {
+/** Writes `text` whole with `write`; never throws (a closed stream loses it). */
+function writeAll(write: (b: Uint8Array) => number, text: string): void {
   try {
-    const bytes = TextEncode(encoder, `${PREFIX} ${relativize(text)}\n`);
+    const bytes = TextEncode(encoder, text);
     const total = TypedArrayByteLength(bytes);
     let done = 0;
     while (done < total) {
       const rest = done === 0
         ? bytes
         : new Uint8ArrayCtor(TypedArrayBuffer(bytes), done);
-      const n = stderrWriteSync(rest);
+      const n = write(rest);
       if (!(n > 0)) return;
       done += n;
     }
-  } catch { /* stderr closed or broken: the runtime goes on without it */ }
+  } catch { /* closed or broken: the runtime goes on without it */ }
+}
+
+/** Writes one line to stderr; never throws. */
+function log(text: string): void {
+  writeAll(stderrWriteSync, `${PREFIX} ${relativize(text)}\n`);
 }
 
 function isBlank(line: string): boolean {
@@ -483,6 +515,8 @@ interface Args {
   exitWithParent: boolean;
   /** Import the module only after a first byte on stdin (needs exitWithParent). */
   waitForGo: boolean;
+  /** Only import the module, print its shape as JSON and exit (no listener). */
+  probe: boolean;
 }
 
 function parsePort(s: string, what: string): number {
@@ -527,8 +561,13 @@ function parseArgs(argv: string[]): Args {
   const known = ["--module", "--listen", "--health-port", "--health-socket"];
   let exitWithParent = false;
   let waitForGo = false;
+  let probe = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (arg === "--probe") {
+      probe = true;
+      continue;
+    }
     if (arg === "--exit-with-parent") {
       exitWithParent = true;
       continue;
@@ -557,17 +596,18 @@ function parseArgs(argv: string[]): Args {
     fatal(EXIT_USAGE, `--module needs an absolute path, got ${module}`);
   }
   const listen = values.get("--listen");
-  if (!listen) {
+  if (!listen && !probe) {
     fatal(EXIT_USAGE, "--listen unix:<path> | tcp:<host>:<port> is required");
   }
   const hp = values.get("--health-port");
   return bare({
     module,
-    listen: parseListen(listen),
+    listen: listen ? parseListen(listen) : bare({ kind: "unix", path: "/" }),
     healthPort: hp === undefined ? undefined : parsePort(hp, "--health-port"),
     healthSocket: values.get("--health-socket"),
     exitWithParent,
     waitForGo: waitForGo && exitWithParent,
+    probe,
   });
 }
 
@@ -592,7 +632,7 @@ function hideHostPaths(args: Args): void {
   hidePathsUnder(dirOf(args.module), "");
   const runtimeDir = import.meta.dirname;
   if (runtimeDir !== undefined) hidePathsUnder(runtimeDir, "<runtime>/");
-  if (args.listen.kind === "unix") {
+  if (args.listen.kind === "unix" && !args.probe) {
     hidePathsUnder(dirOf(args.listen.path), "./");
   }
   if (args.healthSocket !== undefined) {
@@ -602,8 +642,133 @@ function hideHostPaths(args: Args): void {
 
 // ---------------------------------------------------------------------------
 // Handler shapes
+//
+// Precedence when a module has several: default export > named method
+// exports > addEventListener("fetch") > Deno.serve(). The first well-formed
+// one serves; the others are logged as ignored.
 
 type Invoke = (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response>;
+type Fn = (...a: unknown[]) => unknown;
+type Shape =
+  | "default-function"
+  | "default-object"
+  | "svrless"
+  | "methods"
+  | "fetch-listener"
+  | "deno-serve";
+
+const NO_HANDLER = "no handler: expected a default export (function or " +
+  "{fetch}), named method exports (GET, POST, …), " +
+  'addEventListener("fetch", …) or a Deno.serve(…) call at the top level';
+
+/** An own, plain data property (no setter on a prototype is reached). */
+function defineData(
+  o: object,
+  key: string,
+  value: unknown,
+  enumerable: boolean,
+): void {
+  ObjectDefineProperty(o, key, {
+    __proto__: null,
+    value,
+    enumerable,
+    configurable: true,
+    writable: true,
+  } as PropertyDescriptor);
+}
+
+// ---- the function's env (Cloudflare-style `env` argument)
+
+/** [name, value] of each variable named in SKIFF_FN_ENV_NAMES. */
+const fnEnv: [string, string][] = [];
+
+/**
+ * Reads the function's env before its module runs. Without env permission
+ * (deno-flags.txt has --deny-env) the env is empty; a listed name that cannot
+ * be read is logged and skipped.
+ */
+function readFnEnv(): void {
+  let names: string | undefined;
+  try {
+    names = Deno.env.get("SKIFF_FN_ENV_NAMES");
+  } catch {
+    return; // no env permission at all: an empty env
+  }
+  if (names === undefined) return;
+  let from = 0;
+  while (from <= names.length) {
+    let end = StringPrototypeIndexOf(names, ",", from);
+    if (end < 0) end = names.length;
+    const name = trim(StringPrototypeSlice(names, from, end));
+    from = end + 1;
+    if (name === "") continue;
+    try {
+      const value = Deno.env.get(name);
+      if (value !== undefined) fnEnv[fnEnv.length] = [name, value];
+    } catch {
+      log(`env ${name} is listed in SKIFF_FN_ENV_NAMES but not readable`);
+    }
+  }
+}
+
+/**
+ * The second argument of default-export and method handlers: the function's
+ * env as a fresh plain object (own enumerable properties), which also carries
+ * Deno's `remoteAddr` and `completed` as non-enumerable properties, so
+ * handlers written as `(req, info)` keep working.
+ */
+function envArg(info: Deno.ServeHandlerInfo): Record<string, unknown> {
+  const env: Record<string, unknown> = {};
+  defineData(env, "remoteAddr", info.remoteAddr, false);
+  defineData(env, "completed", info.completed, false);
+  for (let i = 0; i < fnEnv.length; i++) {
+    defineData(env, fnEnv[i][0], fnEnv[i][1], true);
+  }
+  return env;
+}
+
+// ---- waitUntil
+
+/** Promises given to waitUntil() that have not settled yet. */
+let waitingFor = 0;
+let waitIdle: Deferred<void> | undefined;
+
+/** Keeps working on `p` after the response; a rejection is only logged. */
+function waitUntil(p: unknown): void {
+  waitingFor++;
+  const done = () => {
+    waitingFor--;
+    if (waitingFor === 0 && waitIdle !== undefined) {
+      waitIdle.resolve();
+      waitIdle = undefined;
+    }
+  };
+  settle(p, done, (e) => {
+    log(`waitUntil() promise rejected: ${describe(e).detail}`);
+    done();
+  });
+}
+
+/** Settles once no waitUntil() promise is pending. */
+function waitUntilIdle(): Promise<void> {
+  if (waitIdle === undefined) {
+    waitIdle = deferred<void>();
+    if (waitingFor === 0) waitIdle.resolve();
+  }
+  return waitIdle.promise;
+}
+
+/** The `ctx` argument (Cloudflare's ExecutionContext). */
+function makeCtx(): object {
+  return {
+    waitUntil(p: unknown): void {
+      waitUntil(p);
+    },
+    passThroughOnException(): void {},
+  };
+}
+
+// ---- one request's answer
 
 /** RequestEvent-like object given to legacy "svrless" handlers. */
 interface RequestEventLike {
@@ -611,134 +776,593 @@ interface RequestEventLike {
   respondWith(r: Response | PromiseLike<Response>): Promise<void>;
 }
 
-/** Shape (a): `export default { fetch(req, info) { ... } }`. */
-function objectInvoker(obj: { fetch: (...a: unknown[]) => unknown }): Invoke {
-  return (req, info) => {
-    const out = deferred<Response>();
-    let result: unknown;
-    try {
-      result = obj.fetch(req, info);
-    } catch (e) {
-      out.resolve(functionError(e));
-      return out.promise;
-    }
-    settle(
-      result,
-      (v) => out.resolve(isResponse(v) ? v : notAResponse(v)),
-      (e) => out.resolve(functionError(e)),
-    );
-    return out.promise;
-  };
+interface Exchange {
+  readonly promise: Promise<Response>;
+  /** The first Response chosen is the answer; later ones are dropped. */
+  choose(r: Response): void;
+  /** Answers 500 if nothing was chosen yet, else logs the error. */
+  fail(e: unknown): void;
+  respondWith(r: unknown): Promise<void>;
+  respondWithCalled(): boolean;
 }
 
-function hiddenProperty(o: object, key: string, value: unknown): void {
-  ObjectDefineProperty(o, key, {
-    __proto__: null,
-    value,
-    enumerable: false,
-    configurable: true,
-    writable: true,
-  } as PropertyDescriptor);
+function exchange(): Exchange {
+  const out = deferred<Response>();
+  let chosen = false;
+  let called = false;
+  const choose = (r: Response) => {
+    if (!chosen) {
+      chosen = true;
+      out.resolve(r);
+    }
+  };
+  const fail = (e: unknown) => chosen ? lateError(e) : choose(functionError(e));
+  const respondWith = (r: unknown): Promise<void> => {
+    if (called) {
+      throw new ErrorCtor("respondWith() was already called for this request");
+    }
+    called = true;
+    const done = deferred<void>();
+    markHandled(done.promise); // observed here; not also "unhandled"
+    settle(r, (v) => {
+      if (isResponse(v)) {
+        choose(v);
+        done.resolve();
+        return;
+      }
+      const e = new TypeErrorCtor(
+        `respondWith() got ${typeName(v)}, expected a Response`,
+      );
+      fail(e);
+      done.reject(e);
+    }, (e) => {
+      fail(e);
+      done.reject(e);
+    });
+    return done.promise;
+  };
+  return bare({
+    promise: out.promise,
+    choose,
+    fail,
+    respondWith,
+    respondWithCalled: () => called,
+  });
 }
 
 /**
- * Shapes (b) and (c), both plain functions. The single argument is the
+ * Answers with what `call` returns (a Response or a promise of one); `map`
+ * may rewrite the Response (HEAD drops the body).
+ */
+function answerWith(
+  call: () => unknown,
+  map?: (r: Response) => Response,
+): Promise<Response> {
+  const ex = exchange();
+  let result: unknown;
+  try {
+    result = call();
+  } catch (e) {
+    ex.fail(e);
+    return ex.promise;
+  }
+  settle(result, (v) => {
+    if (!isResponse(v)) ex.choose(notAResponse(v));
+    else if (map === undefined) ex.choose(v);
+    else {
+      try {
+        ex.choose(map(v));
+      } catch (e) {
+        ex.fail(e);
+      }
+    }
+  }, ex.fail);
+  return ex.promise;
+}
+
+// ---- default export
+
+/** `export default { fetch(req, env, ctx) }`, called as `obj.fetch(...)`. */
+function objectInvoker(obj: { fetch: Fn }): Invoke {
+  return (req, info) =>
+    answerWith(() => obj.fetch(req, envArg(info), makeCtx()));
+}
+
+function hiddenProperty(o: object, key: string, value: unknown): void {
+  defineData(o, key, value, false);
+}
+
+/**
+ * A default-exported function, modern or svrless. The first argument is the
  * Request itself, augmented with non-enumerable `req` (a RequestEvent-like
  * object) and `conn` properties, so `(req) => Response` and
- * `({ req, conn }) => { req.respondWith(...) }` both work. The first response
- * chosen wins: a respondWith() call made before the handler settles, else
- * the handler's returned Response.
+ * `({ req, conn }) => { req.respondWith(...) }` both work; then env (with
+ * Deno's info) and ctx. The first response chosen wins: a respondWith() call
+ * made before the handler settles, else the handler's returned Response.
  */
-function functionInvoker(
-  fn: (...a: unknown[]) => unknown,
-  localAddr: Deno.Addr,
-): Invoke {
+function functionInvoker(fn: Fn, localAddr: Deno.Addr): Invoke {
   return (request, info) => {
-    const out = deferred<Response>();
-    let chosen = false;
-    let respondWithCalled = false;
-    const choose = (r: Response) => {
-      if (!chosen) {
-        chosen = true;
-        out.resolve(r);
-      }
-    };
-    const fail = (e: unknown) =>
-      chosen ? lateError(e) : choose(functionError(e));
+    const ex = exchange();
     const event: RequestEventLike = {
       request,
-      respondWith(r) {
-        if (respondWithCalled) {
-          throw new ErrorCtor(
-            "respondWith() was already called for this request",
-          );
-        }
-        respondWithCalled = true;
-        const done = deferred<void>();
-        markHandled(done.promise); // observed here; not also "unhandled"
-        settle(r, (v) => {
-          if (isResponse(v)) {
-            choose(v);
-            done.resolve();
-            return;
-          }
-          const e = new TypeErrorCtor(
-            `respondWith() got ${typeName(v)}, expected a Response`,
-          );
-          fail(e);
-          done.reject(e);
-        }, (e) => {
-          fail(e);
-          done.reject(e);
-        });
-        return done.promise;
-      },
+      respondWith: (r) => ex.respondWith(r),
     };
     hiddenProperty(request, "req", event);
     hiddenProperty(request, "conn", { remoteAddr: info.remoteAddr, localAddr });
 
     let result: unknown;
     try {
-      result = fn(request, info);
+      result = fn(request, envArg(info), makeCtx());
     } catch (e) {
-      if (respondWithCalled) lateError(e);
-      else choose(functionError(e));
-      return out.promise;
+      if (ex.respondWithCalled()) lateError(e);
+      else ex.fail(e);
+      return ex.promise;
     }
     settle(result, (v) => {
-      if (respondWithCalled) return; // respondWith's outcome decides
-      if (isResponse(v)) choose(v);
-      else if (v !== undefined) choose(notAResponse(v));
+      if (ex.respondWithCalled()) return; // respondWith's outcome decides
+      if (isResponse(v)) ex.choose(v);
+      else if (v !== undefined) ex.choose(notAResponse(v));
       // undefined: keep waiting for respondWith (the router times out).
     }, (e) => {
-      if (respondWithCalled) lateError(e);
-      else choose(functionError(e));
+      if (ex.respondWithCalled()) lateError(e);
+      else ex.fail(e);
     });
-    return out.promise;
+    return ex.promise;
   };
 }
 
-function makeInvoker(
+/** Whether `({ req … })` destructures a `req` (reported by the probe only). */
+function looksSvrless(fn: Fn): boolean {
+  let src: string;
+  try {
+    src = FunctionPrototypeToString(fn);
+  } catch {
+    return false;
+  }
+  const open = StringPrototypeIndexOf(src, "(");
+  if (open < 0) return false;
+  const arrow = StringPrototypeIndexOf(src, "=>");
+  if (arrow >= 0 && arrow < open) return false; // `req => …`
+  let i = open + 1;
+  while (i < src.length && StringPrototypeCharCodeAt(src, i) <= 0x20) i++;
+  if (src[i] !== "{") return false;
+  const close = StringPrototypeIndexOf(src, "}", i);
+  if (close < 0) return false;
+  const pattern = StringPrototypeSlice(src, i + 1, close);
+  for (let at = 0;;) {
+    at = StringPrototypeIndexOf(pattern, "req", at);
+    if (at < 0) return false;
+    const before = at === 0 ? " " : pattern[at - 1];
+    const after = at + 3 >= pattern.length ? " " : pattern[at + 3];
+    if (!isIdentChar(before) && !isIdentChar(after)) return true;
+    at += 3;
+  }
+}
+
+function isIdentChar(c: string): boolean {
+  const n = StringPrototypeCharCodeAt(c, 0);
+  return (n >= 0x30 && n <= 0x39) || (n >= 0x41 && n <= 0x5a) ||
+    (n >= 0x61 && n <= 0x7a) || n === 0x5f || n === 0x24;
+}
+
+// ---- named method exports (Vercel / Next.js route handlers)
+
+const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/** The exported method handlers, or undefined when there is none. */
+function methodHandlers(
   mod: Record<string, unknown>,
-  localAddr: Deno.Addr,
-): Invoke {
-  if (!("default" in mod)) {
-    throw new ErrorCtor("the module has no default export");
-  }
-  const d = mod.default;
-  if (typeof d === "function") {
-    return functionInvoker(d as (...a: unknown[]) => unknown, localAddr);
-  }
-  if (typeof d === "object" && d !== null) {
-    const f = (d as { fetch?: unknown }).fetch;
+): Record<string, Fn> | undefined {
+  const found: Record<string, Fn> = bare({});
+  let any = false;
+  for (let i = 0; i < METHODS.length; i++) {
+    const f = mod[METHODS[i]];
     if (typeof f === "function") {
-      return objectInvoker(d as { fetch: (...a: unknown[]) => unknown });
+      found[METHODS[i]] = f as Fn;
+      any = true;
     }
   }
-  throw new ErrorCtor(
-    `the default export is ${typeName(d)}; expected a function ` +
-      "or an object with a fetch(request) method",
+  return any ? found : undefined;
+}
+
+/** A Response with `r`'s status and headers and no body (for HEAD). */
+function withoutBody(r: Response): Response {
+  const stripped = new ResponseCtor(
+    null,
+    bare({
+      status: ResponseStatus(r),
+      statusText: ResponseStatusText(r),
+      headers: ResponseHeaders(r),
+    }),
   );
+  try {
+    const body = ResponseBody(r);
+    if (body !== null) markHandled(ReadableStreamCancel(body));
+  } catch { /* a locked or odd body: dropped anyway */ }
+  return shieldResponse(stripped);
+}
+
+function methodsInvoker(handlers: Record<string, Fn>): Invoke {
+  let allow = "";
+  const add = (m: string) => allow += allow === "" ? m : `, ${m}`;
+  for (let i = 0; i < METHODS.length; i++) {
+    const m = METHODS[i];
+    if (
+      handlers[m] !== undefined || m === "OPTIONS" ||
+      (m === "HEAD" && handlers.GET !== undefined)
+    ) add(m);
+  }
+  const initOptions = bare({
+    status: 204,
+    headers: bare({ allow }),
+  });
+  const init405 = bare({
+    status: 405,
+    headers: bare({ allow, "content-type": "application/json" }),
+  });
+  return (req, info) => {
+    let method = "";
+    try {
+      method = RequestMethod(req);
+    } catch { /* answer 405 below */ }
+    const f = handlers[method];
+    if (f !== undefined) {
+      return answerWith(() => f(req, envArg(info), makeCtx()));
+    }
+    const get = handlers.GET;
+    if (method === "HEAD" && get !== undefined) {
+      return answerWith(() => get(req, envArg(info), makeCtx()), withoutBody);
+    }
+    const d = deferred<Response>();
+    if (method === "OPTIONS") d.resolve(answerNull(initOptions));
+    else {
+      const message = JSONStringify(
+        `method ${cut(method, 64)} is not allowed; allowed: ${allow}`,
+      );
+      d.resolve(answer(
+        `{"error":{"code":"method_not_allowed","message":${message}}}`,
+        init405,
+      ));
+    }
+    return d.promise;
+  };
+}
+
+function answerNull(responseInit: ResponseInit): Response {
+  return shieldResponse(new ResponseCtor(null, responseInit));
+}
+
+// ---- addEventListener("fetch", …) (service-worker style)
+
+/** Listeners registered for "fetch": functions or `{ handleEvent }`. */
+const fetchListeners: unknown[] = bare([]);
+
+function fetchListenerIndex(l: unknown): number {
+  for (let i = 0; i < fetchListeners.length; i++) {
+    if (fetchListeners[i] === l) return i;
+  }
+  return -1;
+}
+
+/**
+ * Dispatches a FetchEvent-like `Event` to the listeners in order until one
+ * calls `respondWith` (which, as in service workers, must happen during the
+ * dispatch). A listener that throws before any respondWith answers 500.
+ */
+function fetchListenerInvoker(): Invoke {
+  return (request, _info) => {
+    const ex = exchange();
+    let dispatching = true;
+    const ev = new EventCtor("fetch");
+    defineData(ev, "request", request, true);
+    defineData(ev, "respondWith", (r: unknown) => {
+      if (!dispatching && !ex.respondWithCalled()) {
+        throw new ErrorCtor(
+          "respondWith() must be called synchronously in the fetch listener",
+        );
+      }
+      return ex.respondWith(r);
+    }, true);
+    defineData(ev, "waitUntil", (p: unknown) => waitUntil(p), true);
+    defineData(ev, "passThroughOnException", noop, true);
+    // A snapshot: listeners added or removed during the dispatch do not
+    // change it (as with DOM events).
+    const listeners: unknown[] = bare([]);
+    for (let i = 0; i < fetchListeners.length; i++) {
+      listeners[i] = fetchListeners[i];
+    }
+    for (let i = 0; i < listeners.length; i++) {
+      const l = listeners[i];
+      try {
+        if (typeof l === "function") ReflectApply(l, globalThis, [ev]);
+        else {
+          const h = (l as { handleEvent?: unknown }).handleEvent;
+          if (typeof h === "function") ReflectApply(h, l, [ev]);
+        }
+      } catch (e) {
+        if (ex.respondWithCalled()) lateError(e);
+        else ex.fail(e);
+        break;
+      }
+      if (ex.respondWithCalled()) break;
+    }
+    dispatching = false;
+    if (!ex.respondWithCalled()) {
+      ex.fail(
+        new ErrorCtor(
+          'no "fetch" listener called event.respondWith() during the dispatch',
+        ),
+      );
+    }
+    return ex.promise;
+  };
+}
+
+// ---- Deno.serve(…) at the top level
+
+interface CapturedServe {
+  handler: Fn;
+  onListen?: Fn;
+  addr: Deno.Addr;
+  finish: () => void;
+}
+let captured: CapturedServe | undefined;
+/** Set once the module's shape is chosen: later Deno.serve() calls are ignored. */
+let shapeChosen = false;
+/** Resolves when the module waits on `server.finished` during its import. */
+const serveAwaited = deferred<void>();
+
+/**
+ * `server.finished` as given to the module: observing it (`await`, `.then`)
+ * tells the runtime the module will not finish loading before the server
+ * does, so it serves the captured handler at once.
+ */
+class FinishedPromise<T> extends PromiseCtor<T> {
+  // deno-lint-ignore no-explicit-any
+  override then<A = T, B = never>(a?: any, b?: any): Promise<A | B> {
+    serveAwaited.resolve();
+    return super.then(a, b);
+  }
+}
+
+function fakeServer(addr: Deno.Addr, finished: Promise<void>): object {
+  const resolved = () => {
+    const d = deferred<void>();
+    d.resolve();
+    return d.promise;
+  };
+  return {
+    finished,
+    addr,
+    shutdown: resolved,
+    ref: noop,
+    unref: noop,
+    [SymbolAsyncDispose]: resolved,
+  };
+}
+
+/**
+ * Stands in for Deno.serve while the module loads: captures the handler
+ * (the runtime itself listens where the platform says; port, hostname and
+ * the like are ignored) and returns an HttpServer-like object.
+ */
+function captureServe(a?: unknown, b?: unknown): object {
+  let options: Record<string, unknown> = {};
+  let handler: unknown;
+  if (typeof a === "function") handler = a;
+  else if (a !== null && typeof a === "object") {
+    options = a as Record<string, unknown>;
+    handler = typeof b === "function" ? b : options.handler;
+  }
+  if (typeof handler !== "function") {
+    throw new TypeErrorCtor(
+      "Deno.serve() needs a handler: Deno.serve(handler), " +
+        "Deno.serve(options, handler) or Deno.serve({ handler, ...options })",
+    );
+  }
+  const path = options.path;
+  const addr: Deno.Addr = typeof path === "string"
+    ? { transport: "unix", path }
+    : {
+      transport: "tcp",
+      hostname: typeof options.hostname === "string"
+        ? options.hostname
+        : "0.0.0.0",
+      port: typeof options.port === "number" ? options.port : 8000,
+    };
+  let finish: () => void = noop;
+  const finished = new FinishedPromise<void>((resolve) => {
+    finish = () => resolve();
+  });
+  if (captured !== undefined || shapeChosen) {
+    log("Deno.serve() called again or after loading: ignored");
+  } else {
+    const onListen = options.onListen;
+    captured = {
+      handler: handler as Fn,
+      onListen: typeof onListen === "function" ? onListen as Fn : undefined,
+      addr,
+      finish,
+    };
+  }
+  return fakeServer(addr, finished);
+}
+
+function serveInvoker(handler: Fn): Invoke {
+  return (req, info) => answerWith(() => handler(req, info));
+}
+
+/** Calls the captured onListen once the runtime listens, as Deno would. */
+function announceListening(): void {
+  const c = captured;
+  if (c === undefined || c.onListen === undefined) return;
+  try {
+    c.onListen(c.addr);
+  } catch (e) {
+    log(`Deno.serve() onListen threw: ${describe(e).detail}`);
+  }
+}
+
+/** Installs the Deno.serve and addEventListener("fetch") hooks. */
+function installHooks(): void {
+  ObjectDefineProperty(Deno, "serve", {
+    __proto__: null,
+    value: captureServe,
+    writable: true,
+    enumerable: true,
+    configurable: true,
+  } as PropertyDescriptor);
+  const add = function (
+    this: unknown,
+    type: unknown,
+    listener: unknown,
+    options?: unknown,
+  ): void {
+    if (type !== "fetch") {
+      ReflectApply(EventTargetAddEventListener, this ?? globalThis, [
+        type,
+        listener,
+        options,
+      ]);
+      return;
+    }
+    if (listener === null || listener === undefined) return;
+    if (fetchListenerIndex(listener) < 0) {
+      fetchListeners[fetchListeners.length] = listener;
+    }
+  };
+  const remove = function (
+    this: unknown,
+    type: unknown,
+    listener: unknown,
+    options?: unknown,
+  ): void {
+    if (type !== "fetch") {
+      ReflectApply(EventTargetRemoveEventListener, this ?? globalThis, [
+        type,
+        listener,
+        options,
+      ]);
+      return;
+    }
+    const at = fetchListenerIndex(listener);
+    if (at >= 0) ArrayPrototypeSplice(fetchListeners, at, 1);
+  };
+  defineData(globalThis, "addEventListener", add, false);
+  defineData(globalThis, "removeEventListener", remove, false);
+}
+
+// ---- choosing the shape
+
+interface Chosen {
+  shape: Shape;
+  invoke: Invoke;
+}
+
+const SHAPE_NAMES: Record<Shape, string> = bare({
+  "default-function": "default export (function)",
+  "default-object": "default export ({fetch})",
+  svrless: "default export (svrless handler)",
+  methods: "named method exports",
+  "fetch-listener": 'addEventListener("fetch") listener',
+  "deno-serve": "Deno.serve() handler",
+});
+
+/**
+ * The handler to serve, by precedence. `mod` is undefined when the module
+ * is still loading because it awaits the server's `finished`.
+ */
+function chooseShape(
+  mod: Record<string, unknown> | undefined,
+  localAddr: Deno.Addr,
+): Chosen {
+  shapeChosen = true;
+  // No prototype: an index setter the module put on Array.prototype or
+  // Object.prototype cannot swallow what is found.
+  const found: Chosen[] = bare([]);
+  let badDefault: string | undefined;
+  if (mod !== undefined && "default" in mod) {
+    const d = mod.default;
+    if (typeof d === "function") {
+      found[found.length] = {
+        shape: looksSvrless(d as Fn) ? "svrless" : "default-function",
+        invoke: functionInvoker(d as Fn, localAddr),
+      };
+    } else if (
+      typeof d === "object" && d !== null &&
+      typeof (d as { fetch?: unknown }).fetch === "function"
+    ) {
+      found[found.length] = {
+        shape: "default-object",
+        invoke: objectInvoker(d as { fetch: Fn }),
+      };
+    } else {
+      badDefault = `the default export is ${typeName(d)}; expected a ` +
+        "function or an object with a fetch(request) method";
+    }
+  }
+  const methods = mod === undefined ? undefined : methodHandlers(mod);
+  if (methods !== undefined) {
+    found[found.length] = { shape: "methods", invoke: methodsInvoker(methods) };
+  }
+  if (fetchListeners.length > 0) {
+    found[found.length] = {
+      shape: "fetch-listener",
+      invoke: fetchListenerInvoker(),
+    };
+  }
+  if (captured !== undefined) {
+    found[found.length] = {
+      shape: "deno-serve",
+      invoke: serveInvoker(captured.handler),
+    };
+  }
+  if (found.length === 0) {
+    throw new ErrorCtor(
+      badDefault === undefined
+        ? NO_HANDLER
+        : `no handler: ${badDefault} (and there are no named method ` +
+          "exports, fetch listener or Deno.serve() call)",
+    );
+  }
+  const chosen = found[0];
+  if (badDefault !== undefined) {
+    log(`${badDefault}: ignored, serving the ${SHAPE_NAMES[chosen.shape]}`);
+  }
+  for (let i = 1; i < found.length; i++) {
+    log(
+      `also found a ${SHAPE_NAMES[found[i].shape]}: ignored, the ` +
+        `${SHAPE_NAMES[chosen.shape]} takes precedence`,
+    );
+  }
+  return chosen;
+}
+
+/**
+ * Imports the module; settles early with `undefined` if the module awaits
+ * its Deno.serve() server's `finished` (it would load only on shutdown).
+ */
+function loadModule(
+  href: string,
+): Promise<{ mod: Record<string, unknown> | undefined }> {
+  const d = deferred<{ mod: Record<string, unknown> | undefined }>();
+  // Wrapped: a module exporting `then` must not be taken for a thenable.
+  PromisePrototypeThen(
+    import(href),
+    (mod: Record<string, unknown>) => d.resolve(bare({ mod })),
+    (e: unknown) => d.reject(e),
+  );
+  // `.then` on `finished` is also how a module merely attaches a callback:
+  // only a module still loading a macrotask later is taken as blocked on it.
+  PromisePrototypeThen(serveAwaited.promise, () => {
+    const blocked = () => d.resolve(bare({ mod: undefined })); // no-op once loaded
+    try {
+      setTimeoutFn(blocked, 0);
+    } catch {
+      blocked();
+    }
+  });
+  return d.promise;
 }
 
 /** Message for a module load failure, phrased for the function's author. */
@@ -823,9 +1447,50 @@ function watchParent(): Promise<void> {
   return first;
 }
 
+/** Stdout carries only the probe's JSON line: the module's console goes to stderr. */
+function quietConsole(): void {
+  const c = globalThis.console as unknown as Record<string, unknown>;
+  const toStderr = c.error;
+  const names = ["log", "info", "debug", "dir", "dirxml", "table"];
+  for (let i = 0; i < names.length; i++) c[names[i]] = toStderr;
+}
+
+/**
+ * --probe: imports the module exactly as serving would, prints ONE JSON line
+ * naming its shape (or why it has none) and exits 0 without listening.
+ */
+async function probe(args: Args): Promise<never> {
+  // The probe's cwd plays the instance dir's part: shown as `./`.
+  try {
+    hidePathsUnder(Deno.cwd(), "./");
+  } catch { /* no read access to it: nothing to hide */ }
+  quietConsole();
+  installHooks();
+  let line: string;
+  let loaded: { mod: Record<string, unknown> | undefined } | undefined;
+  try {
+    loaded = await loadModule(toFileUrl(args.module).href);
+  } catch (e) {
+    const message = JSONStringify(relativize(oneLine(loadErrorMessage(e))));
+    line = `{"ok":false,"code":"module_failed","message":${message}}`;
+  }
+  if (loaded !== undefined) {
+    try {
+      const chosen = chooseShape(loaded.mod, { transport: "unix", path: "" });
+      line = `{"ok":true,"shape":${JSONStringify(chosen.shape)}}`;
+    } catch (e) {
+      const message = JSONStringify(relativize(describe(e).message));
+      line = `{"ok":false,"code":"no_handler","message":${message}}`;
+    }
+  }
+  writeAll(stdoutWriteSync, `${line!}\n`);
+  exitNow(0);
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args);
   hideHostPaths(args);
+  if (args.probe) await probe(args);
   let ready = false;
   // The first byte on stdin is the platform's "go" (--wait-for-go): it has
   // put this process in its cgroup, and the module may run.
@@ -853,6 +1518,13 @@ async function main(): Promise<void> {
           await shutdowns[i];
         } catch { /* already closed */ }
       }
+      // Work handed to waitUntil() finishes before the instance goes (the
+      // platform's grace period bounds it).
+      if (waitingFor > 0) {
+        log(`waiting for ${waitingFor} waitUntil() promise(s)`);
+      }
+      await waitUntilIdle();
+      captured?.finish();
       exitNow(0);
     })();
   };
@@ -929,10 +1601,15 @@ async function main(): Promise<void> {
   // process has joined its cgroup, which it does while Deno starts).
   if (args.waitForGo) await go;
 
+  readFnEnv();
+  installHooks();
   let invoke: Invoke;
+  let shape: Shape;
   try {
-    const mod = await import(toFileUrl(args.module).href);
-    invoke = makeInvoker(mod, localAddr);
+    const loaded = await loadModule(toFileUrl(args.module).href);
+    const chosen = chooseShape(loaded.mod, localAddr);
+    invoke = chosen.invoke;
+    shape = chosen.shape;
   } catch (e) {
     fatal(
       EXIT_MODULE,
@@ -966,6 +1643,7 @@ async function main(): Promise<void> {
           onListen: () => {
             ready = true;
             log("listening");
+            if (shape === "deno-serve") announceListening();
           },
         }),
         handler,
@@ -983,6 +1661,7 @@ async function main(): Promise<void> {
               ? `[${a.hostname}]`
               : a.hostname;
             log(`listening on tcp:${host}:${a.port}`);
+            if (shape === "deno-serve") announceListening();
           },
         }),
         handler,

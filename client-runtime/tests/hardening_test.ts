@@ -109,6 +109,39 @@ Deno.test("a module that patches built-in prototypes cannot break health, error 
   });
 });
 
+Deno.test("patched built-ins cannot break the other shapes' error answers, health or exit with the parent either", async () => {
+  const source = await Deno.readTextFile(
+    new URL("fixtures/patch_prototypes.ts", import.meta.url),
+  );
+  const head = "export default (req: Request): unknown => {";
+  assert.ok(source.includes(head));
+  const handler = source.replace(
+    head,
+    "const handle = (req: Request): unknown => {",
+  );
+  const shapes: [string, string][] = [
+    ["methods", `${handler}\nexport const GET = handle;\n`],
+    [
+      "fetch listener",
+      `${handler}\naddEventListener("fetch", (e: any) => e.respondWith(handle(e.request)));\n`,
+    ],
+    ["Deno.serve", `${handler}\nDeno.serve(handle as Deno.ServeHandler);\n`],
+    [
+      "fetch(req, env, ctx)",
+      `${handler}\nexport default { fetch: (req: Request, _env: unknown, ctx: { waitUntil(p: unknown): void }) => { ctx.waitUntil(null); return handle(req); } };\n`,
+    ],
+  ];
+  for (const [what, src] of shapes) {
+    await withGuardedRuntime({ source: src }, async (rt) => {
+      await assertHealthAnswers(rt);
+      await assertFunctionError(await rt.fetch("/throw"), "boom");
+      await assertFunctionError(await rt.fetch("/async-throw"), "async boom");
+      assert.deepEqual(await rt.text("/"), [200, "fine"], what);
+      await assertExitsWithParent(rt);
+    });
+  }
+});
+
 Deno.test("a module that patches built-in prototypes still drains and exits 0 on SIGTERM", async () => {
   const rt = await start({ fixture: "patch_prototypes.ts" });
   try {

@@ -67,6 +67,96 @@ export interface StartOptions {
   dirPrefix?: string;
   /** don't wait for "listening" (for processes expected to fail) */
   noWait?: boolean;
+  /** the function's env: set in the runtime's environment, listed in
+   * SKIFF_FN_ENV_NAMES, and --deny-env swapped for an --allow-env of those
+   * names (what the platform must do to hand a function its env) */
+  fnEnv?: Record<string, string>;
+  /** extra variables in the runtime's environment, NOT listed as the
+   * function's (they must not reach it) */
+  otherEnv?: Record<string, string>;
+  /** extra writable dirs appended to {write_dirs} (e.g. "/tmp") */
+  extraWriteDirs?: string;
+}
+
+/** The Deno flags for `opts`, with the function's env allowed if it has one. */
+export async function flagsFor(
+  opts: StartOptions,
+  dirs: Dirs,
+  main: string,
+): Promise<string[]> {
+  const args = await denoArgs({
+    code_dir: dirs.codeDir,
+    write_dirs: opts.extraWriteDirs
+      ? `${dirs.tmpDir},${opts.extraWriteDirs}`
+      : dirs.tmpDir,
+    heap_mb: "128",
+    deny_net: opts.denyNet ?? DENY_NET,
+    main,
+  });
+  if (opts.fnEnv === undefined) return args;
+  const names = ["SKIFF_FN_ENV_NAMES", ...Object.keys(opts.fnEnv)].join(",");
+  return args.map((a) => a === "--deny-env" ? `--allow-env=${names}` : a);
+}
+
+/** The runtime process's environment for `opts`. */
+export function envFor(opts: StartOptions): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1", ...opts.otherEnv };
+  if (opts.fnEnv !== undefined) {
+    Object.assign(env, opts.fnEnv);
+    env.SKIFF_FN_ENV_NAMES = Object.keys(opts.fnEnv).join(",");
+  }
+  return env;
+}
+
+/** Copies main.ts and the fixture (or source) into fresh dirs. */
+async function layOut(
+  opts: StartOptions,
+): Promise<{ dirs: Dirs; main: string; modulePath: string }> {
+  const dirs = await makeDirs(opts.dirPrefix);
+  const main = `${dirs.runtimeDir}/main.ts`;
+  await Deno.copyFile(new URL("main.ts", RUNTIME_DIR), main);
+  const name = opts.fixture ?? "fn.ts";
+  const modulePath = `${dirs.codeDir}/${name}`;
+  if (opts.fixture) {
+    await Deno.copyFile(new URL(opts.fixture, FIXTURES), modulePath);
+  } else await Deno.writeTextFile(modulePath, opts.source ?? "");
+  return { dirs, main, modulePath };
+}
+
+export interface ProbeResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** the last stdout line, parsed */
+  json: Record<string, unknown>;
+}
+
+/** Runs `main.ts --probe --module <fixture>` with the serving flags. */
+export async function probe(opts: StartOptions): Promise<ProbeResult> {
+  const { dirs, main, modulePath } = await layOut(opts);
+  try {
+    const args = await flagsFor(opts, dirs, main);
+    args.push("--probe", "--module", modulePath);
+    const out = await new Deno.Command(DENO, {
+      args,
+      cwd: dirs.tmpDir,
+      stdin: "null",
+      env: envFor(opts),
+      clearEnv: true,
+    }).output();
+    const stdout = decoder.decode(out.stdout);
+    const stderr = decoder.decode(out.stderr);
+    const lines = stdout.split("\n").filter((l) => l !== "");
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(lines[lines.length - 1] ?? "");
+    } catch { /* asserted by the caller */ }
+    return { code: out.code, stdout, stderr, json };
+  } finally {
+    for (const d of Object.values(dirs)) {
+      await Deno.remove(d, { recursive: true });
+    }
+  }
 }
 
 export class Runtime {
@@ -228,25 +318,12 @@ export async function makeDirs(prefix = "skiff-"): Promise<Dirs> {
 }
 
 export async function start(opts: StartOptions): Promise<Runtime> {
-  const dirs = await makeDirs(opts.dirPrefix);
+  const { dirs, main, modulePath } = await layOut(opts);
   const { runtimeDir, codeDir, tmpDir } = dirs;
-  const main = `${runtimeDir}/main.ts`;
-  await Deno.copyFile(new URL("main.ts", RUNTIME_DIR), main);
-  const name = opts.fixture ?? "fn.ts";
-  const modulePath = `${codeDir}/${name}`;
-  if (opts.fixture) {
-    await Deno.copyFile(new URL(opts.fixture, FIXTURES), modulePath);
-  } else await Deno.writeTextFile(modulePath, opts.source ?? "");
   const socket = `${tmpDir}/fn.sock`;
   const healthSocket = `${tmpDir}/health.sock`;
 
-  const args = await denoArgs({
-    code_dir: codeDir,
-    write_dirs: tmpDir,
-    heap_mb: "128",
-    deny_net: opts.denyNet ?? DENY_NET,
-    main,
-  });
+  const args = await flagsFor(opts, dirs, main);
   args.push("--module", modulePath, "--listen", `unix:${socket}`);
   if (opts.healthPort !== undefined) {
     args.push("--health-port", String(opts.healthPort));
@@ -261,7 +338,7 @@ export async function start(opts: StartOptions): Promise<Runtime> {
     stdin: opts.exitWithParent ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: envFor(opts),
   }).spawn();
   const rt = new Runtime(
     proc,

@@ -173,7 +173,7 @@ const LOAD_FAILURES: [string, StartOptions, RegExp][] = [
   }, /SyntaxError: .*fn\.ts:2:/],
   ["missing import", { fixture: "import_error.ts" }, /does_not_exist\.ts/],
   ["remote import", { fixture: "remote_import.ts" }, /example\.com/],
-  ["no default export", { fixture: "no_default.ts" }, /no default export/],
+  ["no default export", { fixture: "no_default.ts" }, /no handler: expected/],
   [
     "unsupported default export",
     { fixture: "bad_default.ts" },
@@ -460,6 +460,32 @@ Deno.test("deploy-time check: svrless and modern shapes pass, type errors fail",
   // Without skiff-env.d.ts, Deno 2 has no Deno.RequestEvent.
   assert.notEqual(svrNoEnv[0], 0);
   assert.match(svrNoEnv[1], /RequestEvent/);
+});
+
+Deno.test("deploy-time check: the other platforms' shapes pass, a wrong respondWith fails", async () => {
+  const fixture = (n: string) => Deno.readTextFile(new URL(n, FIXTURES));
+  const listener = `addEventListener("fetch", (e) => {
+  e.waitUntil(Promise.resolve());
+  e.respondWith(new Response(e.request.url));
+});
+`;
+  const results = await Promise.all([
+    ...[
+      "cf_object.ts",
+      "default_fn_env.ts",
+      "deno_serve.ts",
+      "fetch_listener.ts",
+      "methods.ts",
+    ].map(async (n) => deployCheck(await fixture(n))),
+    deployCheck(listener),
+  ]);
+  for (const [code, out] of results) assert.equal(code, 0, out);
+  const bad = await deployCheck(listener.replace(
+    "new Response(e.request.url)",
+    "e.request.url",
+  ));
+  assert.notEqual(bad[0], 0);
+  assert.match(bad[1], /TS2345/);
 });
 
 Deno.test("with --wait-for-go the function's module runs only after the platform's go on stdin", async () => {
