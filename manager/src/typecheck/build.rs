@@ -390,6 +390,7 @@ pub(super) fn own_files(root: &Path) -> std::io::Result<()> {
     }
     std::fs::write(&runtime, RUNTIME_MAIN)?;
     std::fs::create_dir_all(root.join("out"))?;
+    std::fs::create_dir_all(root.join("probe-cache"))?;
     Ok(())
 }
 

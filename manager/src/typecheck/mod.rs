@@ -397,18 +397,27 @@ impl LocalChecker {
                 if let Some(ca) = ca {
                     p.read.push(ca);
                 }
+                // The host's CA store: registries behind a corporate CA work
+                // as they do for the operator's own tools.
+                p.read.extend(
+                    registries::SYSTEM_CA_PATHS
+                        .iter()
+                        .map(PathBuf::from)
+                        .chain(registries::ca_env().into_iter().map(|(_, v)| PathBuf::from(v)))
+                        .filter(|p| p.exists()),
+                );
                 (p, env)
             }
         };
         let child = tokio::process::Command::new(&sandbox.launcher)
             .args(policy.to_args(deno, args))
-            .envs(env)
             .current_dir(dir)
             .env_clear()
             .env("DENO_DIR", deno_dir)
             .env("NO_COLOR", "1")
             .env("DENO_NO_UPDATE_CHECK", "1")
             .env("HOME", dir)
+            .envs(env)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();

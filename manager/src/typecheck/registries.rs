@@ -55,6 +55,11 @@ impl Registries {
         if let Some(ca) = &self.ca {
             env.push(("DENO_CERT".into(), ca.display().to_string()));
         }
+        // Deno trusts its own roots only unless told; the host's store holds
+        // the operator's CAs.
+        let store = std::env::var("DENO_TLS_CA_STORE").unwrap_or_else(|_| "mozilla,system".into());
+        env.push(("DENO_TLS_CA_STORE".into(), store));
+        env.extend(ca_env());
         env
     }
 
@@ -100,6 +105,17 @@ impl Registries {
     pub fn learned(&self) -> bool {
         self.npm.is_some() && self.jsr.is_some()
     }
+}
+
+/// Where the host's CA certificates live (read by the resolve step).
+pub const SYSTEM_CA_PATHS: &[&str] = &["/etc/ssl", "/etc/pki", "/usr/share/ca-certificates"];
+
+/// The manager's own `SSL_CERT_FILE`/`SSL_CERT_DIR`, passed on.
+pub fn ca_env() -> Vec<(String, String)> {
+    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+        .collect()
 }
 
 /// The packages an offline `deno info` is asked about to learn the defaults

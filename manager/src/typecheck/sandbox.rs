@@ -108,7 +108,9 @@ impl CheckerSandbox {
 
     /// The checker's Deno cache, created and owned by the checker's uid.
     pub fn prepare_deno_dir(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        // `dl/` holds Deno's bundler: it must exist for the bundle step's
+        // Landlock exec rule.
+        std::fs::create_dir_all(dir.join("dl"))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         if let Some((uid, gid)) = self.ids {
             chown_tree(dir, uid, gid)?;

@@ -63,6 +63,10 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
+    // `TEST_LOG=1`: the manager's log on stderr (with `--nocapture`).
+    if std::env::var_os("TEST_LOG").is_some() {
+        skiff_manager::telemetry::init();
+    }
     let db = TestDb::new(backend).await;
     let data_dir = tempfile::tempdir().unwrap();
     let mut config =
