@@ -130,6 +130,9 @@ impl LocalChecker {
                 .context("reading deno info's module graph")?;
         let registries = self.registries().await?;
         let found = imports::inspect(&graph, &src_url, &registries.hosts);
+        if !found.syntax.is_empty() {
+            return Err(CheckError::Syntax(found.syntax.join("\n\n")));
+        }
         if !found.refused.is_empty() {
             return Err(CheckError::ImportNotAllowed(format!(
                 "imports not allowed: {}. Allowed: node:, relative files of the upload, npm:, \
@@ -316,7 +319,13 @@ fn req_strict(p: &Project) -> bool {
 /// Why the graph could not be built or bundled: a parse error is the
 /// author's syntax; anything else a module that cannot be loaded.
 fn source_error(text: &str) -> CheckError {
-    let syntax = ["could not be parsed", "Expected ", "Unexpected ", "Unterminated "];
+    let syntax = [
+        "SyntaxError",
+        "could not be parsed",
+        "Expected ",
+        "Unexpected ",
+        "Unterminated ",
+    ];
     if syntax.iter().any(|s| text.contains(s)) {
         CheckError::Syntax(text.to_owned())
     } else {

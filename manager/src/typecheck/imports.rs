@@ -20,6 +20,9 @@ pub struct Graph {
 #[derive(Debug, Deserialize)]
 pub struct Module {
     pub specifier: String,
+    /// Why Deno could not load it (a syntax error, a missing file).
+    #[serde(default)]
+    pub error: Option<String>,
     #[serde(default)]
     pub dependencies: Vec<Dependency>,
     #[serde(default, rename = "typesDependency")]
@@ -153,6 +156,8 @@ pub struct Findings {
     pub bare: BTreeMap<String, String>,
     /// Local imports Deno could not load (a missing file), with its message.
     pub missing: Vec<String>,
+    /// Syntax errors in the upload's own files, as Deno reports them.
+    pub syntax: Vec<String>,
     /// Whether anything must be downloaded (npm:, jsr:, https:).
     pub remote: bool,
 }
@@ -164,6 +169,17 @@ pub fn inspect(graph: &Graph, src: &str, hosts: &ImportHosts) -> Findings {
     let mut refused = BTreeSet::new();
     let mut missing = BTreeSet::new();
     for m in graph.modules.iter().filter(|m| m.specifier.starts_with(src)) {
+        match &m.error {
+            Some(e) if e.starts_with("SyntaxError") => {
+                f.syntax.push(e.replace(src, ""));
+                continue;
+            }
+            Some(e) => {
+                missing.insert(first_line(e).replace(src, ""));
+                continue;
+            }
+            None => {}
+        }
         let deps = m
             .dependencies
             .iter()
@@ -418,7 +434,7 @@ mod tests {
         assert_eq!(map["hono/"], "npm:/hono@^4.6.0/");
         assert_eq!(map["zod"], "npm:zod");
         assert_eq!(map["@types/node"], "npm:@types/node@20");
-        assert_eq!(skipped, ["local@file:../x", "gh@a/b"]);
+        assert_eq!(skipped, ["gh@a/b", "local@file:../x"]);
         assert!(from_package_json("{").is_err());
     }
 

@@ -179,22 +179,44 @@ async fn bad_sources(b: TestBackend) {
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_source");
+    let type_error = "const n: number = 'nope';\nexport default () => new Response(String(n));\n";
+    // A strict deploy refuses on a type error.
     let r = app
-        .deploy(
-            &t,
-            "keep",
-            "const n: number = 'nope';\nexport default () => new Response(String(n));\n",
-        )
-        .await;
+        .client
+        .post(app.url("/func?name=keep&check=strict"))
+        .bearer_auth(&t)
+        .body(type_error)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "type_check_failed");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("TS2322"), "diagnostics missing: {msg}");
     assert!(!msg.contains("/checks/"), "scratch paths leak: {msg}");
+    let r = app
+        .client
+        .post(app.url("/func?name=keep&check=loose"))
+        .bearer_auth(&t)
+        .body(type_error)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_query");
+    // A syntax error is refused whatever the mode.
     let r = app.deploy(&t, "keep", "export default (((;").await;
-    assert_eq!(error_code(r, 400).await, "type_check_failed");
+    assert_eq!(error_code(r, 400).await, "syntax_error");
     assert_eq!(app.snapshot().await, before);
+    // By default the type error is a warning at its line, and the deploy goes through.
+    let r = app.deploy(&t, "keep", type_error).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let warnings = body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(w.contains("TS2322") && w.contains("main.ts:1:"), "{w}");
+    assert!(!w.contains("/checks/"), "scratch paths leak: {w}");
 }
 
 async fn forbidden_imports_are_refused_without_reading_files(b: TestBackend) {
@@ -204,25 +226,34 @@ async fn forbidden_imports_are_refused_without_reading_files(b: TestBackend) {
     // a file whose content would show up in type errors if the checker read it
     let secret_file = app.data_dir.path().join("secret.ts");
     std::fs::write(&secret_file, "export const token = 'TOPSECRET-42';\n").unwrap();
+    let secret = secret_file.display();
     let sources = [
         format!(
-            "import {{ token }} from '{}';\nconst n: number = token;\nexport default () => new Response(String(n));\n",
-            secret_file.display()
+            "import {{ token }} from '{secret}';\nconst n: number = token;\nexport default () => new Response(String(n));\n",
         ),
+        format!("import {{ token }} from 'file://{secret}';\nexport default () => new Response(token);\n"),
+        format!("export {{ token as default }} from '../../../../../../../../..{secret}';\n"),
         "import x from 'https://example.com/mod.ts';\nexport default x;\n".to_owned(),
-        "import x from 'npm:left-pad';\nexport default x;\n".to_owned(),
-        "import x from 'jsr:@std/path';\nexport default x;\n".to_owned(),
-        "import x from './other.ts';\nexport default x;\n".to_owned(),
+        "import x from 'http://127.0.0.1:9/mod.ts';\nexport default x;\n".to_owned(),
+        "import x from 'https://169.254.169.254/latest/meta-data';\nexport default x;\n".to_owned(),
+        "import x from 'https://[::1]:8443/mod.ts';\nexport default x;\n".to_owned(),
+        "import x from 'file:///etc/passwd';\nexport default x;\n".to_owned(),
+        "const x = await import('/etc/shadow');\nexport default x;\n".to_owned(),
     ];
     for src in &sources {
         let r = app.deploy(&t, "keep", src).await;
-        assert_eq!(r.status(), 400);
+        assert_eq!(r.status(), 400, "{src}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "import_not_allowed", "{src}: {body}");
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(msg.contains("self-contained"), "{msg}");
+        assert!(msg.contains("not allowed"), "{msg}");
         assert!(!msg.contains("TOPSECRET"), "file content leaked: {msg}");
     }
+    // A relative file the upload does not have.
+    let r = app
+        .deploy(&t, "keep", "import x from './other.ts';\nexport default x;\n")
+        .await;
+    assert_eq!(error_code(r, 400).await, "dependency_unavailable");
     assert_eq!(app.snapshot().await, before);
 }
 
@@ -316,8 +347,8 @@ async fn modules_without_a_servable_default_export_are_refused(b: TestBackend) {
     let app = spawn_app(b).await;
     let t = seeded(&app).await;
     let before = app.snapshot().await;
-    // Each type-checks on its own, but the runtime could never serve it: before
-    // the fix these were stored and every call answered 503.
+    // Each builds, but the runtime could never serve it: before the fix these
+    // were stored and every call answered 503.
     for src in [
         "{}",
         "0",
@@ -328,10 +359,10 @@ async fn modules_without_a_servable_default_export_are_refused(b: TestBackend) {
         let r = app.deploy(&t, "keep", src).await;
         assert_eq!(r.status(), 400, "{src:?}");
         let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "type_check_failed");
+        assert_eq!(body["error"]["code"], "no_handler", "{src:?}: {body}");
         let msg = body["error"]["message"].as_str().unwrap();
         assert!(
-            msg.contains("default export must be a function or an object with a fetch"),
+            msg.contains("default export") && msg.contains("Deno.serve"),
             "{src:?}: {msg}"
         );
         assert!(!msg.contains("/checks/"), "scratch paths leak: {msg}");
