@@ -181,6 +181,7 @@ impl CheckerSandbox {
             namespaces,
             private_tmp: private_tmp.then_some(CHECK_TMP_BYTES),
             no_network: namespaces && r.enforces(names::NO_NETWORK),
+            net_forward: None,
             hide: Vec::new(),
             cgroups,
             limits: Limits {
