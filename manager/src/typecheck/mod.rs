@@ -6,6 +6,7 @@
 //! cache and the Deno binary, so a hostile source can make a check fail but
 //! never make it read or print a host file, whatever form its imports take.
 
+pub mod egress;
 mod graph;
 pub mod remote;
 pub mod sandbox;
