@@ -1164,4 +1164,107 @@ mod tests {
         let out = ask(&p, "CONNECT x.test HTTP/1.1\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
     }
+
+    /// `deno cache` of a module importing `http://localhost:PORT/mod.ts`,
+    /// run as the resolve step runs: the real launcher, an empty network
+    /// namespace whose only way out is the forwarded port, the proxy behind it.
+    async fn resolve_under_the_launcher(
+        base: &Path,
+        case: &str,
+        policy: EgressPolicy,
+        import: &str,
+    ) -> (std::process::Output, EgressProxy) {
+        use super::super::sandbox::CheckerSandbox;
+        use super::super::settings::CheckerSettings;
+        const PORT: u16 = 3128;
+        let deno = skiff_core::deno::locate(None)
+            .await
+            .expect("Deno for the tests");
+        let sandbox = CheckerSandbox::detect(&CheckerSettings::default())
+            .expect("the sandbox launcher (cargo build -p skiff-sandbox)");
+        let deno = sandbox.runnable(&deno, base).unwrap();
+        let scratch = base.join(format!("{case}-scratch"));
+        let deno_dir = base.join(format!("{case}-deno"));
+        let egress_dir = base.join(format!("{case}-egress"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::create_dir_all(&egress_dir).unwrap();
+        std::fs::write(
+            scratch.join("main.ts"),
+            format!("import {{ answer }} from \"{import}\";\nconsole.log(answer);\n"),
+        )
+        .unwrap();
+        sandbox.own_scratch(&scratch).unwrap();
+        sandbox.open_path_to(&scratch).unwrap();
+        sandbox.prepare_deno_dir(&deno_dir).unwrap();
+        let proxy = EgressProxy::start(&egress_dir, policy).unwrap();
+        sandbox.own_egress_socket(proxy.socket_path()).unwrap();
+        let launch = sandbox
+            .resolve_policy(
+                &scratch,
+                &deno_dir,
+                &deno,
+                Vec::new(),
+                PORT,
+                proxy.socket_path(),
+                None,
+            )
+            .unwrap();
+        let proxy_url = format!("http://127.0.0.1:{PORT}");
+        // Deno's own import gate, as the pipeline would pass it; the proxy
+        // decides independently.
+        let authority = import.split('/').nth(2).unwrap_or_default();
+        let allow_import = format!("--allow-import={authority}");
+        let out = tokio::process::Command::new(&sandbox.launcher)
+            .args(launch.to_args(&deno, ["cache", "--no-config", &allow_import, "main.ts"]))
+            .current_dir(&scratch)
+            .env_clear()
+            .env("DENO_DIR", &deno_dir)
+            .env("HOME", &scratch)
+            .env("NO_COLOR", "1")
+            .env("DENO_NO_UPDATE_CHECK", "1")
+            .env("HTTP_PROXY", &proxy_url)
+            .env("HTTPS_PROXY", &proxy_url)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), out)
+            .await
+            .expect("deno cache finished")
+            .unwrap();
+        (out, proxy)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn deno_under_the_launcher_resolves_only_through_the_proxy() {
+        let base = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let port = origin().await;
+        let import = format!("http://localhost:{port}/mod.ts");
+
+        let (out, proxy) = resolve_under_the_launcher(
+            base.path(),
+            "allowed",
+            localhost_policy(port, true),
+            &import,
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(proxy.fetched(), [format!("localhost:{port}")]);
+        assert!(proxy.refusals().is_empty(), "{:?}", proxy.refusals());
+
+        // The host not allowed: the download fails, and the refusal names it.
+        let mut other = EgressPolicy::new(EgressLimits::default());
+        other.allow("registry.example.test", 443);
+        let (out, proxy) = resolve_under_the_launcher(base.path(), "refused", other, &import).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(&import), "{stderr}");
+        let r = proxy.refusals();
+        assert!(
+            r.iter().any(|r| r.host == "localhost"
+                && r.port == port
+                && r.kind == RefusalKind::NotAllowed),
+            "{r:?}"
+        );
+        assert!(proxy.fetched().is_empty());
+    }
 }
