@@ -400,7 +400,15 @@ async fn serve(listener: UnixListener, shared: Arc<Shared>) {
                     let shared = shared.clone();
                     conns.spawn(async move {
                         let deadline = shared.deadline;
-                        let _ = tokio::time::timeout_at(deadline, handle(stream, &shared)).await;
+                        if tokio::time::timeout_at(deadline, handle(stream, &shared)).await.is_err() {
+                            let secs = shared.policy.limits.max_time.as_secs();
+                            shared.refuse(
+                                "*",
+                                0,
+                                RefusalKind::Limit,
+                                format!("over the time limit of {secs} s per deploy"),
+                            );
+                        }
                     });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
