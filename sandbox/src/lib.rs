@@ -13,6 +13,7 @@
 pub mod cgroups;
 #[cfg(target_os = "linux")]
 pub mod enforce;
+pub mod host_addresses;
 pub mod locate;
 pub mod policy;
 pub mod report;

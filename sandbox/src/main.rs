@@ -24,6 +24,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
+    #[cfg(target_os = "linux")]
+    if args
+        .first()
+        .is_some_and(|a| a == skiff_sandbox::enforce::forward::FORWARDER_ARG)
+    {
+        return skiff_sandbox::enforce::forward::run_forwarder(&args[1..]);
+    }
     launch(&args)
 }
 

@@ -53,6 +53,12 @@ pub struct Policy {
     pub private_tmp: Option<u64>,
     /// A new, empty network namespace: no network at all (needs `namespaces`).
     pub no_network: bool,
+    /// With `no_network`: the one way out. `lo` is brought up inside the
+    /// empty namespace, 127.0.0.1:PORT is bound there, and a confined
+    /// forwarder process relays each connection to it to the Unix socket at
+    /// the path (outside, an egress proxy listens there). The program can
+    /// reach that port and nothing else.
+    pub net_forward: Option<(u16, PathBuf)>,
     /// Directories covered by an empty read-only tmpfs (needs `namespaces`):
     /// host sockets and shared memory under `/run` or `/dev/shm` disappear.
     pub hide: Vec<PathBuf>,
@@ -138,6 +144,11 @@ impl Policy {
         for n in &self.tcp_bind_ports {
             opt("--tcp-bind-port", n.to_string().into());
         }
+        if let Some((port, sock)) = &self.net_forward {
+            let mut v = OsString::from(format!("{port}="));
+            v.push(sock);
+            opt("--net-forward", v);
+        }
         for (flag, on) in [
             ("--system-files", self.system_files),
             ("--landlock", self.landlock),
@@ -194,7 +205,7 @@ impl Policy {
     }
 }
 
-const VALUED: [&str; 15] = [
+const VALUED: [&str; 16] = [
     "--uid",
     "--gid",
     "--ro",
@@ -210,6 +221,7 @@ const VALUED: [&str; 15] = [
     "--hide",
     "--bind-len",
     "--tcp-bind-port",
+    "--net-forward",
 ];
 
 fn known_valued(name: &str) -> Option<&'static str> {
@@ -220,6 +232,24 @@ fn number<T: std::str::FromStr>(flag: &'static str, v: &OsStr) -> Result<T, Pars
     let s = v.to_string_lossy();
     s.parse()
         .map_err(|_| ParseError::Invalid(flag, s.into_owned()))
+}
+
+/// `PORT=/absolute/path/of/the.sock`.
+fn net_forward(flag: &'static str, v: OsString) -> Result<(u16, PathBuf), ParseError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = v.as_bytes();
+    let invalid = || ParseError::Invalid(flag, v.to_string_lossy().into_owned());
+    let eq = bytes.iter().position(|b| *b == b'=').ok_or_else(invalid)?;
+    let port: u16 = std::str::from_utf8(&bytes[..eq])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(invalid)?;
+    let path = PathBuf::from(OsStr::from_bytes(&bytes[eq + 1..]));
+    if !path.is_absolute() {
+        return Err(invalid());
+    }
+    Ok((port, path))
 }
 
 fn set_valued(p: &mut Policy, flag: &'static str, v: OsString) -> Result<(), ParseError> {
@@ -239,6 +269,7 @@ fn set_valued(p: &mut Policy, flag: &'static str, v: OsString) -> Result<(), Par
         "--hide" => p.hide.push(v.into()),
         "--bind-len" => p.bind_lengths.push(number(flag, &v)?),
         "--tcp-bind-port" => p.tcp_bind_ports.push(number(flag, &v)?),
+        "--net-forward" => p.net_forward = Some(net_forward(flag, v)?),
         _ => return Err(ParseError::Unknown(flag.to_owned())),
     }
     Ok(())
@@ -263,6 +294,7 @@ mod tests {
             namespaces: true,
             private_tmp: Some(64 << 20),
             no_network: true,
+            net_forward: Some((8787, "/run/skiff egress/1.sock".into())),
             hide: vec!["/run".into(), "/dev/shm".into()],
             restrict_bind: true,
             bind_lengths: vec![16, 28, 110],
@@ -303,5 +335,20 @@ mod tests {
             Err(ParseError::NoProgram)
         );
         assert_eq!(Policy::parse(&os(&["--"])), Err(ParseError::NoProgram));
+        for bad in [
+            "8787",
+            "0=/x.sock",
+            "x=/x.sock",
+            "70000=/x.sock",
+            "8787=rel.sock",
+        ] {
+            assert!(
+                matches!(
+                    Policy::parse(&os(&["--net-forward", bad, "--", "x"])),
+                    Err(ParseError::Invalid("--net-forward", _))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

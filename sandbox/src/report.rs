@@ -32,6 +32,8 @@ pub mod names {
     pub const NAMESPACES: &str = "namespaces";
     pub const PRIVATE_TMP: &str = "private_tmp";
     pub const NO_NETWORK: &str = "no_network";
+    /// `lo` can be brought up in the empty namespace, for `--net-forward`.
+    pub const NET_FORWARD: &str = "net_forward";
     pub const LANDLOCK_FILES: &str = "landlock_files";
     pub const LANDLOCK_TCP_BIND: &str = "landlock_tcp_bind";
     pub const LANDLOCK_ABSTRACT_UNIX: &str = "landlock_abstract_unix";

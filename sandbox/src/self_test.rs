@@ -19,7 +19,7 @@ use nix::unistd::{
     Gid, Pid, Uid, getpgrp, getpid, getppid, setgroups, setresgid, setresuid, setsid,
 };
 use skiff_sandbox::Policy;
-use skiff_sandbox::enforce::{landlock_rules, namespaces, seccomp};
+use skiff_sandbox::enforce::{forward, landlock_rules, namespaces, seccomp};
 use skiff_sandbox::report::{HostReport, Layer, names};
 
 struct Report(Vec<Layer>);
@@ -60,6 +60,31 @@ fn refused<T>(r: std::io::Result<T>) -> (bool, String) {
             (true, format!("refused ({e})"))
         }
         Err(e) => (false, format!("failed for another reason ({e})")),
+    }
+}
+
+/// `--net-forward`'s first steps inside the empty namespace: `lo` up, a
+/// port bound on 127.0.0.1 and reachable there.
+fn loopback_in_empty_namespace() -> (bool, String) {
+    use std::io::{Read, Write};
+    if let Err(e) = forward::loopback_up() {
+        return (false, format!("cannot bring lo up: {e}"));
+    }
+    let tried = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| {
+        let mut c = std::net::TcpStream::connect(l.local_addr()?)?;
+        let (mut s, _) = l.accept()?;
+        c.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        Ok(b == *b"x")
+    });
+    match tried {
+        Ok(true) => (
+            true,
+            "lo up in the empty namespace: one forwarded port for the resolve step".into(),
+        ),
+        Ok(false) => (false, "loopback garbled a byte".into()),
+        Err(e) => (false, format!("loopback unusable: {e}")),
     }
 }
 
@@ -115,6 +140,12 @@ pub fn run(args: &[OsString]) -> ExitCode {
                 no_net,
                 "an empty network namespace for the deploy-time checker",
             );
+            let (fwd, how) = if no_net {
+                loopback_in_empty_namespace()
+            } else {
+                (false, "needs the empty network namespace".to_owned())
+            };
+            r.push(names::NET_FORWARD, fwd, how);
         }
         Err(e) => {
             let why = e.to_string();
@@ -125,6 +156,11 @@ pub fn run(args: &[OsString]) -> ExitCode {
                 format!("needs namespaces: {why}"),
             );
             r.push(names::NO_NETWORK, false, format!("needs namespaces: {why}"));
+            r.push(
+                names::NET_FORWARD,
+                false,
+                format!("needs namespaces: {why}"),
+            );
         }
     }
 

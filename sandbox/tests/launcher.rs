@@ -86,6 +86,7 @@ fn self_test_finds_every_layer_on_this_host() {
         names::NAMESPACES,
         names::PRIVATE_TMP,
         names::NO_NETWORK,
+        names::NET_FORWARD,
         names::LANDLOCK_FILES,
         names::LANDLOCK_TCP_BIND,
         names::LANDLOCK_ABSTRACT_UNIX,
@@ -442,4 +443,141 @@ fn best_effort_skips_a_layer_the_host_refuses_and_says_so() {
         "{}",
         text(&lenient.stderr)
     );
+}
+
+/// Connects to 127.0.0.1:PORT with perl, sends "ping", half-closes, prints
+/// what comes back (or why the connect failed).
+fn client_script(port: u16) -> String {
+    format!(
+        "use IO::Socket::INET; my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', \
+         PeerPort => {port}, Timeout => 5) or do {{ print \"unreachable: $!\\n\"; exit 0 }}; \
+         print $s \"ping\"; shutdown($s, 1); local $/; my $r = <$s>; print \"got: $r\\n\";"
+    )
+}
+
+/// A Unix-socket echo server (answers "echo:" + what it read) that any uid
+/// may connect to; serves until the test ends.
+fn unix_echo_server(dir: &Path) -> PathBuf {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let sock = dir.join("egress.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                if conn.read_to_end(&mut got).is_ok() {
+                    let _ = conn.write_all(b"echo:");
+                    let _ = conn.write_all(&got);
+                }
+            });
+        }
+    });
+    sock
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn net_forward_reaches_only_the_forwarded_unix_socket() {
+    let d = scratch();
+    let sock = unix_echo_server(d.path());
+    // A service on the host's loopback, standing in for the manager or a
+    // database: the sandbox must not reach it.
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    let port = free_port();
+    let mut p = confined();
+    p.no_network = true;
+    p.net_forward = Some((port, sock.clone()));
+    if is_root() {
+        p.uid = Some(200_996);
+    }
+
+    let out = run(&p, "/usr/bin/perl", &["-e", &client_script(port)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "got: echo:ping\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&p, "/usr/bin/perl", &["-e", &client_script(host_port)]);
+    assert!(
+        text(&out.stdout).starts_with("unreachable"),
+        "reached the host's loopback service: {}",
+        text(&out.stdout)
+    );
+
+    // Without the forward the same port leads nowhere.
+    p.net_forward = None;
+    for target in [port, host_port] {
+        let out = run(&p, "/usr/bin/perl", &["-e", &client_script(target)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).starts_with("unreachable"),
+            "port {target}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn net_forward_is_refused_without_an_empty_network_namespace() {
+    let d = scratch();
+    let mut p = confined();
+    p.net_forward = Some((free_port(), d.path().join("x.sock")));
+    let out = run(&p, "/bin/true", &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("--no-network"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_forwarder_goes_when_the_program_ends() {
+    let d = scratch();
+    let sock = unix_echo_server(d.path());
+    let mut p = confined();
+    p.no_network = true;
+    p.net_forward = Some((free_port(), sock));
+    // The program prints its pid and exits; the forwarder (its child, named
+    // after it in /proc) must not stay behind.
+    let out = run(&p, "/bin/sh", &["-c", "echo $$"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let launcher: u32 = text(&out.stdout).trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|pid| {
+                alive(*pid)
+                    && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("--net-forwarder") && c.contains(&format!("\0{launcher}\0"))
+                    })
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forwarder {left:?} outlived the program"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

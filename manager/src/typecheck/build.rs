@@ -155,8 +155,9 @@ impl LocalChecker {
         project.write_config(p, &bare)?;
 
         // 2. Resolve and pin, through the egress proxy.
+        let allow_import = registries.hosts.allow_import_flag();
         let lock = if found.remote {
-            self.resolve(&deno, p, &entry_arg).await?;
+            self.resolve(&deno, p, &entry_arg, &allow_import).await?;
             true
         } else {
             false
@@ -170,10 +171,10 @@ impl LocalChecker {
         // 3. Bundle and check side by side, offline.
         self.ensure_bundler(&deno).await?;
         let heap = format!("--v8-flags=--max-old-space-size={}", self.heap_mb());
-        let mut bundle_args = vec!["bundle", "--quiet", "--config", CONFIG];
+        let mut bundle_args = vec!["bundle", "--quiet", &allow_import, "--config", CONFIG];
         bundle_args.extend(&lock_args);
         bundle_args.extend(["--platform", "deno", "-o", ARTIFACT, &entry_arg]);
-        let mut check_args = vec!["check", "--quiet", &heap, "--config", CONFIG];
+        let mut check_args = vec!["check", "--quiet", &heap, &allow_import, "--config", CONFIG];
         check_args.extend(&lock_args);
         check_args.push(&entry_arg);
         let (bundled, checked) = tokio::join!(
@@ -230,11 +231,18 @@ impl LocalChecker {
     /// `deno install` of the graph through the egress proxy; a refusal of the
     /// proxy is the author's disallowed import, anything else an unavailable
     /// dependency.
-    async fn resolve(&self, deno: &Path, dir: &Path, entry: &str) -> Result<(), CheckError> {
-        let egress = self.egress(dir).await?;
+    async fn resolve(
+        &self,
+        deno: &Path,
+        dir: &Path,
+        entry: &str,
+        allow_import: &str,
+    ) -> Result<(), CheckError> {
+        let egress = self.egress().await?;
         let args = [
             "install",
             "--quiet",
+            allow_import,
             "--config",
             CONFIG,
             "--lock",
@@ -243,17 +251,20 @@ impl LocalChecker {
             entry,
         ];
         let out = self.run(deno, dir, &args, egress.step()).await?;
-        let refusals = egress.refusals();
-        if !refusals.is_empty() {
+        let (disallowed, other) = egress.refusals();
+        if !disallowed.is_empty() {
             return Err(CheckError::ImportNotAllowed(format!(
                 "the dependencies reach what this server does not allow: {}",
-                refusals.join("; ")
+                disallowed.join("; ")
             )));
         }
         if !out.status.success() {
+            let mut why = diagnostics(&out, dir);
+            if !other.is_empty() {
+                why = format!("{}\n{why}", other.join("; "));
+            }
             return Err(CheckError::DependencyUnavailable(format!(
-                "could not download the dependencies: {}",
-                diagnostics(&out, dir)
+                "could not download the dependencies: {why}"
             )));
         }
         Ok(())

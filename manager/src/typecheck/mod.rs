@@ -7,6 +7,7 @@
 //! never make it read or print a host file, whatever form its imports take.
 
 pub mod build;
+pub mod egress;
 mod imports;
 pub mod registries;
 pub mod remote;
@@ -388,15 +389,31 @@ impl LocalChecker {
                 p.exec.push(deno_dir.join("dl"));
                 (p, Vec::new())
             }
-            Step::Egress { env, ca } => {
-                let mut p = sandbox.policy(dir, deno_dir, deno, cgroups);
+            Step::Egress {
+                env,
+                ca,
+                socket,
+            } => {
+                let mut p = sandbox
+                    .resolve_policy(
+                        dir,
+                        deno_dir,
+                        deno,
+                        cgroups,
+                        EGRESS_PORT,
+                        &socket,
+                        ca.as_deref(),
+                    )
+                    .map_err(|why| {
+                        tracing::error!("{why}; deploys with dependencies answer 503");
+                        CheckError::Unavailable(
+                            "deploys with dependencies are unavailable: this host's sandbox \
+                             cannot confine dependency downloads; the operator's log says more"
+                                .into(),
+                        )
+                    })?;
                 // Fetching the bundler also runs it once.
                 p.exec.push(deno_dir.join("dl"));
-                // Until the egress proxy lands: the resolve step keeps the host's network.
-                p.no_network = false;
-                if let Some(ca) = ca {
-                    p.read.push(ca);
-                }
                 // The host's CA store: registries behind a corporate CA work
                 // as they do for the operator's own tools.
                 p.read.extend(
@@ -406,6 +423,11 @@ impl LocalChecker {
                         .chain(registries::ca_env().into_iter().map(|(_, v)| PathBuf::from(v)))
                         .filter(|p| p.exists()),
                 );
+                let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+                let mut env = env;
+                for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                    env.push((k.into(), proxy.clone()));
+                }
                 (p, env)
             }
         };
@@ -589,13 +611,21 @@ pub(crate) enum Step {
     Egress {
         env: Vec<(String, String)>,
         ca: Option<PathBuf>,
+        socket: PathBuf,
     },
 }
+
+/// The port the resolve step reaches the egress proxy on, inside its own
+/// network namespace (so it collides with nothing).
+const EGRESS_PORT: u16 = 3128;
 
 /// The resolve step's network for one build, and what it refused.
 pub(crate) struct Egress {
     env: Vec<(String, String)>,
     ca: Option<PathBuf>,
+    proxy: egress::EgressProxy,
+    /// Holds the proxy's socket; removed with it.
+    _dir: tempfile::TempDir,
 }
 
 impl Egress {
@@ -603,11 +633,25 @@ impl Egress {
         Step::Egress {
             env: self.env.clone(),
             ca: self.ca.clone(),
+            socket: self.proxy.socket_path().to_owned(),
         }
     }
 
-    fn refusals(&self) -> Vec<String> {
-        Vec::new()
+    /// What the proxy refused: `(disallowed, other)`, each one line per refusal.
+    fn refusals(&self) -> (Vec<String>, Vec<String>) {
+        let mut disallowed = Vec::new();
+        let mut other = Vec::new();
+        for r in self.proxy.refusals() {
+            match r.kind {
+                egress::RefusalKind::NotAllowed | egress::RefusalKind::ForbiddenAddress => {
+                    disallowed.push(r.to_string())
+                }
+                _ => other.push(r.to_string()),
+            }
+        }
+        disallowed.dedup();
+        other.dedup();
+        (disallowed, other)
     }
 }
 
@@ -624,7 +668,7 @@ impl LocalChecker {
         std::fs::write(p.join("b.ts"), "export default () => new Response(\"ok\");\n")
             .context("writing the bundler's first module")?;
         self.hand_over(&p).await?;
-        let egress = self.egress(&p).await?;
+        let egress = self.egress().await?;
         let args = ["bundle", "--quiet", "--no-config", "--no-lock", "-o", "b.js", "b.ts"];
         let out = self.run(deno, &p, &args, egress.step()).await?;
         if !out.status.success() {
@@ -642,11 +686,31 @@ impl LocalChecker {
         Ok(())
     }
 
-    async fn egress(&self, _dir: &Path) -> Result<Egress, CheckError> {
+    /// A fresh egress proxy allowing this server's registries and module hosts.
+    async fn egress(&self) -> Result<Egress, CheckError> {
         let r = self.registries().await?;
+        let mut policy = egress::EgressPolicy::new(egress::EgressLimits::default());
+        for (host, port) in r.destinations() {
+            policy.allow(&host, port);
+        }
+        for host in &r.trusted {
+            policy.trust(host);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("egress-")
+            .tempdir_in(&self.inner.scratch)
+            .context("creating the egress proxy's dir")?;
+        let proxy = egress::EgressProxy::start(dir.path(), policy)
+            .context("starting the egress proxy")?;
+        self.inner
+            .sandbox
+            .own_egress_socket(proxy.socket_path())
+            .context("handing the egress socket to the checker")?;
         Ok(Egress {
             env: r.deno_env(),
             ca: r.ca.clone(),
+            proxy,
+            _dir: dir,
         })
     }
 }

@@ -183,6 +183,7 @@ impl CheckerSandbox {
             namespaces,
             private_tmp: private_tmp.then_some(CHECK_TMP_BYTES),
             no_network: namespaces && r.enforces(names::NO_NETWORK),
+            net_forward: None,
             hide: Vec::new(),
             cgroups,
             limits: Limits {
@@ -193,6 +194,54 @@ impl CheckerSandbox {
             },
             chdir: Some(scratch.to_owned()),
         }
+    }
+
+    /// The launcher policy of the resolve step (`deno install` fetching
+    /// `npm:`, `jsr:` and `https:` imports): the checker's policy, in its own
+    /// empty network namespace whose one reachable endpoint is
+    /// 127.0.0.1:`port`, relayed to the egress proxy's Unix socket `socket`
+    /// (run Deno with `HTTP_PROXY`/`HTTPS_PROXY=http://127.0.0.1:<port>`).
+    /// `ca_file` (`DENO_CERT`) is made readable. A host without the empty
+    /// namespace gets no resolve step at all: an error, never open network.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolve_policy(
+        &self,
+        scratch: &Path,
+        deno_dir: &Path,
+        deno: &Path,
+        cgroups: Vec<PathBuf>,
+        port: u16,
+        socket: &Path,
+        ca_file: Option<&Path>,
+    ) -> Result<Policy, String> {
+        let r = &self.report;
+        for layer in [names::NAMESPACES, names::NO_NETWORK, names::NET_FORWARD] {
+            if !r.enforces(layer) {
+                return Err(format!(
+                    "dependency resolution needs the sandbox's {layer} layer, which this host lacks"
+                ));
+            }
+        }
+        let mut p = self.policy(scratch, deno_dir, deno, cgroups);
+        // The socket must stay visible to the forwarder: no private /tmp over it.
+        if socket.starts_with("/tmp") {
+            p.private_tmp = None;
+        }
+        p.no_network = true;
+        p.net_forward = Some((port, socket.to_owned()));
+        p.read.extend(ca_file.map(Path::to_owned));
+        Ok(p)
+    }
+
+    /// Hands the egress proxy's socket to the checker's uid (the forwarder
+    /// connects to it as that uid) and lets that uid traverse the
+    /// directories above it.
+    pub fn own_egress_socket(&self, socket: &Path) -> std::io::Result<()> {
+        if let Some((uid, gid)) = self.ids {
+            std::os::unix::fs::chown(socket, Some(uid), Some(gid))?;
+            self.open_path_to(socket)?;
+        }
+        Ok(())
     }
 
     /// `--check-sandbox`: what this host enforces for deploy-time checks.

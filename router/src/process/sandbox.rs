@@ -347,6 +347,7 @@ impl Sandbox {
             namespaces,
             private_tmp: self.private_tmp,
             no_network: false,
+            net_forward: None,
             hide: self.hidden.clone(),
             // Joined by the router while Deno starts (see `instance::spawn`).
             cgroups: Vec::new(),

@@ -4,6 +4,7 @@
 //! the layers that restrict what is left (Landlock, seccomp). The launcher is
 //! single-threaded, so every per-thread setting holds for the program it execs.
 
+pub mod forward;
 pub mod landlock_rules;
 pub mod namespaces;
 pub mod seccomp;
@@ -47,6 +48,8 @@ pub enum EnforceError {
     Landlock(#[from] landlock_rules::LandlockError),
     #[error("seccomp: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error("net forward: {0}")]
+    Forward(#[from] forward::ForwardError),
 }
 
 /// What was applied (the self-test reports it).
@@ -117,6 +120,10 @@ fn die_with_parent(parent: Pid) -> Result<(), EnforceError> {
 pub fn apply(p: &Policy) -> Result<Applied, EnforceError> {
     let parent = getppid();
     let mut applied = Applied::default();
+    if p.net_forward.is_some() && !(p.namespaces && p.no_network) {
+        return Err(forward::ForwardError::NeedsEmptyNamespace.into());
+    }
+    let mut forward_listener = None;
     // Own session and process group: the caller can kill the group, and the
     // program cannot reach the caller's terminal. (A container's first
     // process already leads its session.)
@@ -129,7 +136,10 @@ pub fn apply(p: &Policy) -> Result<Applied, EnforceError> {
     limits(p)?;
     if p.namespaces {
         match namespaces::enter(p) {
-            Ok(e) => applied.user_namespace = e.user_namespace,
+            Ok(e) => {
+                applied.user_namespace = e.user_namespace;
+                forward_listener = e.forward;
+            }
             Err(e) => skip_or_fail(p, e.into())?,
         }
     }
@@ -141,6 +151,11 @@ pub fn apply(p: &Policy) -> Result<Applied, EnforceError> {
             dir: dir.clone(),
             error,
         })?;
+    }
+    // Before the program's own Landlock domain, which would not let the
+    // launcher run itself again; the forwarder confines itself.
+    if let (Some(listener), Some((_, sock))) = (forward_listener, &p.net_forward) {
+        forward::spawn(listener, sock, p)?;
     }
     if p.landlock {
         match landlock_rules::restrict(p) {

@@ -3,6 +3,7 @@
 //! simply unshares them; otherwise it first enters a user namespace that maps
 //! only its own uid and gid, which unprivileged users may create on most hosts.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
@@ -31,13 +32,26 @@ pub enum NamespaceError {
     Hide { dir: PathBuf, errno: nix::Error },
     #[error("{needed} lies under {covered}, which the sandbox replaces with an empty tmpfs")]
     Covered { needed: PathBuf, covered: PathBuf },
+    #[error("{0}")]
+    Forward(#[from] super::forward::ForwardError),
 }
 
 /// Every path the program needs must stay visible: refuse a policy that would
 /// cover one with a private tmpfs (e.g. a data dir under `/tmp`) rather than
 /// start a program that cannot see its own files.
 fn check_not_covered(p: &Policy, covered: &[PathBuf]) -> Result<(), NamespaceError> {
-    let needed = p.read.iter().chain(&p.exec).chain(&p.write).chain(&p.chdir);
+    let forward_dir = p
+        .net_forward
+        .as_ref()
+        .and_then(|(_, s)| s.parent())
+        .map(Path::to_owned);
+    let needed = p
+        .read
+        .iter()
+        .chain(&p.exec)
+        .chain(&p.write)
+        .chain(&p.chdir)
+        .chain(&forward_dir);
     for n in needed {
         let n = std::fs::canonicalize(n).unwrap_or_else(|_| n.clone());
         for c in covered {
@@ -55,6 +69,9 @@ fn check_not_covered(p: &Policy, covered: &[PathBuf]) -> Result<(), NamespaceErr
 /// What was set up, for the self-test report.
 pub struct Entered {
     pub user_namespace: bool,
+    /// With `net_forward`: the port bound inside the new namespace, for the
+    /// forwarder.
+    pub forward: Option<TcpListener>,
 }
 
 pub fn enter(p: &Policy) -> Result<Entered, NamespaceError> {
@@ -69,6 +86,9 @@ pub fn enter(p: &Policy) -> Result<Entered, NamespaceError> {
         covered.push(std::fs::canonicalize("/tmp").unwrap_or_else(|_| "/tmp".into()));
     }
     check_not_covered(p, &covered)?;
+    if p.net_forward.is_some() && !p.no_network {
+        return Err(super::forward::ForwardError::NeedsEmptyNamespace.into());
+    }
     let root = Uid::effective().is_root();
     let (uid, gid) = (Uid::current(), Gid::current());
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC;
@@ -119,8 +139,13 @@ pub fn enter(p: &Policy) -> Result<Entered, NamespaceError> {
     for dir in &hidden {
         hide(dir)?;
     }
+    let forward = match &p.net_forward {
+        Some((port, _)) => Some(super::forward::listen(*port)?),
+        None => None,
+    };
     Ok(Entered {
         user_namespace: !root,
+        forward,
     })
 }
 
