@@ -155,9 +155,9 @@ impl KubeRuntime {
     }
 
     async fn apply_version(&self, t: &RuntimeTarget) -> Result<(), KubeError> {
-        let Some(source) = self
+        let Some(module) = self
             .store
-            .version_source(t.function_id, t.version)
+            .version_module(t.function_id, t.version)
             .await
             .map_err(|e| KubeError::Store {
                 version: t.version,
@@ -167,13 +167,14 @@ impl KubeRuntime {
             // Deleted between the two reads; the next sync deletes the objects.
             return Ok(());
         };
-        let source = String::from_utf8(source)
+        let source = String::from_utf8(module.code)
             .map_err(|_| KubeError::SourceNotText { version: t.version })?;
         let spec = FunctionSpec {
             user: &t.user,
             function: &t.name,
             version: t.version,
             source: &source,
+            module_file: skiff_core::layout::Layout::module_file(module.bundled),
         };
         self.api
             .apply_function(&build(&self.settings, &spec))

@@ -54,11 +54,17 @@ pub fn run(settings: &KubeSettings, args: &RenderArgs) -> anyhow::Result<String>
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let source = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", args.file.display()))?;
+    // A file rendered by hand is a module as written: JavaScript or TypeScript by its name.
+    let javascript = args
+        .file
+        .extension()
+        .is_some_and(|e| e == "js" || e == "mjs");
     let spec = FunctionSpec {
         user: user.as_str(),
         function: name.as_str(),
         version: args.version,
         source: &source,
+        module_file: skiff_core::layout::Layout::module_file(javascript),
     };
     Ok(to_yaml(&build(settings, &spec))?)
 }

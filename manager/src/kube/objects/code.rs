@@ -14,9 +14,6 @@ use super::{FunctionSpec, metadata};
 use crate::kube::labels;
 use crate::kube::settings::KubeSettings;
 
-/// File name of the module inside the code volume.
-pub const MODULE_FILE: &str = "fn.ts";
-
 pub fn code_config_map(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> ConfigMap {
     ConfigMap {
         metadata: metadata(
@@ -25,7 +22,7 @@ pub fn code_config_map(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Conf
             labels::versioned(spec.user, spec.function, spec.version),
         ),
         data: Some(BTreeMap::from([(
-            MODULE_FILE.to_owned(),
+            spec.module_file.to_owned(),
             spec.source.to_owned(),
         )])),
         ..ConfigMap::default()
@@ -46,7 +43,7 @@ mod tests {
             "{name}"
         );
         assert_eq!(cm.metadata.namespace.as_deref(), Some("skiff-functions"));
-        assert_eq!(cm.data.unwrap()[MODULE_FILE], SOURCE);
+        assert_eq!(cm.data.unwrap()["fn.js"], SOURCE);
         assert_eq!(cm.immutable, None, "a leftover must stay overwritable");
         let l = cm.metadata.labels.unwrap();
         assert_eq!(l["skiff.dev/version"], "3");

@@ -18,7 +18,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_core::naming::{CONTAINER_PORT, HEALTH_PORT, code_config_map_name};
 
-use super::code::MODULE_FILE;
 use super::{FunctionSpec, common_metadata};
 use crate::kube::deny_net::deny_net_value;
 use crate::kube::labels;
@@ -82,8 +81,8 @@ fn seccomp() -> SeccompProfile {
     }
 }
 
-fn container(settings: &KubeSettings) -> Container {
-    let module = format!("{CODE_DIR}/{MODULE_FILE}");
+fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Container {
+    let module = format!("{CODE_DIR}/{}", spec.module_file);
     Container {
         name: CONTAINER.into(),
         image: Some(settings.runtime_image.clone()),
@@ -177,8 +176,8 @@ fn volumes(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Vec<Volume> {
             config_map: Some(ConfigMapVolumeSource {
                 name: code_config_map_name(spec.user, spec.function, spec.version),
                 items: Some(vec![KeyToPath {
-                    key: MODULE_FILE.into(),
-                    path: MODULE_FILE.into(),
+                    key: spec.module_file.into(),
+                    path: spec.module_file.into(),
                     ..KeyToPath::default()
                 }]),
                 default_mode: Some(0o444),
@@ -238,7 +237,7 @@ pub fn deployment(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Deploymen
                         ..PodSecurityContext::default()
                     }),
                     termination_grace_period_seconds: Some(30),
-                    containers: vec![container(settings)],
+                    containers: vec![container(settings, spec)],
                     volumes: Some(volumes(settings, spec)),
                     ..PodSpec::default()
                 }),
@@ -347,7 +346,7 @@ mod tests {
             c.args.clone().unwrap(),
             [
                 "--module",
-                "/code/fn.ts",
+                "/code/fn.js",
                 "--listen",
                 "tcp:0.0.0.0:8080",
                 "--health-port",

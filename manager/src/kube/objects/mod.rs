@@ -11,7 +11,7 @@ mod service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use autoscaler::autoscaler;
-pub use code::{MODULE_FILE, code_config_map};
+pub use code::code_config_map;
 pub use deployment::{CODE_DIR, DENO_DIR, RUN_SH, RUNTIME_UID, TMP_DIR, deployment};
 pub use network_policy::{PRIVATE_V4, PRIVATE_V6, network_policy};
 pub use service::service;
@@ -30,7 +30,12 @@ pub struct FunctionSpec<'a> {
     pub user: &'a str,
     pub function: &'a str,
     pub version: i64,
+    /// The module the runtime serves: the version's artifact (JavaScript),
+    /// or the source of a version stored before artifacts existed.
     pub source: &'a str,
+    /// Its file name in the code volume (`fn.js` or `fn.ts`, which tells
+    /// Deno the language).
+    pub module_file: &'a str,
 }
 
 /// Every object of one function version, in the order they are applied:
@@ -85,6 +90,7 @@ pub(crate) mod test_support {
             function: "hello",
             version: 3,
             source: SOURCE,
+            module_file: "fn.js",
         }
     }
 
