@@ -33,12 +33,24 @@ function log(msg: string) {
   console.error(`[compat-servers] ${msg}`);
 }
 
-async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
-  const out = await new Deno.Command(cmd, { args, cwd: opts.cwd, env: opts.env, stdout: "piped", stderr: "piped" })
+async function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+) {
+  const out = await new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    env: opts.env,
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   if (!out.success) {
     const dec = new TextDecoder();
-    throw new Error(`${cmd} ${args.join(" ")} failed:\n${dec.decode(out.stdout)}\n${dec.decode(out.stderr)}`);
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed:\n${dec.decode(out.stdout)}\n${dec.decode(out.stderr)}`,
+    );
   }
 }
 
@@ -54,7 +66,7 @@ async function* walk(dir: string): AsyncGenerator<string> {
 }
 
 async function sha256Hex(data: Uint8Array): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", data);
+  const d = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -71,13 +83,35 @@ async function makeCerts(): Promise<{ ca: string; cert: string; key: string }> {
   await Deno.mkdir(d, { recursive: true });
   const p = (f: string) => join(d, f);
   await run("openssl", [
-    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-    "-keyout", p("ca.key"), "-out", p("ca.pem"), "-subj", "/CN=skiff compat test CA",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-keyout",
+    p("ca.key"),
+    "-out",
+    p("ca.pem"),
+    "-subj",
+    "/CN=skiff compat test CA",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
   ]);
   await run("openssl", [
-    "req", "-newkey", "rsa:2048", "-nodes", "-keyout", p("server.key"), "-out", p("server.csr"),
-    "-subj", "/CN=localhost",
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    p("server.key"),
+    "-out",
+    p("server.csr"),
+    "-subj",
+    "/CN=localhost",
   ]);
   await Deno.writeTextFile(
     p("ext.cnf"),
@@ -85,8 +119,21 @@ async function makeCerts(): Promise<{ ca: string; cert: string; key: string }> {
       "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
   );
   await run("openssl", [
-    "x509", "-req", "-in", p("server.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
-    "-CAcreateserial", "-days", "2", "-out", p("server.pem"), "-extfile", p("ext.cnf"),
+    "x509",
+    "-req",
+    "-in",
+    p("server.csr"),
+    "-CA",
+    p("ca.pem"),
+    "-CAkey",
+    p("ca.key"),
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-out",
+    p("server.pem"),
+    "-extfile",
+    p("ext.cnf"),
   ]);
   return { ca: p("ca.pem"), cert: p("server.pem"), key: p("server.key") };
 }
@@ -155,7 +202,7 @@ function staticHandler(name: string, lookup: (path: string) => Promise<Uint8Arra
     if (Deno.env.get("COMPAT_SERVERS_VERBOSE")) log(`${name} ${req.method} ${path}`);
     const body = path.includes("..") ? undefined : await lookup(path);
     if (!body) return new Response("not found", { status: 404 });
-    return new Response(req.method === "HEAD" ? null : body, {
+    return new Response(req.method === "HEAD" ? null : body as Uint8Array<ArrayBuffer>, {
       headers: { "content-type": contentType(path) },
     });
   };
@@ -270,7 +317,17 @@ log: { type: stdout, format: pretty, level: error }
   }
   // Published one by one: concurrent publishes race on verdaccio's package db.
   for (const t of targets) {
-    await run("npm", ["publish", t, "--registry", url, "--access", "public", "--loglevel=error", "--tag", "latest"], {
+    await run("npm", [
+      "publish",
+      t,
+      "--registry",
+      url,
+      "--access",
+      "public",
+      "--loglevel=error",
+      "--tag",
+      "latest",
+    ], {
       env,
     });
   }
