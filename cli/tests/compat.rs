@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -433,7 +434,8 @@ async fn websocket_exchange(base: &str, path: &str, spec: &Value) -> Result<(), 
         }
         let head = String::from_utf8_lossy(&head).into_owned();
         if !head.starts_with("HTTP/1.1 101") {
-            return Err(format!("handshake answered {}", short(&head)));
+            let status_line = head.lines().next().unwrap_or_default();
+            return Err(format!("the handshake was answered {status_line}"));
         }
         let sends: Vec<&str> = spec["send"]
             .as_array()
@@ -886,7 +888,10 @@ async fn every_fixture_on_plain_deno() {
 async fn every_fixture_through_skiff_dev() {
     let started = Instant::now();
     let mut reg = tokio::task::spawn_blocking(Registries::start).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
+    // Not under /tmp: a data dir there turns the instances' private /tmp off.
+    // Traversable: functions run as their own uids (tempdir makes it 0700).
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let dev = Arc::new(start_dev(&data.path().join("data"), &reg, None).await);
     let cases: Vec<Arc<Case>> = load_cases().into_iter().map(Arc::new).collect();
     let subs = Arc::new(Substitutions {

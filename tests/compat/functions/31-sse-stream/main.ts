@@ -3,7 +3,7 @@ export default (req: Request): Response => {
   const count = Number(new URL(req.url).searchParams.get("count") ?? "3");
   const enc = new TextEncoder();
   let i = 0;
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setInterval> | undefined;
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(enc.encode(": stream start\n\n"));
