@@ -123,7 +123,10 @@ impl Registries {
         vec![
             ("SKIFF_NPM_REGISTRY", self.npm.clone()),
             ("SKIFF_JSR_URL", self.jsr.clone()),
-            ("SKIFF_IMPORT_HOSTS", format!("localhost:{}", self.https_port)),
+            (
+                "SKIFF_IMPORT_HOSTS",
+                format!("localhost:{}", self.https_port),
+            ),
             ("SKIFF_EGRESS_TRUST", "127.0.0.1,localhost".to_owned()),
             ("SKIFF_IMPORT_CA", self.ca.display().to_string()),
         ]
@@ -193,8 +196,8 @@ fn load_cases() -> Vec<Case> {
         .map(|dir| {
             let dir_name = dir.file_name().unwrap().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(dir.join("case.json")).unwrap();
-            let spec = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{dir_name}/case.json: {e}"));
+            let spec =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{dir_name}/case.json: {e}"));
             Case {
                 dir_name,
                 dir,
@@ -282,7 +285,10 @@ fn check_answer(
     if let Some(s) = expect["status"].as_u64()
         && s != u64::from(status)
     {
-        bad.push(format!("status {status}, expected {s}; body: {}", short(&text)));
+        bad.push(format!(
+            "status {status}, expected {s}; body: {}",
+            short(&text)
+        ));
         return bad;
     }
     if let Some(b) = expect["body"].as_str()
@@ -631,7 +637,11 @@ fn check_deploy(case: &Case, status: u16, body: &Value) -> Vec<String> {
                 bad.push(format!("deploy: message {message:?} lacks {n:?}"));
             }
         }
-        for n in want["message_not_contains"].as_array().into_iter().flatten() {
+        for n in want["message_not_contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let n = n.as_str().unwrap_or_default();
             if body.to_string().contains(n) {
                 bad.push(format!("deploy: the answer shows {n:?}"));
@@ -643,13 +653,7 @@ fn check_deploy(case: &Case, status: u16, body: &Value) -> Vec<String> {
 
 /// The artifact's digest as `GET /func/<name>` reports it.
 async fn artifact_sha(dev: &Dev, name: &str) -> Option<String> {
-    let v: Value = dev
-        .api
-        .function(&dev.token, name)
-        .await
-        .json()
-        .await
-        .ok()?;
+    let v: Value = dev.api.function(&dev.token, name).await.json().await.ok()?;
     v["artifact_sha256"]
         .as_str()
         .or_else(|| v["sha256"].as_str())
@@ -728,7 +732,12 @@ async fn skiff_case(dev: Arc<Dev>, case: Arc<Case>, subs: Arc<Substitutions>) ->
 // ------------------------------------------------------------------ plain Deno
 
 /// One case with plain Deno and tests/compat/shim.ts (no Skiff).
-async fn plain_case(case: Arc<Case>, reg_env: Arc<Vec<(&'static str, String)>>, subs: Arc<Substitutions>, deno_dir: PathBuf) -> Vec<String> {
+async fn plain_case(
+    case: Arc<Case>,
+    reg_env: Arc<Vec<(&'static str, String)>>,
+    subs: Arc<Substitutions>,
+    deno_dir: PathBuf,
+) -> Vec<String> {
     let files = tempfile::tempdir().unwrap();
     materialize(&case, &subs, files.path());
     for p in case.spec["tmp_paths"].as_array().into_iter().flatten() {
@@ -867,7 +876,9 @@ fn report(title: &str, total: usize, failures: &BTreeMap<String, Vec<String>>, s
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fixture_on_plain_deno() {
     let started = Instant::now();
-    let reg = tokio::task::spawn_blocking(Registries::start).await.unwrap();
+    let reg = tokio::task::spawn_blocking(Registries::start)
+        .await
+        .unwrap();
     let cases: Vec<Arc<Case>> = load_cases()
         .into_iter()
         .filter(|c| c.expects_deploy_ok() && c.spec["plain"].get("skip").is_none())
@@ -880,14 +891,19 @@ async fn every_fixture_on_plain_deno() {
     let env = Arc::new(reg.deno_env());
     let deno_dir = tempfile::tempdir().unwrap();
     let dd = deno_dir.path().to_owned();
-    let failures = run_all(&cases, |c| plain_case(c, env.clone(), subs.clone(), dd.clone())).await;
+    let failures = run_all(&cases, |c| {
+        plain_case(c, env.clone(), subs.clone(), dd.clone())
+    })
+    .await;
     report("plain Deno", cases.len(), &failures, started);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fixture_through_skiff_dev() {
     let started = Instant::now();
-    let mut reg = tokio::task::spawn_blocking(Registries::start).await.unwrap();
+    let mut reg = tokio::task::spawn_blocking(Registries::start)
+        .await
+        .unwrap();
     // Not under /tmp: a data dir there turns the instances' private /tmp off.
     // Traversable: functions run as their own uids (tempdir makes it 0700).
     let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -909,7 +925,10 @@ async fn every_fixture_through_skiff_dev() {
         .cloned()
         .collect();
     if !failures.is_empty() {
-        eprintln!("skiff dev's output (last lines):\n{}", tail(&dev.service.log(), 300));
+        eprintln!(
+            "skiff dev's output (last lines):\n{}",
+            tail(&dev.service.log(), 300)
+        );
     }
     reg.stop();
     let token = dev.token.clone();
@@ -931,7 +950,10 @@ async fn every_fixture_through_skiff_dev() {
     })
     .await;
     for (name, lines) in offline_failures {
-        failures.insert(format!("{name} (after the registries stopped and a restart)"), lines);
+        failures.insert(
+            format!("{name} (after the registries stopped and a restart)"),
+            lines,
+        );
     }
     report("skiff dev", cases.len() + offline.len(), &failures, started);
 }
