@@ -767,6 +767,10 @@ async fn plain_case(
             )];
         }
     }
+    let mut bad = plain_check(&case, files.path(), &args, &reg_env, &deno_dir).await;
+    if !case.expects_deploy_ok() {
+        return bad;
+    }
     let port = free_port();
     // A static import of the fixture from its own dir (see shim.ts).
     let shim = std::fs::canonicalize(compat_dir().join("shim.ts")).unwrap();
@@ -809,9 +813,69 @@ async fn plain_case(
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let bad = run_requests(&http, &format!("http://127.0.0.1:{port}"), &case).await;
+    bad.extend(run_requests(&http, &format!("http://127.0.0.1:{port}"), &case).await);
     let _ = child.start_kill();
     let _ = child.wait().await;
+    bad
+}
+
+/// `deno check` of the fixture agrees with what its case expects of the deploy's
+/// type check: no diagnostics for `"warnings": "none"`, each listed code for a list,
+/// a failure for `type_check_failed` and `syntax_error`.
+async fn plain_check(
+    case: &Case,
+    files: &Path,
+    run_args: &[String],
+    reg_env: &[(&'static str, String)],
+    deno_dir: &Path,
+) -> Vec<String> {
+    let want = &case.spec["deploy"];
+    let (must_pass, codes): (bool, Vec<&str>) = match (&want["warnings"], want["code"].as_str()) {
+        (Value::String(s), _) if s == "none" => (true, Vec::new()),
+        (Value::Array(a), _) => (false, a.iter().filter_map(Value::as_str).collect()),
+        (_, Some("type_check_failed")) => (
+            false,
+            want["message_contains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+        ),
+        (_, Some("syntax_error")) => (false, Vec::new()),
+        _ => return Vec::new(),
+    };
+    // The run's import map, if any, applies to the check too.
+    let mut args = vec!["check".to_owned(), "--allow-import".to_owned()];
+    args.extend(
+        run_args
+            .iter()
+            .filter(|a| a.starts_with("--import-map="))
+            .cloned(),
+    );
+    args.push(case.entry());
+    let out = tokio::process::Command::new(deno())
+        .args(&args)
+        .current_dir(files)
+        .envs(reg_env.iter().map(|(k, v)| (*k, v)))
+        .env("DENO_DIR", deno_dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut bad = Vec::new();
+    if must_pass && !out.status.success() {
+        bad.push(format!("deno check fails: {}", short(&text)));
+    }
+    if !must_pass && out.status.success() {
+        bad.push("deno check passes, but the case expects diagnostics".to_owned());
+    }
+    for c in codes {
+        if !text.contains(c) {
+            bad.push(format!("deno check does not report {c}: {}", short(&text)));
+        }
+    }
     bad
 }
 
@@ -881,7 +945,10 @@ async fn every_fixture_on_plain_deno() {
         .unwrap();
     let cases: Vec<Arc<Case>> = load_cases()
         .into_iter()
-        .filter(|c| c.expects_deploy_ok() && c.spec["plain"].get("skip").is_none())
+        .filter(|c| {
+            let code = c.spec["deploy"]["code"].as_str();
+            c.expects_deploy_ok() || matches!(code, Some("type_check_failed" | "syntax_error"))
+        })
         .map(Arc::new)
         .collect();
     let subs = Arc::new(Substitutions {
