@@ -18,6 +18,9 @@ if ! command -v npm >/dev/null 2>&1; then
     exit 1
 fi
 mkdir -p "$cache/verdaccio" "$cache/tarballs"
+# The suite's tests may call this at the same time: one fills the cache, the others wait.
+exec 9>"$cache/.lock"
+flock 9
 
 bin="$cache/verdaccio/node_modules/verdaccio/bin/verdaccio"
 if ! [ -f "$bin" ] || ! grep -qs "\"version\": \"$VERDACCIO_VERSION\"" "$cache/verdaccio/node_modules/verdaccio/package.json"; then

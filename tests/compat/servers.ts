@@ -332,8 +332,10 @@ log: { type: stdout, format: pretty, level: error }
     });
   }
   await backdate(storage);
-  await run("cp", ["-a", storage, `${snapshot}.tmp`]);
-  await Deno.rename(`${snapshot}.tmp`, snapshot).catch(() => {});
+  // Another run may be making the same snapshot: each copies to its own name first.
+  const tmp = `${snapshot}.tmp-${Deno.pid}`;
+  await run("cp", ["-a", storage, tmp]);
+  await Deno.rename(tmp, snapshot).catch(() => Deno.remove(tmp, { recursive: true }));
   log(`verdaccio on ${url} (published ${targets.length} packages)`);
   return { url, child };
 }
