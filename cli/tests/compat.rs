@@ -522,7 +522,8 @@ struct Dev {
 }
 
 fn dev_launch(data: &Path, reg: &Registries) -> Launch {
-    let mut l = Launch::dev(env!("CARGO_BIN_EXE_skiff"), data);
+    // Info-level logs: the last lines are printed when cases fail.
+    let mut l = Launch::dev(env!("CARGO_BIN_EXE_skiff"), data).env("RUST_LOG", "info");
     for (k, v) in reg.skiff_env() {
         l = l.env(k, v);
     }
