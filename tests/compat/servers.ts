@@ -275,6 +275,8 @@ log: { type: stdout, format: pretty, level: error }
   const url = `http://127.0.0.1:${port}/`;
   const child = new Deno.Command("node", {
     args: [bin, "--config", config, "--listen", `127.0.0.1:${port}`],
+    // Quiet about running as root (the test machines are root).
+    env: { NODE_NO_WARNINGS: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
