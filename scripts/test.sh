@@ -29,6 +29,21 @@ if ! [ -x /usr/sbin/mariadbd ]; then
     apt-get install -y -qq mariadb-server >/dev/null
 fi
 
+# The compatibility suite (cli/tests/compat.rs) runs local registries:
+# Verdaccio needs node + npm, the test CA needs openssl.
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} for the compatibility suite (apt-get install)…"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Verdaccio and the hono/zod tarballs, once, into the suite's cache.
+bash tests/compat/prepare.sh >/dev/null
+
 step "MariaDB on a private port"
 work=$(mktemp -d)
 chmod 755 "$work"

@@ -1,0 +1,3 @@
+export function formatPrice(value: number, currency: string): string {
+  return `${value.toFixed(2)} ${currency}`;
+}

@@ -1,0 +1,3 @@
+export function banner(): string {
+  return "== import map ==";
+}

@@ -1,0 +1,3 @@
+export function exclaim(s: string): string {
+  return `${s}!`;
+}

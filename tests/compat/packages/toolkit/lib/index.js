@@ -1,0 +1,3 @@
+export { reverse } from "./strings.js";
+export { mean } from "./math.mjs";
+export const name = "toolkit";
