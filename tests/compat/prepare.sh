@@ -37,4 +37,24 @@ for spec in "${PACKS[@]}"; do
         (cd "$cache/tarballs" && npm pack --loglevel=error "$spec" >/dev/null)
     fi
 done
+# Deno's bundler (esbuild) comes from the npm registry the manager is given, so
+# the local registry must hold the exact package this Deno asks for: find its
+# version by letting a throw-away Deno cache fetch it once.
+if ! ls "$cache/tarballs"/esbuild-linux-*.tgz >/dev/null 2>&1; then
+    deno="${SKIFF_DENO:-$(command -v deno)}"
+    probe=$(mktemp -d)
+    trap 'rm -rf "$probe"' EXIT
+    echo 'export default 1;' > "$probe/m.ts"
+    DENO_DIR="$probe/cache" DENO_TLS_CA_STORE=mozilla,system NO_COLOR=1 \
+        "$deno" bundle --quiet --no-config --no-lock -o "$probe/out.js" "$probe/m.ts" >&2
+    dl=$(ls -d "$probe"/cache/dl/esbuild-*-1 | head -1)
+    version=${dl##*/esbuild-}
+    version=${version%-1}
+    case "$(uname -m)" in
+        aarch64 | arm64) platform=linux-arm64 ;;
+        *) platform=linux-x64 ;;
+    esac
+    echo "npm pack @esbuild/$platform@$version (Deno's bundler)…" >&2
+    (cd "$cache/tarballs" && npm pack --loglevel=error "@esbuild/$platform@$version" >/dev/null)
+fi
 echo "$cache"
