@@ -2,6 +2,7 @@
 //! handlers (which parse, call this and map its errors) and the store. A
 //! deploy is check → store → runtime here and nowhere else.
 
+pub mod archive;
 pub mod logs;
 
 use skiff_core::names::FunctionName;
