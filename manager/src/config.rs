@@ -13,6 +13,7 @@ use skiff_core::secret::Secret;
 use skiff_core::tokens::MIN_SECRET_BYTES;
 use skiff_core::trusted_proxies::TrustedProxies;
 
+use crate::functions::archive::ArchiveSettings;
 use crate::kube::settings::{KubeSettings, KubeSettingsError};
 use crate::typecheck::settings::CheckerSettings;
 
@@ -83,6 +84,9 @@ pub struct ManagerSettings {
     /// The deploy-time checker's sandbox and limits
     #[command(flatten)]
     pub checker: CheckerSettings,
+    /// Directory uploads' limits (SKIFF_MAX_ARCHIVE_*, SKIFF_MAX_UNPACKED_BYTES)
+    #[command(flatten)]
+    pub archive: ArchiveSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,7 @@ pub struct ManagerConfig {
     pub trusted_proxies: TrustedProxies,
     pub kubernetes: KubeSettings,
     pub checker: CheckerSettings,
+    pub archive: ArchiveSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +160,9 @@ impl ManagerSettings {
                 return Err(ConfigError::NotPositive(name));
             }
         }
+        if let Some(name) = self.archive.zero_settings().first() {
+            return Err(ConfigError::NotPositive(name));
+        }
         if self.runtime == RuntimeKind::Kubernetes {
             self.kubernetes.validate()?;
         }
@@ -185,6 +193,7 @@ impl ManagerSettings {
             trusted_proxies: self.trusted_proxies,
             kubernetes: self.kubernetes,
             checker: self.checker,
+            archive: self.archive,
         }
     }
 }
@@ -261,6 +270,7 @@ mod tests {
         };
         assert!(with(|_| {}).is_ok());
         assert!(with(|s| s.max_source_bytes = 0).is_err());
+        assert!(with(|s| s.archive.max_unpacked_bytes = 0).is_err());
         assert!(with(|s| s.token_ttl_secs = -1).is_err());
         assert!(with(|s| s.public_url = "ftp://x".into()).is_err());
         assert!(with(|s| s.jwt_secret = Some(Secret::new("short"))).is_err());
