@@ -661,8 +661,7 @@ impl<'a> Writer<'a> {
             }
         }
         // Read to the end so gzip checks its checksum and length.
-        drop(archive);
-        io::copy(stream, &mut io::sink()).map_err(|e| self.corrupt(e))?;
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| self.corrupt(e))?;
         Ok(())
     }
 
@@ -1168,7 +1167,8 @@ mod tests {
     fn hostile_names_are_refused() {
         let long_part = "a".repeat(256);
         let long_path = format!("{}/x.ts", ["abcdefghij"; 94].join("/"));
-        let cases: Vec<(Vec<u8>, fn(&ArchiveError) -> bool)> = vec![
+        type Expected = fn(&ArchiveError) -> bool;
+        let cases: Vec<(Vec<u8>, Expected)> = vec![
             (b"/etc/passwd".to_vec(), |e| {
                 matches!(e, ArchiveError::AbsolutePath { .. })
             }),
