@@ -174,6 +174,23 @@ fn a_directory_is_sent_as_a_tar_gz_of_its_regular_files() {
         .map(|(p, c)| (p.to_owned(), c.to_owned()))
     );
 
+    // what the manager makes of it: the directory's own layout, the entry found
+    use skiff_manager::functions::archive;
+    let dest = tempfile::tempdir().unwrap();
+    let kind = archive::kind_of(Some(&seen.content_type)).unwrap();
+    let unpacked = archive::unpack(
+        kind,
+        &seen.body,
+        dest.path(),
+        &archive::ArchiveLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(unpacked.files, ["lib/util.ts", "main.ts", "src/server.ts"]);
+    assert_eq!(
+        archive::pick_entry(&unpacked.files, Some("src/server.ts")).unwrap(),
+        "src/server.ts"
+    );
+
     // the output format of a file deploy, then warnings and resolutions on stderr
     assert_eq!(
         stdout,
