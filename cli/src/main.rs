@@ -3,6 +3,7 @@
 mod api;
 mod config_file;
 mod dev;
+mod pack;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -36,12 +37,27 @@ enum Command {
     Register(Credentials),
     /// Log in and save the token
     Login(Credentials),
-    /// Upload a TypeScript file as a function (a new version if it exists)
+    /// Upload a TypeScript file, or a directory, as a function (a new version if it exists)
+    #[command(
+        long_about = "Upload a TypeScript file, or a directory, as a function (a new version if it exists).\n\n\
+A directory is sent as a tar.gz of its regular files. Left out: .git/, node_modules/, .skiff/, \
+every dotfile and dot-directory (.env included), and links (one pointing outside the directory \
+stops the deploy). The entry module is --entry, else the first of main.ts, index.ts, mod.ts, \
+main.js, index.js at the directory's top."
+    )]
     Deploy {
-        file: PathBuf,
-        /// Function name [default: the file name without extension]
+        /// A module file, or a directory holding the function's modules
+        #[arg(value_name = "FILE|DIR")]
+        path: PathBuf,
+        /// Function name [default: the file name without extension, or the directory's name]
         #[arg(long)]
         name: Option<String>,
+        /// The entry module of a directory, relative to it (e.g. src/server.ts)
+        #[arg(long, value_name = "FILE")]
+        entry: Option<String>,
+        /// Refuse the deploy on type errors instead of warning
+        #[arg(long)]
+        strict: bool,
     },
     /// List your functions
     Ls,
@@ -128,6 +144,99 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `skiff deploy FILE|DIR`.
+fn deploy(
+    api: &Api,
+    json_mode: bool,
+    path: &std::path::Path,
+    name: Option<&str>,
+    entry: Option<&str>,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let is_dir = meta.is_dir();
+    if entry.is_some() && !is_dir {
+        bail!("--entry is for directories; {} is a file", path.display());
+    }
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => {
+            // `skiff deploy .` is named after the directory itself.
+            let base = if is_dir {
+                std::fs::canonicalize(path)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_owned()))
+            } else {
+                path.file_stem().map(|n| n.to_owned())
+            };
+            base.and_then(|b| b.to_str().and_then(pack::function_name))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "cannot take a function name from {}; use --name",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    let (content_type, body) = if is_dir {
+        let top = pack::function_name(&name).unwrap_or_else(|| "fn".into());
+        let packed = pack::pack_dir(path, &top)?;
+        for notice in &packed.notices {
+            eprintln!("{notice}");
+        }
+        if let Some(entry) = entry {
+            // Spelt as the server reads it: `./a//b.ts` is `a/b.ts`.
+            let wanted = entry
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect::<Vec<_>>()
+                .join("/");
+            if !packed.files.contains(&wanted) {
+                bail!(
+                    "--entry {entry}: no such file is uploaded from {}",
+                    path.display()
+                );
+            }
+        }
+        ("application/gzip", packed.body)
+    } else {
+        let source = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        ("application/typescript", source)
+    };
+    let mut query = format!("/func?name={}", pack::query_value(&name));
+    if let Some(entry) = entry {
+        query.push_str(&format!("&entry={}", pack::query_value(entry)));
+    }
+    if strict {
+        query.push_str("&check=strict");
+    }
+    let a = api.ok("POST", &query, Some((content_type, body)), true)?;
+    let v = a.json()?;
+    let verb = if a.status == 201 {
+        "created"
+    } else {
+        "updated"
+    };
+    print(json_mode, &v, || {
+        format!(
+            "{verb} {} version {}\n{}",
+            s(&v["name"]),
+            s(&v["version"]),
+            s(&v["url"])
+        )
+    });
+    // On stderr, so stdout stays the success line and URL scripts read.
+    for warning in v["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", s(warning));
+    }
+    if !json_mode && let Some(resolved) = v["resolved"].as_object() {
+        for (bare, specifier) in resolved {
+            eprintln!("resolved {bare} → {}", s(specifier));
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut saved = config_file::load()?;
     let server = server(&cli, &saved);
@@ -176,40 +285,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             });
         }
-        Command::Deploy { file, name } => {
-            let name = match name {
-                Some(n) => n.clone(),
-                None => file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        anyhow!("cannot take a name from {}; use --name", file.display())
-                    })?,
-            };
-            let source =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let a = api.ok(
-                "POST",
-                &format!("/func?name={name}"),
-                Some(("application/typescript", source)),
-                true,
-            )?;
-            let v = a.json()?;
-            let verb = if a.status == 201 {
-                "created"
-            } else {
-                "updated"
-            };
-            print(j, &v, || {
-                format!(
-                    "{verb} {} version {}\n{}",
-                    s(&v["name"]),
-                    s(&v["version"]),
-                    s(&v["url"])
-                )
-            });
-        }
+        Command::Deploy {
+            path,
+            name,
+            entry,
+            strict,
+        } => deploy(&api, j, path, name.as_deref(), entry.as_deref(), *strict)?,
         Command::Ls => {
             let v = api.ok("GET", "/func", None, true)?.json()?;
             print(j, &v, || {

@@ -49,9 +49,6 @@ pub struct ManagerSettings {
     /// Largest accepted function source, in bytes
     #[arg(long, env = "SKIFF_MAX_SOURCE_BYTES", default_value_t = 1024 * 1024)]
     pub max_source_bytes: usize,
-    /// Largest accepted directory upload (tar.gz, tar or zip), in bytes
-    #[arg(long, env = "SKIFF_MAX_ARCHIVE_BYTES", default_value_t = 10 * 1024 * 1024)]
-    pub max_archive_bytes: usize,
     /// Lifetime of a login token, in seconds
     #[arg(long, env = "SKIFF_TOKEN_TTL_SECS", default_value_t = 24 * 3600)]
     pub token_ttl_secs: i64,
@@ -99,7 +96,6 @@ pub struct ManagerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_source_bytes: usize,
-    pub max_archive_bytes: usize,
     pub token_ttl_secs: i64,
     pub login_limit_per_user: u32,
     pub login_limit_per_user_addr: u32,
@@ -150,7 +146,6 @@ impl ManagerSettings {
             .ok_or(ConfigError::BadJwtSecret)?;
         for (name, zero) in [
             ("SKIFF_MAX_SOURCE_BYTES", self.max_source_bytes == 0),
-            ("SKIFF_MAX_ARCHIVE_BYTES", self.max_archive_bytes == 0),
             ("SKIFF_TOKEN_TTL_SECS", self.token_ttl_secs <= 0),
             ("SKIFF_LOGIN_WINDOW_SECS", self.login_window_secs == 0),
             ("SKIFF_REGISTER_WINDOW_SECS", self.register_window_secs == 0),
@@ -159,6 +154,9 @@ impl ManagerSettings {
             if zero {
                 return Err(ConfigError::NotPositive(name));
             }
+        }
+        if let Some(name) = self.checker.archive.zero_settings().first() {
+            return Err(ConfigError::NotPositive(name));
         }
         if self.runtime == RuntimeKind::Kubernetes {
             self.kubernetes.validate()?;
@@ -179,7 +177,6 @@ impl ManagerSettings {
             listen: self.listen,
             data_dir: self.data_dir,
             max_source_bytes: self.max_source_bytes,
-            max_archive_bytes: self.max_archive_bytes,
             token_ttl_secs: self.token_ttl_secs,
             login_limit_per_user: self.login_limit_per_user,
             login_limit_per_user_addr: self.login_limit_per_user_addr,
@@ -267,6 +264,7 @@ mod tests {
         };
         assert!(with(|_| {}).is_ok());
         assert!(with(|s| s.max_source_bytes = 0).is_err());
+        assert!(with(|s| s.checker.archive.max_unpacked_bytes = 0).is_err());
         assert!(with(|s| s.token_ttl_secs = -1).is_err());
         assert!(with(|s| s.public_url = "ftp://x".into()).is_err());
         assert!(with(|s| s.jwt_secret = Some(Secret::new("short"))).is_err());

@@ -93,7 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = skiff_manager::typecheck::remote::bind(&listen)?;
             tracing::info!(socket = %listen.display(), "skiff-manager checker answering");
             tokio::select! {
-                () = skiff_manager::typecheck::remote::serve(listener, checker, s.max_source_bytes) => {}
+                () = skiff_manager::typecheck::remote::serve(listener, checker, s.max_source_bytes.max(s.checker.archive.max_archive_bytes)) => {}
                 () = skiff_core::signals::terminated() => tracing::info!("stopping"),
             }
             let _ = std::fs::remove_file(&listen);

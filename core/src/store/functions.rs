@@ -346,8 +346,8 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| live_from(&r))
-        .transpose()
-        .map_err(|e: sqlx::Error| e.into())
+            .transpose()
+            .map_err(|e: sqlx::Error| e.into())
     }
 
     /// Every function's live version with its owner's name: the router's
@@ -363,9 +363,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((r.try_get("username")?, r.try_get("name")?, live_from(r)?))
-            })
+            .map(|r| Ok((r.try_get("username")?, r.try_get("name")?, live_from(r)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

@@ -19,7 +19,8 @@ use sqlx::{AnyPool, Executor};
 pub use changes::Change;
 pub use error::StoreError;
 pub use functions::{
-    Deployed, FunctionInfo, FunctionSummary, LiveFunction, NewVersion, RunnableModule, Upload, VersionInfo, sha256_hex,
+    Deployed, FunctionInfo, FunctionSummary, LiveFunction, NewVersion, RunnableModule, Upload,
+    VersionInfo, sha256_hex,
 };
 pub use k8s_state::{RuntimePhase, RuntimeState, RuntimeTarget};
 pub use users::User;

@@ -13,9 +13,9 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NamedInPath, NamedInQuery};
 use crate::functions::{DeployRequest, FunctionDetail as Detail};
-use crate::typecheck::UploadKind;
 use crate::runtime::RuntimeStatus;
 use crate::state::AppState;
+use crate::typecheck::UploadKind;
 
 #[derive(Serialize, ToSchema)]
 pub struct Deployed {
@@ -176,7 +176,7 @@ pub async fn deploy(
     let limit = if kind == UploadKind::Module {
         state.config.max_source_bytes
     } else {
-        state.config.max_archive_bytes
+        state.config.checker.archive.max_archive_bytes
     };
     let body = read_source(&req, payload, limit).await?;
     let done = state

@@ -152,7 +152,13 @@ impl ImportHosts {
         let hosts: Vec<String> = self
             .0
             .iter()
-            .map(|(h, p)| if *p == 443 { h.clone() } else { format!("{h}:{p}") })
+            .map(|(h, p)| {
+                if *p == 443 {
+                    h.clone()
+                } else {
+                    format!("{h}:{p}")
+                }
+            })
             .collect();
         format!("--allow-import={}", hosts.join(","))
     }
@@ -179,7 +185,11 @@ pub fn inspect(graph: &Graph, src: &str, hosts: &ImportHosts) -> Findings {
     let mut f = Findings::default();
     let mut refused = BTreeSet::new();
     let mut missing = BTreeSet::new();
-    for m in graph.modules.iter().filter(|m| m.specifier.starts_with(src)) {
+    for m in graph
+        .modules
+        .iter()
+        .filter(|m| m.specifier.starts_with(src))
+    {
         match &m.error {
             Some(e) if e.starts_with("SyntaxError") => {
                 f.syntax.push(e.replace(src, ""));
@@ -194,7 +204,12 @@ pub fn inspect(graph: &Graph, src: &str, hosts: &ImportHosts) -> Findings {
         let deps = m
             .dependencies
             .iter()
-            .flat_map(|d| [&d.code, &d.types].into_iter().flatten().map(|r| (&d.specifier, r)))
+            .flat_map(|d| {
+                [&d.code, &d.types]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| (&d.specifier, r))
+            })
             .chain(
                 m.types_dependency
                     .iter()
@@ -209,16 +224,14 @@ pub fn inspect(graph: &Graph, src: &str, hosts: &ImportHosts) -> Findings {
                         refused.insert(format!("{written} ({why})"));
                     }
                 },
-                (None, Some(e)) if e.contains("not a dependency") => {
-                    match bare_target(written) {
-                        Some((key, target)) => {
-                            f.bare.insert(key, target);
-                        }
-                        None => {
-                            refused.insert(format!("{written} (not a valid package name)"));
-                        }
+                (None, Some(e)) if e.contains("not a dependency") => match bare_target(written) {
+                    Some((key, target)) => {
+                        f.bare.insert(key, target);
                     }
-                }
+                    None => {
+                        refused.insert(format!("{written} (not a valid package name)"));
+                    }
+                },
                 (None, Some(e)) => {
                     missing.insert(format!("{written}: {}", first_line(e)));
                 }
@@ -313,7 +326,10 @@ pub fn map_entries(key: &str, target: &str) -> [(String, String); 2] {
         Some(rest) => format!("npm:/{rest}/"),
         None => format!("{target}/"),
     };
-    [(key.to_owned(), target.to_owned()), (format!("{key}/"), sub)]
+    [
+        (key.to_owned(), target.to_owned()),
+        (format!("{key}/"), sub),
+    ]
 }
 
 /// Import-map entries from a `package.json`'s dependencies: each registry

@@ -267,7 +267,7 @@ impl LocalChecker {
                 registries_set: Registries::from_settings(settings),
                 learned: tokio::sync::OnceCell::new(),
                 bundler: tokio::sync::Mutex::new(false),
-                archive_limits: crate::functions::archive::ArchiveLimits::default(),
+                archive_limits: settings.archive.limits(),
                 max_artifact_bytes: settings.max_artifact_bytes,
             }),
         })
@@ -383,17 +383,15 @@ impl LocalChecker {
             _ => &self.inner.deno_dir,
         };
         let (policy, env) = match step {
-            Step::Offline | Step::Probe => (sandbox.policy(dir, deno_dir, deno, cgroups), Vec::new()),
+            Step::Offline | Step::Probe => {
+                (sandbox.policy(dir, deno_dir, deno, cgroups), Vec::new())
+            }
             Step::Bundle => {
                 let mut p = sandbox.policy(dir, deno_dir, deno, cgroups);
                 p.exec.push(deno_dir.join("dl"));
                 (p, Vec::new())
             }
-            Step::Egress {
-                env,
-                ca,
-                socket,
-            } => {
+            Step::Egress { env, ca, socket } => {
                 let mut p = sandbox
                     .resolve_policy(
                         dir,
@@ -420,7 +418,11 @@ impl LocalChecker {
                     registries::SYSTEM_CA_PATHS
                         .iter()
                         .map(PathBuf::from)
-                        .chain(registries::ca_env().into_iter().map(|(_, v)| PathBuf::from(v)))
+                        .chain(
+                            registries::ca_env()
+                                .into_iter()
+                                .map(|(_, v)| PathBuf::from(v)),
+                        )
                         .filter(|p| p.exists()),
                 );
                 let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
@@ -665,11 +667,22 @@ impl LocalChecker {
         }
         let dir = self.scratch().await?;
         let p = dir.path().to_owned();
-        std::fs::write(p.join("b.ts"), "export default () => new Response(\"ok\");\n")
-            .context("writing the bundler's first module")?;
+        std::fs::write(
+            p.join("b.ts"),
+            "export default () => new Response(\"ok\");\n",
+        )
+        .context("writing the bundler's first module")?;
         self.hand_over(&p).await?;
         let egress = self.egress().await?;
-        let args = ["bundle", "--quiet", "--no-config", "--no-lock", "-o", "b.js", "b.ts"];
+        let args = [
+            "bundle",
+            "--quiet",
+            "--no-config",
+            "--no-lock",
+            "-o",
+            "b.js",
+            "b.ts",
+        ];
         let out = self.run(deno, &p, &args, egress.step()).await?;
         if !out.status.success() {
             tracing::error!(
@@ -700,8 +713,8 @@ impl LocalChecker {
             .prefix("egress-")
             .tempdir_in(&self.inner.scratch)
             .context("creating the egress proxy's dir")?;
-        let proxy = egress::EgressProxy::start(dir.path(), policy)
-            .context("starting the egress proxy")?;
+        let proxy =
+            egress::EgressProxy::start(dir.path(), policy).context("starting the egress proxy")?;
         self.inner
             .sandbox
             .own_egress_socket(proxy.socket_path())

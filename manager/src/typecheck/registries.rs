@@ -96,7 +96,10 @@ impl Registries {
             }
             if self.jsr.is_none() && url.path().ends_with(&format!("/{LEARN_JSR}/meta.json")) {
                 let mut base = url.clone();
-                base.set_path(url.path().trim_end_matches(&format!("{LEARN_JSR}/meta.json")));
+                base.set_path(
+                    url.path()
+                        .trim_end_matches(&format!("{LEARN_JSR}/meta.json")),
+                );
                 self.jsr = Some(base);
             }
         }
@@ -139,8 +142,14 @@ mod tests {
              Download https://jsr.example/@skiff/registry-probe/meta.json\n\
              error: something",
         );
-        assert_eq!(r.npm.as_ref().map(url::Url::as_str), Some("https://npm.example/"));
-        assert_eq!(r.jsr.as_ref().map(url::Url::as_str), Some("https://jsr.example/"));
+        assert_eq!(
+            r.npm.as_ref().map(url::Url::as_str),
+            Some("https://npm.example/")
+        );
+        assert_eq!(
+            r.jsr.as_ref().map(url::Url::as_str),
+            Some("https://jsr.example/")
+        );
         assert!(r.deno_env().iter().all(|(k, _)| k != "NPM_CONFIG_REGISTRY"));
         assert!(r.destinations().contains(&("npm.example".into(), 443)));
     }

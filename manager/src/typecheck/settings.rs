@@ -50,6 +50,10 @@ pub struct CheckerSettings {
     /// Largest bundled function (the artifact stored with a version), in bytes
     #[arg(long, env = "SKIFF_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: usize,
+    /// Directory uploads' limits (SKIFF_MAX_ARCHIVE_*, SKIFF_MAX_UNPACKED_BYTES): the checker
+    /// unpacks them
+    #[command(flatten)]
+    pub archive: crate::functions::archive::ArchiveSettings,
 }
 
 impl Default for CheckerSettings {

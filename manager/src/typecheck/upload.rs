@@ -118,7 +118,18 @@ impl Project {
                         message: e.to_string(),
                     }
                 })?;
-                archive::pick_entry(&unpacked.files, req.entry.as_deref()).map_err(|e| {
+                // `tar czf x.tgz myfn/` and `?entry=myfn/main.ts`: the entry as
+                // the author sees it, inside the directory that became the root.
+                let entry = match (&unpacked.unwrapped, req.entry.as_deref()) {
+                    (Some(top), Some(e)) => Some(
+                        e.trim_start_matches("./")
+                            .strip_prefix(&format!("{top}/"))
+                            .unwrap_or(e)
+                            .to_owned(),
+                    ),
+                    (_, e) => e.map(str::to_owned),
+                };
+                archive::pick_entry(&unpacked.files, entry.as_deref()).map_err(|e| {
                     CheckError::BadUpload {
                         code: e.code(),
                         message: e.to_string(),
@@ -147,12 +158,11 @@ impl Project {
         let Ok(text) = std::fs::read_to_string(src.join("package.json")) else {
             return Ok(());
         };
-        let (map, _skipped) = imports::from_package_json(&text).map_err(|m| {
-            CheckError::BadUpload {
+        let (map, _skipped) =
+            imports::from_package_json(&text).map_err(|m| CheckError::BadUpload {
                 code: "invalid_config",
                 message: m,
-            }
-        })?;
+            })?;
         self.imports.extend(map);
         Ok(())
     }
@@ -165,12 +175,11 @@ impl Project {
             Some(found) => found,
             None => return Ok(()),
         };
-        let value: Value = serde_json::from_str(&strip_jsonc(&text)).map_err(|e| {
-            CheckError::BadUpload {
+        let value: Value =
+            serde_json::from_str(&strip_jsonc(&text)).map_err(|e| CheckError::BadUpload {
                 code: "invalid_config",
                 message: format!("{name} is not valid JSON: {e}"),
-            }
-        })?;
+            })?;
         if let Some(map) = value.get("imports").and_then(Value::as_object) {
             for (k, v) in map {
                 if let Some(t) = v.as_str() {

@@ -231,7 +231,9 @@ async fn forbidden_imports_are_refused_without_reading_files(b: TestBackend) {
         format!(
             "import {{ token }} from '{secret}';\nconst n: number = token;\nexport default () => new Response(String(n));\n",
         ),
-        format!("import {{ token }} from 'file://{secret}';\nexport default () => new Response(token);\n"),
+        format!(
+            "import {{ token }} from 'file://{secret}';\nexport default () => new Response(token);\n"
+        ),
         format!("export {{ token as default }} from '../../../../../../../../..{secret}';\n"),
         "import x from 'https://example.com/mod.ts';\nexport default x;\n".to_owned(),
         "import x from 'http://127.0.0.1:9/mod.ts';\nexport default x;\n".to_owned(),
@@ -251,7 +253,11 @@ async fn forbidden_imports_are_refused_without_reading_files(b: TestBackend) {
     }
     // A relative file the upload does not have.
     let r = app
-        .deploy(&t, "keep", "import x from './other.ts';\nexport default x;\n")
+        .deploy(
+            &t,
+            "keep",
+            "import x from './other.ts';\nexport default x;\n",
+        )
         .await;
     assert_eq!(error_code(r, 400).await, "dependency_unavailable");
     assert_eq!(app.snapshot().await, before);

@@ -70,7 +70,10 @@ async fn deploys_are_checked_by_a_separate_checker_process() {
         .await;
     assert_eq!(r.status(), 201);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["warnings"][0].as_str().unwrap().contains("TS2362"), "{body}");
+    assert!(
+        body["warnings"][0].as_str().unwrap().contains("TS2362"),
+        "{body}"
+    );
     assert_eq!(body["artifact_sha256"].as_str().map(str::len), Some(64));
     let r = app.deploy(&t, "bad", "export const x = 1;\n").await;
     assert_eq!(code_of(r).await, (400, "no_handler".into()));
