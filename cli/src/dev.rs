@@ -53,6 +53,9 @@ pub struct DevArgs {
     /// Once both listen, write `manager PORT` and `router PORT` lines to this file
     #[arg(long, env = "SKIFF_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// The deploy pipeline's settings: registries, import hosts, limits (as for skiff-manager)
+    #[command(flatten)]
+    pub checker: skiff_manager::typecheck::settings::CheckerSettings,
 }
 
 /// Reads the secret kept in the data dir, creating it (mode 0600) the first time.
@@ -163,6 +166,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     mcfg.allow_signup = args.allow_signup;
     mcfg.public_url = public_url.clone();
     mcfg.deno = Some(deno.clone());
+    mcfg.checker = args.checker.clone();
     let notifier: SharedRuntime = Arc::new(InProcessRouter(router_handle.clone()));
     let manager = Application::build_with_runtime(mcfg, store.clone(), Some(notifier)).await?;
     let manager_port = manager.port();
