@@ -1,0 +1,240 @@
+//! An upgraded (WebSocket) connection after the `101`: the caller's and the
+//! instance's connections copied both ways until either side ends, within an
+//! idle timeout and a maximum lifetime, and closed early when the instance is
+//! drained or deleted. When the router ends a connection itself it says so
+//! like a WebSocket endpoint would: a Close frame to each side, written at a
+//! frame boundary (`ws_frame.rs`), then the connection's end.
+//!
+//! Three small pieces: a `Pump` per direction (forward, then close), the
+//! `Activity` both pumps mark, and the `watchdog` that decides when to close.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::ws_frame::{FrameScanner, close_frame};
+
+/// Set to a reason when the instance behind a connection goes away (it is
+/// drained after a redeploy, or its function is deleted).
+pub type GoingAway = watch::Receiver<Option<&'static str>>;
+
+/// WebSocket close code 1001: the endpoint is going away.
+const GOING_AWAY: u16 = 1001;
+/// Once the router closes a connection: how long a side may take to finish
+/// the frame it is in and to answer the Close, before the connection is cut.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+const BUF: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelLimits {
+    /// Closed after this long with no byte either way.
+    pub idle: Duration,
+    /// Closed after this long whatever happens.
+    pub max: Duration,
+}
+
+/// Why the router closes a connection: the reason the Close frames carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseWhy(pub &'static str);
+
+const IDLE: CloseWhy = CloseWhy("idle timeout");
+const LIFETIME: CloseWhy = CloseWhy("connection time limit");
+const FAILED: CloseWhy = CloseWhy("the other side failed");
+const INSTANCE_ENDED: CloseWhy = CloseWhy("the function's instance went away");
+
+/// Copies `caller` ⇄ `instance` until both directions end, or closes both
+/// cleanly when a limit is reached or `going_away` says so.
+pub async fn run<C, I>(caller: C, instance: I, limits: TunnelLimits, going_away: Option<GoingAway>)
+where
+    C: AsyncRead + AsyncWrite + Send,
+    I: AsyncRead + AsyncWrite + Send,
+{
+    let (caller_rx, caller_tx) = tokio::io::split(caller);
+    let (instance_rx, instance_tx) = tokio::io::split(instance);
+    let activity = Activity::new();
+    let (stop_tx, stop_rx) = watch::channel(None);
+    // Towards the caller: unmasked frames; towards the instance (a server): masked.
+    let down = Pump::new(instance_rx, caller_tx, None).run(&activity, stop_rx.clone());
+    let up = Pump::new(caller_rx, instance_tx, Some(mask_key())).run(&activity, stop_rx);
+    let pumps = async { tokio::join!(down, up) };
+    tokio::pin!(pumps);
+    tokio::select! {
+        _ = &mut pumps => return,
+        why = watchdog(&activity, limits, going_away) => {
+            tracing::debug!(reason = why.0, "closing an upgraded connection");
+            let _ = stop_tx.send(Some(why));
+        }
+    }
+    // Bounded: a side that never finishes its frame or never answers the
+    // Close does not keep the connection, nor the instance's lease.
+    let _ = tokio::time::timeout(CLOSE_WAIT, pumps).await;
+}
+
+/// When either direction last moved a byte; and a failure of either.
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start`.
+    last: AtomicU64,
+    failed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            failed: Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    fn fail(&self) {
+        // `notify_one` keeps the permit if the watchdog is not waiting yet.
+        self.failed.notify_one();
+    }
+}
+
+/// Resolves with the reason once the connection should be closed.
+async fn watchdog(
+    activity: &Activity,
+    limits: TunnelLimits,
+    mut going_away: Option<GoingAway>,
+) -> CloseWhy {
+    let end = activity.start + limits.max;
+    loop {
+        let idle_at = activity.last() + limits.idle;
+        tokio::select! {
+            _ = tokio::time::sleep_until(idle_at.min(end)) => {
+                let now = Instant::now();
+                if now >= end {
+                    return LIFETIME;
+                }
+                if now >= activity.last() + limits.idle {
+                    return IDLE;
+                }
+                // bytes moved meanwhile: wait again from the last of them
+            }
+            why = instance_going(&mut going_away) => return CloseWhy(why),
+            _ = activity.failed.notified() => return FAILED,
+        }
+    }
+}
+
+/// Resolves once the instance goes away; never when it cannot tell.
+async fn instance_going(going_away: &mut Option<GoingAway>) -> &'static str {
+    if let Some(rx) = going_away
+        && let Ok(why) = rx.wait_for(Option::is_some).await
+        && let Some(why) = *why
+    {
+        return why;
+    }
+    std::future::pending().await
+}
+
+/// Mask keys need not be secret here (they guard browsers' caches against
+/// crafted payloads, and the payload is ours), only varied.
+fn mask_key() -> [u8; 4] {
+    let h = RandomState::new().hash_one(std::time::Instant::now());
+    (h as u32).to_ne_bytes()
+}
+
+/// One direction: bytes from `from` to `to`, frame boundaries followed.
+struct Pump<R, W> {
+    from: R,
+    to: W,
+    scan: FrameScanner,
+    /// Frames written to `to` are masked with this key (towards the instance).
+    mask: Option<[u8; 4]>,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<R, W> {
+    fn new(from: R, to: W, mask: Option<[u8; 4]>) -> Self {
+        Self {
+            from,
+            to,
+            scan: FrameScanner::default(),
+            mask,
+            buf: vec![0; BUF],
+        }
+    }
+
+    async fn run(mut self, activity: &Activity, mut stop: watch::Receiver<Option<CloseWhy>>) {
+        let why = loop {
+            let read = tokio::select! {
+                biased;
+                why = stop.wait_for(Option::is_some) => match why {
+                    Ok(why) => break *why,
+                    Err(_) => return,
+                },
+                read = self.from.read(&mut self.buf) => read,
+            };
+            match read {
+                Ok(0) => return self.ended().await,
+                Ok(n) => {
+                    self.scan.advance(&self.buf[..n], false);
+                    if self.to.write_all(&self.buf[..n]).await.is_err() {
+                        return activity.fail();
+                    }
+                    activity.touch();
+                }
+                Err(_) => return activity.fail(),
+            }
+        };
+        if let Some(why) = why {
+            self.close(why).await;
+        }
+    }
+
+    /// `from` ended. Its end is passed on; towards the caller, an end with
+    /// no Close frame first (the instance was stopped or crashed) becomes one.
+    async fn ended(&mut self) {
+        if self.mask.is_none() && !self.scan.close_seen() && self.scan.at_boundary() {
+            let _ = self.say_close(INSTANCE_ENDED).await;
+        }
+        let _ = self.to.shutdown().await;
+    }
+
+    /// The router closes: the current frame is finished, a Close frame goes
+    /// out (unless this side already sent one), then whatever `from` still
+    /// sends (its Close reply) is read and dropped until it ends.
+    async fn close(&mut self, why: CloseWhy) {
+        while !self.scan.at_boundary() {
+            let n = match self.from.read(&mut self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let k = self.scan.advance(&self.buf[..n], true);
+            if self.to.write_all(&self.buf[..k]).await.is_err() {
+                return;
+            }
+        }
+        if !self.scan.close_seen() && self.say_close(why).await.is_err() {
+            return;
+        }
+        let _ = self.to.shutdown().await;
+        while let Ok(n) = self.from.read(&mut self.buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    async fn say_close(&mut self, why: CloseWhy) -> std::io::Result<()> {
+        let frame = close_frame(GOING_AWAY, why.0, self.mask);
+        self.to.write_all(&frame).await?;
+        self.to.flush().await
+    }
+}
