@@ -238,3 +238,142 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<R, W> {
         self.to.flush().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{DuplexStream, duplex};
+
+    use super::*;
+
+    const LONG: TunnelLimits = TunnelLimits {
+        idle: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
+    };
+
+    /// A tunnel between two in-memory connections: (caller's end, instance's
+    /// end, the going-away switch, the tunnel task).
+    fn tunnel() -> (
+        DuplexStream,
+        DuplexStream,
+        watch::Sender<Option<&'static str>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (caller, caller_side) = duplex(1 << 20);
+        let (instance, instance_side) = duplex(1 << 20);
+        let (going_tx, going_rx) = watch::channel(None);
+        let task = tokio::spawn(run(caller_side, instance_side, LONG, Some(going_rx)));
+        (caller, instance, going_tx, task)
+    }
+
+    async fn read_exact(from: &mut DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        from.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    async fn read_to_end(from: &mut DuplexStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        from.read_to_end(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn bytes_pass_both_ways_and_an_end_is_passed_on() {
+        let (mut caller, mut instance, _going, task) = tunnel();
+        let masked_hi = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        caller.write_all(&masked_hi).await.unwrap();
+        assert_eq!(read_exact(&mut instance, 8).await, masked_hi);
+        let close = close_frame(1000, "bye", None);
+        instance.write_all(&close).await.unwrap();
+        instance.shutdown().await.unwrap();
+        // the instance's own Close, not one of the router's
+        assert_eq!(read_exact(&mut caller, close.len()).await, close);
+        caller.shutdown().await.unwrap();
+        assert!(read_to_end(&mut caller).await.is_empty());
+        assert!(read_to_end(&mut instance).await.is_empty());
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_close_waits_for_the_frame_in_flight_and_both_sides_hear_it() {
+        let (mut caller, mut instance, going, task) = tunnel();
+        // an unmasked binary frame of 10 bytes, half of it sent
+        let frame: Vec<u8> = [&[0x82, 10][..], &[7u8; 10]].concat();
+        instance.write_all(&frame[..6]).await.unwrap();
+        assert_eq!(read_exact(&mut caller, 6).await, frame[..6]);
+        going.send(Some("function redeployed")).unwrap();
+        // (a single-threaded test runtime: the tunnel task runs in these yields
+        // and takes the signal before the rest of the frame is written)
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // the frame ends, and a next one starts in the same write: only the
+        // end of the current one is passed, then the Close
+        instance
+            .write_all(&[&frame[6..], &frame[..]].concat())
+            .await
+            .unwrap();
+        let expect = [
+            &frame[6..],
+            &close_frame(1001, "function redeployed", None)[..],
+        ]
+        .concat();
+        assert_eq!(read_to_end(&mut caller).await, expect);
+
+        // the instance gets a masked Close (a server must not get unmasked frames)
+        let to_instance = read_exact(&mut instance, 2).await;
+        assert_eq!(to_instance, [0x88, 0x80 | 21]);
+        let key = read_exact(&mut instance, 4).await;
+        let payload: Vec<u8> = read_exact(&mut instance, 21)
+            .await
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        assert_eq!(payload, b"\x03\xe9function redeployed");
+        drop((caller, instance));
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_vanishes_mid_conversation_is_a_close_to_the_caller() {
+        let (mut caller, instance, _going, task) = tunnel();
+        drop(instance);
+        assert_eq!(
+            read_to_end(&mut caller).await,
+            close_frame(1001, INSTANCE_ENDED.0, None)
+        );
+        drop(caller);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_and_traffic_keeps_one_open() {
+        let (mut caller, caller_side) = duplex(1 << 16);
+        let (mut instance, instance_side) = duplex(1 << 16);
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(10),
+            max: Duration::from_secs(25),
+        };
+        let task = tokio::spawn(run(caller_side, instance_side, limits, None));
+        // a ping every 6 s keeps it open past the idle timeout...
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            instance.write_all(&[0x89, 0]).await.unwrap();
+            assert_eq!(read_exact(&mut caller, 2).await, [0x89, 0]);
+        }
+        // ...but not past the lifetime limit
+        let expect = close_frame(1001, LIFETIME.0, None);
+        assert_eq!(read_exact(&mut caller, expect.len()).await, expect);
+        drop((caller, instance));
+        task.await.unwrap();
+
+        let (mut caller, caller_side) = duplex(1 << 16);
+        let (_instance, instance_side) = duplex(1 << 16);
+        let task = tokio::spawn(run(caller_side, instance_side, limits, None));
+        let expect = close_frame(1001, IDLE.0, None);
+        assert_eq!(read_exact(&mut caller, expect.len()).await, expect);
+        drop(caller);
+        task.await.unwrap();
+    }
+}
