@@ -9,7 +9,7 @@
 //! `Activity` both pumps mark, and the `watchdog` that decides when to close.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -58,28 +58,49 @@ where
     let activity = Activity::new();
     let (stop_tx, stop_rx) = watch::channel(None);
     // Towards the caller: unmasked frames; towards the instance (a server): masked.
-    let down = Pump::new(instance_rx, caller_tx, None).run(&activity, stop_rx.clone());
-    let up = Pump::new(caller_rx, instance_tx, Some(mask_key())).run(&activity, stop_rx);
+    let down = Pump::new(instance_rx, caller_tx, DOWN, None).run(&activity, stop_rx.clone());
+    let up = Pump::new(caller_rx, instance_tx, UP, Some(mask_key())).run(&activity, stop_rx);
     let pumps = async { tokio::join!(down, up) };
     tokio::pin!(pumps);
     tokio::select! {
         _ = &mut pumps => return,
-        why = watchdog(&activity, limits, going_away) => {
-            tracing::debug!(reason = why.0, "closing an upgraded connection");
-            let _ = stop_tx.send(Some(why));
-        }
+        verdict = watchdog(&activity, limits, going_away) => match verdict {
+            Some(why) => {
+                tracing::debug!(reason = why.0, "closing an upgraded connection");
+                let _ = stop_tx.send(Some(why));
+            }
+            // Both closing handshakes are done: nothing more may be sent.
+            None => return,
+        },
     }
     // Bounded: a side that never finishes its frame or never answers the
     // Close does not keep the connection, nor the instance's lease.
     let _ = tokio::time::timeout(CLOSE_WAIT, pumps).await;
 }
 
-/// When either direction last moved a byte; and a failure of either.
+/// One direction's marks in `Activity::marks`.
+#[derive(Debug, Clone, Copy)]
+struct Side {
+    /// It passed a Close frame.
+    close: u8,
+    /// It ended (end of stream).
+    end: u8,
+}
+
+/// Instance → caller.
+const DOWN: Side = Side { close: 1, end: 2 };
+/// Caller → instance.
+const UP: Side = Side { close: 4, end: 8 };
+const BROKE: u8 = 16;
+
+/// When either direction last moved a byte, and what each has done so far.
 struct Activity {
     start: Instant,
     /// Milliseconds since `start`.
     last: AtomicU64,
-    failed: Notify,
+    marks: AtomicU8,
+    /// Woken on each new mark.
+    marked: Notify,
 }
 
 impl Activity {
@@ -87,7 +108,8 @@ impl Activity {
         Self {
             start: Instant::now(),
             last: AtomicU64::new(0),
-            failed: Notify::new(),
+            marks: AtomicU8::new(0),
+            marked: Notify::new(),
         }
     }
 
@@ -100,34 +122,61 @@ impl Activity {
         self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
     }
 
+    fn mark(&self, m: u8) {
+        if self.marks.fetch_or(m, Ordering::AcqRel) & m != m {
+            // `notify_one` keeps the permit if the watchdog is not waiting yet.
+            self.marked.notify_one();
+        }
+    }
+
     fn fail(&self) {
-        // `notify_one` keeps the permit if the watchdog is not waiting yet.
-        self.failed.notify_one();
+        self.mark(BROKE);
+    }
+
+    fn broke(&self) -> bool {
+        self.marks.load(Ordering::Acquire) & BROKE != 0
+    }
+
+    /// One direction ended and the other sent its Close: a WebSocket endpoint
+    /// sends nothing after its Close, so the exchange is over (even if a
+    /// caller keeps its end open).
+    fn finished(&self) -> bool {
+        let m = self.marks.load(Ordering::Acquire);
+        let has = |bits: u8| m & bits == bits;
+        has(DOWN.end | UP.close) || has(UP.end | DOWN.close)
     }
 }
 
-/// Resolves with the reason once the connection should be closed.
+/// Resolves with the reason once the router should close the connection, or
+/// with `None` once the two sides have finished closing it themselves.
 async fn watchdog(
     activity: &Activity,
     limits: TunnelLimits,
     mut going_away: Option<GoingAway>,
-) -> CloseWhy {
+) -> Option<CloseWhy> {
     let end = activity.start + limits.max;
     loop {
+        let marked = activity.marked.notified();
+        if activity.broke() {
+            return Some(FAILED);
+        }
+        if activity.finished() {
+            return None;
+        }
         let idle_at = activity.last() + limits.idle;
         tokio::select! {
             _ = tokio::time::sleep_until(idle_at.min(end)) => {
                 let now = Instant::now();
                 if now >= end {
-                    return LIFETIME;
+                    return Some(LIFETIME);
                 }
                 if now >= activity.last() + limits.idle {
-                    return IDLE;
+                    return Some(IDLE);
                 }
                 // bytes moved meanwhile: wait again from the last of them
             }
-            why = instance_going(&mut going_away) => return CloseWhy(why),
-            _ = activity.failed.notified() => return FAILED,
+            why = instance_going(&mut going_away) => return Some(CloseWhy(why)),
+            _ = marked => {}
         }
     }
 }
@@ -154,6 +203,7 @@ fn mask_key() -> [u8; 4] {
 struct Pump<R, W> {
     from: R,
     to: W,
+    side: Side,
     scan: FrameScanner,
     /// Frames written to `to` are masked with this key (towards the instance).
     mask: Option<[u8; 4]>,
@@ -161,10 +211,11 @@ struct Pump<R, W> {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<R, W> {
-    fn new(from: R, to: W, mask: Option<[u8; 4]>) -> Self {
+    fn new(from: R, to: W, side: Side, mask: Option<[u8; 4]>) -> Self {
         Self {
             from,
             to,
+            side,
             scan: FrameScanner::default(),
             mask,
             buf: vec![0; BUF],
@@ -182,13 +233,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<R, W> {
                 read = self.from.read(&mut self.buf) => read,
             };
             match read {
-                Ok(0) => return self.ended().await,
+                Ok(0) => {
+                    self.ended().await;
+                    return activity.mark(self.side.end);
+                }
                 Ok(n) => {
                     self.scan.advance(&self.buf[..n], false);
                     if self.to.write_all(&self.buf[..n]).await.is_err() {
                         return activity.fail();
                     }
                     activity.touch();
+                    if self.scan.close_seen() {
+                        activity.mark(self.side.close);
+                    }
                 }
                 Err(_) => return activity.fail(),
             }
@@ -292,6 +349,27 @@ mod tests {
         assert!(read_to_end(&mut caller).await.is_empty());
         assert!(read_to_end(&mut instance).await.is_empty());
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_finished_handshake_ends_the_tunnel_though_the_caller_lingers() {
+        let (mut caller, mut instance, _going, task) = tunnel();
+        let masked_close = close_frame(1000, "", Some([1, 2, 3, 4]));
+        caller.write_all(&masked_close).await.unwrap();
+        assert_eq!(
+            read_exact(&mut instance, masked_close.len()).await,
+            masked_close
+        );
+        let reply = close_frame(1000, "", None);
+        instance.write_all(&reply).await.unwrap();
+        instance.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut caller).await, reply);
+        // the caller keeps its end open; the tunnel (and its slot) still goes
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the tunnel ended")
+            .unwrap();
+        drop((caller, instance));
     }
 
     #[tokio::test]
