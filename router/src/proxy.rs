@@ -147,7 +147,7 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 /// A WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 GET with
 /// `Connection: upgrade` and `Upgrade: websocket`. The only upgrade passed on
 /// (the router follows its frames); any other `Upgrade` is stripped as before.
-fn asks_websocket(req: &Request<Incoming>) -> bool {
+fn asks_websocket<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_11
         && req.method() == http::Method::GET
         && has_token(req.headers(), CONNECTION, "upgrade")
@@ -381,6 +381,33 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["sec-websocket-key"], "k", "end to end, kept");
         assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn only_an_http11_get_asking_for_websocket_is_an_upgrade() {
+        let ask = |method: &str, version, upgrade: &str, connection: &str| {
+            let req = Request::builder()
+                .method(method)
+                .version(version)
+                .header("upgrade", upgrade)
+                .header("connection", connection)
+                .body(())
+                .unwrap();
+            asks_websocket(&req)
+        };
+        use http::Version;
+        assert!(ask("GET", Version::HTTP_11, "websocket", "Upgrade"));
+        assert!(ask(
+            "GET",
+            Version::HTTP_11,
+            "WebSocket",
+            "keep-alive, upgrade"
+        ));
+        assert!(!ask("POST", Version::HTTP_11, "websocket", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_10, "websocket", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_2, "websocket", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_11, "h2c", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_11, "websocket", "keep-alive"));
     }
 
     #[test]
