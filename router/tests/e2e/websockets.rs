@@ -214,6 +214,19 @@ async fn a_delete_closes_sockets_at_once() {
     assert!(ws.next().await.is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_router_shutdown_closes_sockets_with_a_close_frame() {
+    let (s, _) = deployed(Opts::default()).await;
+    let mut ws = open(&s).await;
+    assert_eq!(next(&mut ws).await, Message::text("hello from v1"));
+    s.handle.stop();
+    // its instance is stopped with the router: the caller hears it as a Close
+    assert_eq!(
+        closed(&mut ws).await,
+        (1001, "the function's instance went away".into())
+    );
+}
+
 const SSE: &str = r#"let release = () => {};
 const gate = new Promise<void>((r) => { release = r; });
 export default (req: Request) => {
