@@ -94,6 +94,13 @@ pub struct RouterSettings {
     #[arg(long, env = "SKIFF_CLIENT_SHARE_PERCENT", default_value_t = 50,
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub client_share_percent: u8,
+    /// A WebSocket connection with no byte either way for this long is closed
+    /// (Close 1001), in seconds
+    #[arg(long, env = "SKIFF_WS_IDLE_SECS", default_value_t = 300)]
+    pub ws_idle_secs: u64,
+    /// The longest a WebSocket connection stays open (then Close 1001), in seconds
+    #[arg(long, env = "SKIFF_WS_MAX_SECS", default_value_t = 3600)]
+    pub ws_max_secs: u64,
     /// Worker threads of the router [default: half the CPUs with the process
     /// runtime, whose function instances share the machine; all with kubernetes]
     #[arg(long, env = "SKIFF_ROUTER_THREADS")]
@@ -157,6 +164,9 @@ pub struct RouterConfig {
     pub body_read_timeout: Duration,
     pub response_write_timeout: Duration,
     pub client_share_percent: u8,
+    /// Idle timeout and maximum lifetime of an upgraded (WebSocket) connection.
+    pub ws_idle: Duration,
+    pub ws_max: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +202,8 @@ impl RouterSettings {
                 "SKIFF_RESPONSE_WRITE_TIMEOUT_SECS",
                 self.response_write_timeout_secs,
             ),
+            ("SKIFF_WS_IDLE_SECS", self.ws_idle_secs),
+            ("SKIFF_WS_MAX_SECS", self.ws_max_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));
@@ -229,6 +241,8 @@ impl RouterSettings {
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             response_write_timeout: Duration::from_secs(self.response_write_timeout_secs),
             client_share_percent: self.client_share_percent,
+            ws_idle: Duration::from_secs(self.ws_idle_secs),
+            ws_max: Duration::from_secs(self.ws_max_secs),
         }
     }
 }
@@ -273,6 +287,8 @@ mod tests {
         assert_eq!(c.body_read_timeout, Duration::from_secs(15));
         assert_eq!(c.response_write_timeout, Duration::from_secs(15));
         assert_eq!(c.client_share_percent, 50);
+        assert_eq!(c.ws_idle, Duration::from_secs(300));
+        assert_eq!(c.ws_max, Duration::from_secs(3600));
         let defaults = RouterConfig::new(PathBuf::from("./.skiff"));
         assert_eq!(
             format!("{defaults:?}"),
@@ -294,12 +310,18 @@ mod tests {
             "3",
             "--client-share-percent",
             "100",
+            "--ws-idle-secs",
+            "7",
+            "--ws-max-secs",
+            "60",
         ])
         .unwrap();
         assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
         assert!(c.trusted_proxies.contains("fd00::1".parse().unwrap()));
         assert!(!c.trusted_proxies.contains("192.0.2.1".parse().unwrap()));
         assert_eq!(c.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.ws_idle, Duration::from_secs(7));
+        assert_eq!(c.ws_max, Duration::from_secs(60));
 
         for bad in [
             &["--trusted-proxies", "10.0.0.0/33"][..],
@@ -308,6 +330,8 @@ mod tests {
             &["--client-share-percent", "101"],
             &["--body-read-timeout-secs", "0"],
             &["--response-write-timeout-secs", "0"],
+            &["--ws-idle-secs", "0"],
+            &["--ws-max-secs", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }

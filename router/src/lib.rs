@@ -1,7 +1,7 @@
 //! The Skiff router: the public data plane (see README.md, "Router").
 
 // Layers, lowest first; each imports only from those above it in this list:
-// body, error → directory → runtime (trait) → process, kubernetes (its
+// body, error, ws_frame → tunnel → directory → runtime (trait) → process, kubernetes (its
 // implementations) → limits, state → proxy → server → this file.
 pub mod body;
 mod client_body;
@@ -16,7 +16,9 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod tunnel;
 mod uds;
+pub mod ws_frame;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,9 @@
 //! The request path: `/fn/<user>/<name>[/<rest>]` → the function's instance as
 //! `<METHOD> /<rest>?<query>`, bodies streamed both ways, hop-by-hop headers
-//! removed, forwarding headers rewritten (`forwarding.rs`). Nothing here touches
-//! the database.
+//! removed, forwarding headers rewritten (`forwarding.rs`). A WebSocket
+//! upgrade keeps its `Connection`/`Upgrade` headers; when the instance
+//! switches protocols both connections are handed to a tunnel (`tunnel.rs`).
+//! Nothing here touches the database.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -17,14 +19,18 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use skiff_core::names::{is_function_name, is_user_name};
 
 use crate::body::{BoxError, ProxyBody, json};
 use crate::client_body::{ClientBody, ClientBodyError};
 use crate::error::RouterError;
 use crate::forwarding::{self, Peer};
-use crate::limits::client_key;
+use crate::limits::{Admission, client_key};
+use crate::runtime::Upstream;
 use crate::state::RouterState;
+use crate::tunnel;
 
 /// Splits `/fn/<user>/<name>[/<rest>]` into its parts; `None` for any other path
 /// or for names that break the naming rules (no decoding: `%2F` or `..` in a
@@ -118,11 +124,77 @@ fn check_host(req: &Request<Incoming>) -> Result<(), RouterError> {
 }
 
 /// Whether a response status may be passed on. A `101 Switching Protocols`
-/// needs a caller that asked to switch; `asked_upgrade` is always false today
-/// (`Upgrade` is hop-by-hop and stripped), so any 101 is the function's own
-/// doing and would hand the caller's connection to it unframed.
+/// needs a caller that asked to switch (a WebSocket upgrade); any other 101
+/// is the function's own doing and would hand the caller's connection to it
+/// unframed.
 fn status_allowed(status: StatusCode, asked_upgrade: bool) -> bool {
     status != StatusCode::SWITCHING_PROTOCOLS || asked_upgrade
+}
+
+const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// Whether `headers` has `token` in a comma-separated `name` header.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 GET with
+/// `Connection: upgrade` and `Upgrade: websocket`. The only upgrade passed on
+/// (the router follows its frames); any other `Upgrade` is stripped as before.
+fn asks_websocket<B>(req: &Request<B>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.method() == http::Method::GET
+        && has_token(req.headers(), CONNECTION, "upgrade")
+        && has_token(req.headers(), UPGRADE, "websocket")
+}
+
+/// The upgrade headers stripped as hop-by-hop, put back for the next hop.
+fn keep_upgrade(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, UPGRADE_TOKEN);
+    headers.insert(UPGRADE, WEBSOCKET);
+}
+
+/// The instance switched protocols: the caller gets the 101 (with the
+/// handshake's end-to-end headers, e.g. `Sec-WebSocket-Accept`), and once
+/// both sides have upgraded a task copies between them, holding the instance
+/// lease and the concurrency slot for the connection's whole life.
+fn switch_protocols(
+    state: &RouterState,
+    caller: OnUpgrade,
+    mut resp: Response<Incoming>,
+    held: (Box<dyn Upstream>, Admission),
+) -> Result<Response<ProxyBody>, RouterError> {
+    if !has_token(resp.headers(), UPGRADE, "websocket") {
+        return Err(RouterError::BadGateway);
+    }
+    let instance = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    keep_upgrade(&mut parts.headers);
+    let limits = state.tunnel_limits;
+    let going_away = held.0.going_away();
+    tokio::spawn(async move {
+        let (caller, instance) = match tokio::join!(caller, instance) {
+            (Ok(c), Ok(i)) => (TokioIo::new(c), TokioIo::new(i)),
+            (c, i) => {
+                tracing::debug!(
+                    caller_ok = c.is_ok(),
+                    instance_ok = i.is_ok(),
+                    "an upgrade did not complete"
+                );
+                return;
+            }
+        };
+        tunnel::run(caller, instance, limits, going_away).await;
+        drop(held);
+    });
+    Ok(Response::from_parts(parts, crate::body::full("")))
 }
 
 pub async fn handle(
@@ -184,11 +256,13 @@ async fn route(
         .limits
         .acquire(function.function_id, client_key(client))
         .await?;
-    // WebSocket upgrades are not passed through yet: `Upgrade` is stripped
-    // below, so no request forwarded today asks to switch protocols.
-    let asked_upgrade = false;
+    let mut req = req;
+    let caller_upgrade = asks_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if caller_upgrade.is_some() {
+        keep_upgrade(&mut parts.headers);
+    }
     forwarding::rewrite(&mut parts.headers, &parts.uri, peer, client);
     let body = ClientBody::new(body, state.max_body_bytes, state.body_read_timeout).boxed_unsync();
 
@@ -217,9 +291,12 @@ async fn route(
         }
         Ok(Ok(r)) => r,
     };
-    if !status_allowed(resp.status(), asked_upgrade) {
+    if !status_allowed(resp.status(), caller_upgrade.is_some()) {
         tracing::debug!(user = %function.user, function = %function.name, status = %resp.status(), "unsolicited status from the function");
         return Err(RouterError::BadGateway);
+    }
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some(caller)) = (resp.status(), caller_upgrade) {
+        return switch_protocols(state, caller, resp, (upstream, admission));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -284,6 +361,53 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["host"], "h");
+    }
+
+    #[test]
+    fn only_websocket_upgrades_keep_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(has_token(&h, CONNECTION, "upgrade"));
+        assert!(!has_token(&h, CONNECTION, "close"));
+        h.insert("upgrade", HeaderValue::from_static("WebSocket"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        assert!(has_token(&h, UPGRADE, "websocket"));
+        strip_hop_by_hop(&mut h);
+        keep_upgrade(&mut h);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-key"], "k", "end to end, kept");
+        assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn only_an_http11_get_asking_for_websocket_is_an_upgrade() {
+        let ask = |method: &str, version, upgrade: &str, connection: &str| {
+            let req = Request::builder()
+                .method(method)
+                .version(version)
+                .header("upgrade", upgrade)
+                .header("connection", connection)
+                .body(())
+                .unwrap();
+            asks_websocket(&req)
+        };
+        use http::Version;
+        assert!(ask("GET", Version::HTTP_11, "websocket", "Upgrade"));
+        assert!(ask(
+            "GET",
+            Version::HTTP_11,
+            "WebSocket",
+            "keep-alive, upgrade"
+        ));
+        assert!(!ask("POST", Version::HTTP_11, "websocket", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_10, "websocket", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_2, "websocket", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_11, "h2c", "upgrade"));
+        assert!(!ask("GET", Version::HTTP_11, "websocket", "keep-alive"));
     }
 
     #[test]

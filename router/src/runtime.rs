@@ -16,6 +16,7 @@ use hyper_util::client::legacy::{Error as ClientError, ResponseFuture};
 use crate::body::ProxyBody;
 use crate::directory::{FunctionRef, Update};
 use crate::error::RouterError;
+use crate::tunnel::GoingAway;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -62,5 +63,11 @@ pub trait Upstream: Send + 'static {
     /// The exchange failed before a response; `e` says how.
     fn failed<'a>(&'a self, _e: &'a ClientError) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+
+    /// Says when the instance goes away (drained, deleted), so an upgraded
+    /// connection held on it is closed cleanly first; `None`: it cannot tell.
+    fn going_away(&self) -> Option<GoingAway> {
+        None
     }
 }

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::forwarding::Peer;
@@ -37,7 +36,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Each connection task holds a clone; the receiver sees `None` once all ended.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -61,16 +61,49 @@ pub async fn serve(
                 let io = TimedWrite::new(stream, state.response_write_timeout);
                 let state = state.clone();
                 let svc = service_fn(move |req| proxy::handle(state.clone(), peer.clone(), req));
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                // `with_upgrades`: a WebSocket's 101 hands the connection to its tunnel.
+                let conn = http.serve_connection(TokioIo::new(io), svc).with_upgrades();
+                tokio::spawn(serve_until_stopped(conn, stop.clone(), open_tx.clone()));
             }
             _ = stopped(&mut stop) => break,
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    drop(open_tx);
+    let _ = tokio::time::timeout(grace, open_rx.recv()).await;
+}
+
+/// Serves one connection; once the router stops, lets its open request
+/// finish and then ends it (hyper-util's `GracefulShutdown` does not take
+/// connections that may upgrade). `_open` says the connection is still served.
+async fn serve_until_stopped<C>(conn: C, mut stop: watch::Receiver<bool>, _open: mpsc::Sender<()>)
+where
+    C: Future + GracefulEnd,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopped(&mut stop) => conn.as_mut().end_gracefully(),
+    }
+    conn.await;
+}
+
+/// A connection that can be asked to finish its current request and end.
+trait GracefulEnd {
+    fn end_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulEnd for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn end_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 /// The client's socket, failing writes once the client has taken none of our

@@ -11,6 +11,7 @@ use crate::config::RouterConfig;
 use crate::directory::Directory;
 use crate::limits::Limits;
 use crate::runtime::Runtime;
+use crate::tunnel::TunnelLimits;
 
 pub struct RouterState {
     pub directory: Arc<Directory>,
@@ -24,6 +25,8 @@ pub struct RouterState {
     pub body_read_timeout: Duration,
     /// A client that takes none of its response for this long is disconnected.
     pub response_write_timeout: Duration,
+    /// Idle timeout and lifetime of upgraded (WebSocket) connections.
+    pub tunnel_limits: TunnelLimits,
 }
 
 impl RouterState {
@@ -41,6 +44,10 @@ impl RouterState {
             trusted_proxies: cfg.trusted_proxies.clone(),
             body_read_timeout: cfg.body_read_timeout,
             response_write_timeout: cfg.response_write_timeout,
+            tunnel_limits: TunnelLimits {
+                idle: cfg.ws_idle,
+                max: cfg.ws_max,
+            },
         }
     }
 }

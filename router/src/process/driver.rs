@@ -17,6 +17,10 @@ use crate::directory::{FunctionRef, Update};
 use crate::error::StartError;
 use crate::runtime::BoxFuture;
 
+/// The Close reasons upgraded connections get when their instance goes.
+pub const REDEPLOYED: &str = "function redeployed";
+pub const DELETED: &str = "function deleted";
+
 /// An instance as the driver manages it.
 pub trait Managed: Send + Sync + 'static {
     fn id(&self) -> u64;
@@ -25,6 +29,8 @@ pub trait Managed: Send + Sync + 'static {
     fn idle_for(&self) -> Duration;
     /// Stops the process now; `wait_exit` resolves once it is gone.
     fn kill(&self);
+    /// Asks upgraded (WebSocket) connections held on it to close, saying `why`.
+    fn close_upgraded(&self, why: &'static str);
     fn wait_exit(&self) -> BoxFuture<'_, ()>;
     /// Waits for in-flight requests to end (at most `grace`), then stops.
     fn drain_and_stop(self: Arc<Self>, grace: Duration) -> BoxFuture<'static, ()>;
@@ -197,9 +203,13 @@ impl<S: Spawner> Functions<S> {
                     let me = me.clone();
                     let grace = self.settings.delete_grace;
                     tokio::spawn(async move {
+                        // Long-lived connections close at once; requests get the grace.
                         let stops: Vec<_> = stop
                             .into_iter()
-                            .map(|i| tokio::spawn(i.0.drain_and_stop(grace)))
+                            .map(|i| {
+                                i.0.close_upgraded(DELETED);
+                                tokio::spawn(i.0.drain_and_stop(grace))
+                            })
                             .collect();
                         for s in stops {
                             let _ = s.await;
@@ -380,6 +390,7 @@ mod tests {
             self.alive.store(false, Ordering::Release);
             self.exited.notify_waiters();
         }
+        fn close_upgraded(&self, _why: &'static str) {}
         fn wait_exit(&self) -> BoxFuture<'_, ()> {
             Box::pin(async move {
                 let n = self.exited.notified();

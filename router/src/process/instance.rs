@@ -16,13 +16,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::command::{Placeholders, clean_env, runtime_args};
-use super::driver::Managed;
+use super::driver::{Managed, REDEPLOYED};
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::{InstancePaths, Sandbox, socket_path};
 use crate::body::ProxyBody;
 use crate::directory::FunctionRef;
 use crate::error::StartError;
 use crate::runtime::BoxFuture;
+use crate::tunnel::GoingAway;
 use crate::uds::UdsConnector;
 
 /// The line the client runtime writes to stderr once its socket listens.
@@ -30,6 +31,9 @@ const READY_LINE: &str = "skiff-runtime: listening";
 /// If the ready line is missed (the function wrote over it, say), the socket
 /// is still tried this often.
 const READY_FALLBACK_POLL: Duration = Duration::from_millis(50);
+/// After the drain grace, upgraded connections still open are told to close;
+/// they get this long to say goodbye before the instance is stopped.
+const UPGRADED_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 pub struct SpawnSpec<'a> {
     pub sandbox: &'a Arc<Sandbox>,
@@ -58,6 +62,8 @@ pub struct Instance {
     /// Set while draining: the last lease to end then wakes the drain.
     draining: AtomicBool,
     drained: Notify,
+    /// Set once upgraded connections on this instance must close (and why).
+    going_away: watch::Sender<Option<&'static str>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     exited: watch::Receiver<Option<String>>,
 }
@@ -160,26 +166,54 @@ impl Instance {
         let _ = rx.wait_for(Option::is_some).await;
     }
 
-    /// Waits for in-flight requests to end (at most `grace`), then kills. The
-    /// last lease to end wakes it; nothing polls.
+    /// What upgraded connections on this instance watch to learn it goes.
+    pub fn going_away(&self) -> GoingAway {
+        self.going_away.subscribe()
+    }
+
+    /// Tells upgraded connections on this instance to close, saying `why`
+    /// (the first reason given stays).
+    pub fn close_upgraded(&self, why: &'static str) {
+        self.going_away.send_if_modified(|w| {
+            let first = w.is_none();
+            if first {
+                *w = Some(why);
+            }
+            first
+        });
+    }
+
+    /// Waits for in-flight requests to end (at most `grace`), then kills. What
+    /// is still open then are long-lived upgraded connections: they are told
+    /// to close and get a moment for it. The last lease to end wakes it;
+    /// nothing polls.
     pub async fn drain_and_stop(self: Arc<Self>, grace: Duration) {
         self.draining.store(true, Ordering::Release);
-        let deadline = tokio::time::Instant::now() + grace;
+        let now = tokio::time::Instant::now();
+        if !self.wait_drained(now + grace).await {
+            self.close_upgraded(REDEPLOYED);
+            self.wait_drained(tokio::time::Instant::now() + UPGRADED_CLOSE_WAIT)
+                .await;
+        }
+        self.kill();
+        self.wait_exit().await;
+    }
+
+    /// Whether every lease ended (or the process did) before `deadline`.
+    async fn wait_drained(&self, deadline: tokio::time::Instant) -> bool {
         loop {
             let woken = self.drained.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             if self.in_flight() == 0 || !self.alive() {
-                break;
+                return true;
             }
             tokio::select! {
                 _ = woken => {}
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = self.wait_exit() => break,
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = self.wait_exit() => return true,
             }
         }
-        self.kill();
-        self.wait_exit().await;
     }
 }
 
@@ -202,6 +236,10 @@ impl Managed for Instance {
 
     fn kill(&self) {
         Instance::kill(self);
+    }
+
+    fn close_upgraded(&self, why: &'static str) {
+        Instance::close_upgraded(self, why);
     }
 
     fn wait_exit(&self) -> BoxFuture<'_, ()> {
@@ -511,6 +549,7 @@ pub async fn spawn(
         alive,
         draining: AtomicBool::new(false),
         drained: Notify::new(),
+        going_away: watch::Sender::new(None),
         stop: Mutex::new(Some(stop_tx)),
         exited: exit_rx,
     });

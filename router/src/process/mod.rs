@@ -28,6 +28,7 @@ use crate::config::RouterConfig;
 use crate::directory::{FunctionRef, Update};
 use crate::error::RouterError;
 use crate::runtime::{BoxFuture, Runtime, Upstream};
+use crate::tunnel::GoingAway;
 use driver::{Functions, Settings};
 pub use instance::{Instance, Lease};
 use spawner::DenoSpawner;
@@ -95,6 +96,10 @@ impl Upstream for ProcessUpstream {
 
     fn failed<'a>(&'a self, e: &'a ClientError) -> BoxFuture<'a, ()> {
         Box::pin(self.lease.instance.after_error(e.is_connect()))
+    }
+
+    fn going_away(&self) -> Option<GoingAway> {
+        Some(self.lease.instance.going_away())
     }
 }
 

@@ -14,4 +14,5 @@ mod os_sandbox;
 mod recreate;
 mod sandbox;
 mod slow_clients;
+mod websockets;
 mod wire;
