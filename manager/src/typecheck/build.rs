@@ -155,7 +155,7 @@ impl LocalChecker {
         project.write_config(p, &bare)?;
 
         // 2. Resolve and pin, through the egress proxy.
-        let allow_import = registries.hosts.allow_import_flag();
+        let allow_import = registries.allow_import_flag();
         let lock = if found.remote {
             self.resolve(&deno, p, &entry_arg, &allow_import).await?;
             true

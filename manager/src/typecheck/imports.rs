@@ -145,23 +145,6 @@ impl ImportHosts {
     pub fn entries(&self) -> &[(String, u16)] {
         &self.0
     }
-
-    /// Deno's own import gate (`--allow-import=…`), the inner layer under
-    /// the egress proxy: the same hosts.
-    pub fn allow_import_flag(&self) -> String {
-        let hosts: Vec<String> = self
-            .0
-            .iter()
-            .map(|(h, p)| {
-                if *p == 443 {
-                    h.clone()
-                } else {
-                    format!("{h}:{p}")
-                }
-            })
-            .collect();
-        format!("--allow-import={}", hosts.join(","))
-    }
 }
 
 /// What the graph of an upload needs and what it may not have.

@@ -254,6 +254,16 @@ impl LocalChecker {
             .prepare_deno_dir(&deno_dir)
             .with_context(|| format!("preparing {}", deno_dir.display()))?;
         sandbox.open_path_to(&scratch)?;
+        let mut registries = Registries::from_settings(settings);
+        if let Some(ca) = &registries.ca {
+            // A copy the checker's uid can read wherever the operator keeps
+            // the file (even under a /tmp the sandbox replaces).
+            let copy = data_dir.join("import-ca.pem");
+            std::fs::copy(ca, &copy)
+                .with_context(|| format!("copying SKIFF_IMPORT_CA {}", ca.display()))?;
+            std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+            registries.ca = Some(copy);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 deno: tokio::sync::Mutex::new((deno, Some(Instant::now()))),
@@ -264,7 +274,7 @@ impl LocalChecker {
                 sandbox,
                 permits: Semaphore::new(2),
                 timeout: Duration::from_secs(settings.check_timeout_secs.max(1)),
-                registries_set: Registries::from_settings(settings),
+                registries_set: registries,
                 learned: tokio::sync::OnceCell::new(),
                 bundler: tokio::sync::Mutex::new(false),
                 archive_limits: settings.archive.limits(),
@@ -382,14 +392,20 @@ impl LocalChecker {
             Step::Probe => &probe_cache,
             _ => &self.inner.deno_dir,
         };
+        // The registries Deno resolves against: a lock file names its
+        // registry, and every step must agree with it.
+        let registry_env = match (&step, self.inner.learned.get()) {
+            (Step::Probe, _) | (_, None) => Vec::new(),
+            (_, Some(r)) => r.registry_env(),
+        };
         let (policy, env) = match step {
             Step::Offline | Step::Probe => {
-                (sandbox.policy(dir, deno_dir, deno, cgroups), Vec::new())
+                (sandbox.policy(dir, deno_dir, deno, cgroups), registry_env)
             }
             Step::Bundle => {
                 let mut p = sandbox.policy(dir, deno_dir, deno, cgroups);
                 p.exec.push(deno_dir.join("dl"));
-                (p, Vec::new())
+                (p, registry_env)
             }
             Step::Egress { env, ca, socket } => {
                 let mut p = sandbox

@@ -43,8 +43,8 @@ impl Registries {
         }
     }
 
-    /// Environment for Deno's registry clients.
-    pub fn deno_env(&self) -> Vec<(String, String)> {
+    /// Which registries Deno uses (every step: a lock file names them).
+    pub fn registry_env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let (true, Some(u)) = (self.npm_set, &self.npm) {
             env.push(("NPM_CONFIG_REGISTRY".into(), u.to_string()));
@@ -52,6 +52,39 @@ impl Registries {
         if let (true, Some(u)) = (self.jsr_set, &self.jsr) {
             env.push(("JSR_URL".into(), u.to_string()));
         }
+        env
+    }
+
+    /// Deno's own import gate (`--allow-import=…`), the inner layer under
+    /// the egress proxy: the module hosts and the JSR registry.
+    pub fn allow_import_flag(&self) -> String {
+        let mut hosts: Vec<String> = self
+            .hosts
+            .entries()
+            .iter()
+            .map(|(h, p)| {
+                if *p == 443 {
+                    h.clone()
+                } else {
+                    format!("{h}:{p}")
+                }
+            })
+            .collect();
+        if let Some(j) = &self.jsr
+            && let (Some(h), Some(p)) = (j.host_str(), j.port_or_known_default())
+        {
+            hosts.push(if p == 443 {
+                h.to_owned()
+            } else {
+                format!("{h}:{p}")
+            });
+        }
+        format!("--allow-import={}", hosts.join(","))
+    }
+
+    /// Environment for Deno's registry clients in the resolve step.
+    pub fn deno_env(&self) -> Vec<(String, String)> {
+        let mut env = self.registry_env();
         if let Some(ca) = &self.ca {
             env.push(("DENO_CERT".into(), ca.display().to_string()));
         }
