@@ -84,7 +84,7 @@ main.js, index.js at the directory's top."
         data: Option<String>,
     },
     /// Run manager + router locally on SQLite with the process runtime
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
 }
 
 #[derive(clap::Args)]
@@ -410,7 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("the function answered HTTP {}", a.status);
             }
         }
-        Command::Dev(args) => dev::run(args.clone())?,
+        Command::Dev(args) => dev::run((**args).clone())?,
     }
     Ok(())
 }

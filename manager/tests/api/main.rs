@@ -9,3 +9,4 @@ mod hostile;
 mod rate_limits;
 mod remote_checker;
 mod request_log;
+mod uploads;
