@@ -18,6 +18,7 @@ MODES = {
         deploys=20, cold_functions=50, cold_rounds=1,
         users=100, functions=1000, burst=50, warm=100,
         profile_secs=5, anatomy_starts=20, check_runs=3, callgrind_secs=10,
+        deps_cold=5, deps_warm=10,
     ),
     "quick": dict(
         wrk_duration="2s", wrk_warmup="1s", rounds=1,
@@ -26,6 +27,7 @@ MODES = {
         deploys=3, cold_functions=10, cold_rounds=1,
         users=5, functions=50, burst=10, warm=10,
         profile_secs=0, anatomy_starts=3, check_runs=1, callgrind_secs=0,
+        deps_cold=1, deps_warm=1,
     ),
 }
 

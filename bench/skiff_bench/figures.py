@@ -80,6 +80,13 @@ def figures(results, cfg):
         add("4b", f"Deploy to first success, p95 (ms, n={n})", dep["total_ms"]["p95"],
             {"of which POST /func": dep["post_ms"]["p95"], "of which until 200": dep["until_200_ms"]["p95"]},
             cmd=cc, unit="ms")
+    dd = raw.get("deploy_deps")
+    if dd:
+        cc = c.get("deploy_deps", [])
+        add("4c", f"Deploy to first success, hono + zod from a local npm registry, cold cache, p50 (ms, n={dd['cold_ms']['count']})",
+            dd["cold_ms"]["p50"], cmd=cc, unit="ms")
+        add("4d", f"… same, warm cache, p50 (ms, n={dd['warm_ms']['count']})",
+            dd["warm_ms"]["p50"], cmd=cc, unit="ms")
     l1, lm = raw.get("lookup_1"), raw.get("lookup_many")
     if l1 and lm:
         cc = c.get("lookup_1_function", [])[:1] + c.get("lookup_1000_functions", [])[:1]

@@ -11,7 +11,7 @@ from .callgrind import phase_callgrind
 from .cold_start import phase_cold, phase_cold_anatomy
 from .common import log
 from .context import Stack
-from .deploy import phase_deploy, phase_deploy_anatomy
+from .deploy import phase_deploy, phase_deploy_anatomy, phase_deploy_deps
 from .figures import figures
 from .instances import phase_burst, phase_warm
 from .latency import phase_latency
@@ -32,6 +32,7 @@ PHASES = [
     ("profile", phase_profile),
     ("callgrind", phase_callgrind),
     ("deploy to first success", phase_deploy),
+    ("deploy with dependencies", phase_deploy_deps),
     ("cold start", phase_cold),
     ("cold start anatomy", phase_cold_anatomy),
     ("deploy anatomy", phase_deploy_anatomy),

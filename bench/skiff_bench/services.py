@@ -5,7 +5,7 @@ from .common import REPO
 from .procs import free_port
 
 
-def start_manager(run, name, db, router_port, deno):
+def start_manager(run, name, db, router_port, deno, extra_env=None):
     """A manager on `db` whose public URL is the router's; returns its `Api`."""
     port = free_port()
     env = {
@@ -21,6 +21,7 @@ def start_manager(run, name, db, router_port, deno):
         "SKIFF_LOGIN_LIMIT_PER_ADDR": "100000",
         "SKIFF_REGISTER_LIMIT_PER_ADDR": "100000",
         "RUST_LOG": "warn",
+        **(extra_env or {}),
     }
     p = run.procs.start(name, [run.args.manager], env=env)
     api = Api(f"http://127.0.0.1:{port}")
