@@ -174,7 +174,7 @@ async fn a_user_session_from_register_to_rm() {
     let gone = env.skiff(&["info", "greet"], "").await;
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
-    // a source that does not type-check is refused with the compiler's words
+    // a type error is a warning with the compiler's words; --strict refuses it
     let bad = env.dir.path().join("bad.ts");
     std::fs::write(
         &bad,
@@ -182,6 +182,12 @@ async fn a_user_session_from_register_to_rm() {
     )
     .unwrap();
     let o = env.skiff(&["deploy", bad.to_str().unwrap()], "").await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning") && err.contains("TS2322"), "{err}");
+    let o = env
+        .skiff(&["deploy", "--strict", "--name", "strict", bad.to_str().unwrap()], "")
+        .await;
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("TS2322"));
     assert!(Path::new(&env.config()).exists());

@@ -103,8 +103,34 @@ impl LocalChecker {
         let src_url = format!("file://{}/src/", p.display());
         let entry_arg = format!("src/{}", project.entry);
 
-        // 1. The graph, offline.
+        // 1. The graph, offline. The type check starts at once beside it: when
+        // the graph turns out to need no download and no new mapping (most
+        // deploys), its answer stands and the deploy does not wait for it again.
         project.write_config(p, &BTreeMap::new())?;
+        let registries = self.registries().await?;
+        let allow_import = registries.allow_import_flag();
+        let heap = format!("--v8-flags=--max-old-space-size={}", self.heap_mb());
+        let early_check = {
+            let me = self.clone();
+            let (deno, dir) = (deno.clone(), p.to_owned());
+            let args: Vec<String> = [
+                "check",
+                "--quiet",
+                &heap,
+                &allow_import,
+                "--config",
+                CONFIG,
+                "--no-lock",
+                &entry_arg,
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+            AbortOnDrop::new(tokio::spawn(async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                me.run(&deno, &dir, &args, Step::Offline).await
+            }))
+        };
         let info = self
             .run(
                 &deno,
@@ -128,7 +154,6 @@ impl LocalChecker {
         let graph: Graph =
             serde_json::from_slice(&info.stdout[..info.stdout.len().min(MAX_GRAPH_BYTES)])
                 .context("reading deno info's module graph")?;
-        let registries = self.registries().await?;
         let found = imports::inspect(&graph, &src_url, &registries.hosts);
         if !found.syntax.is_empty() {
             return Err(CheckError::Syntax(found.syntax.join("\n\n")));
@@ -155,7 +180,6 @@ impl LocalChecker {
         project.write_config(p, &bare)?;
 
         // 2. Resolve and pin, through the egress proxy.
-        let allow_import = registries.allow_import_flag();
         let lock = if found.remote {
             self.resolve(&deno, p, &entry_arg, &allow_import).await?;
             true
@@ -170,18 +194,26 @@ impl LocalChecker {
 
         // 3. Bundle and check side by side, offline.
         self.ensure_bundler(&deno).await?;
-        let heap = format!("--v8-flags=--max-old-space-size={}", self.heap_mb());
         let mut bundle_args = vec!["bundle", "--quiet", &allow_import, "--config", CONFIG];
         bundle_args.extend(&lock_args);
         bundle_args.extend(["--platform", "deno", "-o", ARTIFACT, &entry_arg]);
         let mut check_args = vec!["check", "--quiet", &heap, &allow_import, "--config", CONFIG];
         check_args.extend(&lock_args);
         check_args.push(&entry_arg);
-        let (bundled, checked) = tokio::join!(
-            self.run(&deno, p, &bundle_args, Step::Bundle),
-            self.run(&deno, p, &check_args, Step::Offline),
-        );
-        let (bundled, checked) = (bundled?, checked?);
+        let (bundled, checked) = if found.bare.is_empty() && !found.remote {
+            let (bundled, checked) = tokio::join!(
+                self.run(&deno, p, &bundle_args, Step::Bundle),
+                early_check.join()
+            );
+            (bundled?, checked?)
+        } else {
+            drop(early_check);
+            let (bundled, checked) = tokio::join!(
+                self.run(&deno, p, &bundle_args, Step::Bundle),
+                self.run(&deno, p, &check_args, Step::Offline),
+            );
+            (bundled?, checked?)
+        };
         if !bundled.status.success() {
             return Err(source_error(&diagnostics(&bundled, p)));
         }
@@ -319,6 +351,32 @@ impl LocalChecker {
                 "the module failed while loading: {}",
                 diagnostics(&out, dir)
             ))),
+        }
+    }
+}
+
+/// A spawned step that is stopped (its process killed) when no longer wanted.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<Result<std::process::Output, CheckError>>>);
+
+impl AbortOnDrop {
+    fn new(h: tokio::task::JoinHandle<Result<std::process::Output, CheckError>>) -> Self {
+        Self(Some(h))
+    }
+
+    async fn join(mut self) -> Result<std::process::Output, CheckError> {
+        let Some(handle) = self.0.take() else {
+            return Err(CheckError::Internal(anyhow::anyhow!("the step was already taken")));
+        };
+        handle
+            .await
+            .map_err(|e| CheckError::Internal(anyhow::anyhow!("the type check task: {e}")))?
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
         }
     }
 }
