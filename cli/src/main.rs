@@ -204,7 +204,13 @@ fn deploy(
         ("application/typescript", source)
     };
     let mut query = format!("/func?name={}", pack::query_value(&name));
-    if let Some(entry) = entry {
+    // A single file is sent under its own name when it is a plain module
+    // name: the server then knows a `.js` file is JavaScript.
+    let file_name = (!is_dir)
+        .then(|| path.file_name().and_then(|n| n.to_str()))
+        .flatten()
+        .filter(|n| single_module_name(n));
+    if let Some(entry) = entry.or(file_name) {
         query.push_str(&format!("&entry={}", pack::query_value(entry)));
     }
     if strict {
@@ -235,6 +241,17 @@ fn deploy(
         }
     }
     Ok(())
+}
+
+/// Whether the server takes `name` as a single module's file name.
+fn single_module_name(name: &str) -> bool {
+    const EXTENSIONS: [&str; 6] = [".ts", ".mts", ".tsx", ".js", ".mjs", ".jsx"];
+    !name.starts_with('.')
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && EXTENSIONS.iter().any(|x| name.ends_with(x))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -186,7 +186,16 @@ async fn a_user_session_from_register_to_rm() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("warning") && err.contains("TS2322"), "{err}");
     let o = env
-        .skiff(&["deploy", "--strict", "--name", "strict", bad.to_str().unwrap()], "")
+        .skiff(
+            &[
+                "deploy",
+                "--strict",
+                "--name",
+                "strict",
+                bad.to_str().unwrap(),
+            ],
+            "",
+        )
         .await;
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("TS2322"));

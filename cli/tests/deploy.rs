@@ -277,7 +277,10 @@ fn a_file_deploy_can_be_strict_and_prints_warnings() {
     let seen = recv(&rx);
     assert_eq!(
         (seen.target.as_str(), seen.content_type.as_str()),
-        ("/func?name=my-func&check=strict", "application/typescript")
+        (
+            "/func?name=my-func&entry=my_func.ts&check=strict",
+            "application/typescript"
+        )
     );
     assert_eq!(seen.body, b"export default {};\n");
     assert!(text(&out.stderr).contains("warning: main.ts:1:7"));

@@ -365,7 +365,9 @@ impl AbortOnDrop {
 
     async fn join(mut self) -> Result<std::process::Output, CheckError> {
         let Some(handle) = self.0.take() else {
-            return Err(CheckError::Internal(anyhow::anyhow!("the step was already taken")));
+            return Err(CheckError::Internal(anyhow::anyhow!(
+                "the step was already taken"
+            )));
         };
         handle
             .await
