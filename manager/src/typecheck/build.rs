@@ -39,7 +39,10 @@ const SVRLESS_ENV: &str = include_str!("../../../client-runtime/svrless-env.d.ts
 /// is merged into this one.
 const CONFIG: &str = "skiff.json";
 const LOCK: &str = "deno.lock";
-const ARTIFACT: &str = "out/fn.js";
+/// Written beside the upload's files, so the inline source map names them as
+/// the author does (`main.ts`, `lib/x.ts`): stack traces at run time point at
+/// the author's lines, wherever the artifact is installed.
+const ARTIFACT: &str = "src/.skiff-bundle.js";
 
 /// What a deploy asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,7 +199,14 @@ impl LocalChecker {
         self.ensure_bundler(&deno).await?;
         let mut bundle_args = vec!["bundle", "--quiet", &allow_import, "--config", CONFIG];
         bundle_args.extend(&lock_args);
-        bundle_args.extend(["--platform", "deno", "-o", ARTIFACT, &entry_arg]);
+        bundle_args.extend([
+            "--platform",
+            "deno",
+            "--sourcemap=inline",
+            "-o",
+            ARTIFACT,
+            &entry_arg,
+        ]);
         let mut check_args = vec!["check", "--quiet", &heap, &allow_import, "--config", CONFIG];
         check_args.extend(&lock_args);
         check_args.push(&entry_arg);
@@ -469,7 +479,6 @@ pub(super) fn own_files(root: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&runtime, RUNTIME_MAIN)?;
-    std::fs::create_dir_all(root.join("out"))?;
     std::fs::create_dir_all(root.join("probe-cache"))?;
     Ok(())
 }

@@ -86,7 +86,9 @@ async fn hostile_functions_are_refused_or_contained() {
         stack_with(
             TestBackend::Sqlite,
             Opts {
-                request_timeout: Duration::from_secs(3),
+                // Long enough for the heap bomb to reach V8's cap (502) on a
+                // loaded 2-core machine, not a 504 first.
+                request_timeout: Duration::from_secs(6),
                 ..Opts::default()
             },
         )
@@ -136,7 +138,7 @@ async fn hostile_functions_are_refused_or_contained() {
     let db_file = s.db.url.trim_start_matches("sqlite://").to_owned();
     let bob_id = s.function_id("bob", "secret");
     let paths = serde_json::json!([
-        s.code_dir(bob_id, 1).join("fn.ts"),
+        s.code_dir(bob_id, 1).join("fn.js"),
         db_file,
         secret_file,
         s.log_file(bob_id),

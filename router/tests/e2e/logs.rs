@@ -188,7 +188,7 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
     let r = s.get("alice", "talker", "/throw").await;
     assert_eq!(r.status(), 500);
     let body = r.text().await.unwrap();
-    assert!(body.contains("thrown from fn.ts"), "{body}");
+    assert!(body.contains("thrown from fn.js"), "{body}");
     s.get("alice", "talker", "/stray").await;
     s.get("alice", "talker", "/print").await;
     let talker_id = s.function_id("alice", "talker");
@@ -200,7 +200,7 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
     )
     .await;
 
-    s.deploy(&t, "broken", LOAD_FAILURE).await;
+    s.deploy_unbuilt("alice", "broken", LOAD_FAILURE).await;
     let start = Instant::now();
     while s.get("alice", "broken", "/").await.status() != 503 {
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -231,17 +231,15 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
         "{talker}"
     );
     assert!(
-        talker.contains("stderr | skiff-runtime: function error: Error: thrown from fn.ts\n"),
+        talker.contains("stderr | skiff-runtime: function error: Error: thrown from fn.js\n"),
         "{talker}"
     );
     assert!(
-        talker.contains("stderr |     at deep (fn.ts:2:9)\n"),
+        // The artifact's source map: the author's file and lines.
+        talker.contains("stderr |     at deep (main.ts:2:9)\n"),
         "{talker}"
     );
-    assert!(
-        talker.contains("stderr |     at default (fn.ts:6:"),
-        "{talker}"
-    );
+    assert!(talker.contains("(main.ts:6:"), "{talker}");
     assert!(talker.contains("(<runtime>/main.ts:"), "{talker}");
     assert!(
         talker.contains("unhandled promise rejection: Error: stray rejection"),
@@ -257,7 +255,7 @@ async fn the_owners_log_shows_no_data_dir_path(b: TestBackend) {
     );
     assert!(
         talker.contains(&format!(
-            "my file <data-dir>/functions/{talker_id}/v1/fn.ts"
+            "my file <data-dir>/functions/{talker_id}/v1/fn.js"
         )),
         "{talker}"
     );

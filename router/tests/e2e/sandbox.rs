@@ -51,7 +51,7 @@ async fn escapes_are_refused(b: TestBackend) {
     let bob = s.token("bob").await;
     s.deploy(&bob, "secret", &replies("bob's secret")).await;
     s.until("bob", "secret", |st, _| st == 200).await;
-    let other_code = s.code_dir(s.function_id("bob", "secret"), 1).join("fn.ts");
+    let other_code = s.code_dir(s.function_id("bob", "secret"), 1).join("fn.js");
     assert!(other_code.exists());
 
     let manager = s.manager_port;
