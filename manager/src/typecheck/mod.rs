@@ -461,7 +461,14 @@ impl LocalChecker {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
-        let out = match tokio::time::timeout(self.inner.timeout, child).await {
+        let started = Instant::now();
+        let out = tokio::time::timeout(self.inner.timeout, child).await;
+        tracing::debug!(
+            step = args.first().copied().unwrap_or(""),
+            ms = started.elapsed().as_millis() as u64,
+            "build step ran"
+        );
+        let out = match out {
             Ok(Ok(out)) => out,
             Ok(Err(e))
                 if matches!(
