@@ -291,16 +291,7 @@ impl Store {
         user_id: i64,
         name: &FunctionName,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT v.source FROM functions f JOIN function_versions v \
-               ON v.function_id = f.id AND v.version = f.live_version \
-             WHERE f.user_id = ? AND f.name = ?",
-        )
-        .bind(user_id)
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.try_get("source")).transpose()?)
+        Ok(self.live_upload(user_id, name).await?.map(|u| u.source))
     }
 
     /// The live version's upload as it came, with its type (`/code`).
