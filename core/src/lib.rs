@@ -2,6 +2,7 @@
 //! and the small configuration types that the manager, router and CLI all parse.
 
 pub mod deno;
+pub mod fnconfig;
 pub mod layout;
 pub mod logs;
 pub mod names;
@@ -9,6 +10,7 @@ pub mod naming;
 pub mod ready;
 pub mod runtime_kind;
 pub mod secret;
+pub mod secrets;
 pub mod settings;
 pub mod signals;
 pub mod store;

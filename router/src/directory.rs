@@ -283,6 +283,7 @@ mod tests {
 
     fn live(id: i64, v: i64) -> LiveFunction {
         LiveFunction {
+            settings: Default::default(),
             function_id: id,
             version: v,
             sha256: format!("h{v}"),

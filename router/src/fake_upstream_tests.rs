@@ -155,6 +155,7 @@ async fn router(start_error: Option<StartError>) -> Router {
         "alice".into(),
         "hello".into(),
         LiveFunction {
+            settings: Default::default(),
             function_id: 1,
             version: 1,
             sha256: String::new(),

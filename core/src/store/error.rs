@@ -24,6 +24,25 @@ pub enum StoreError {
     /// rules (an unknown state name, a row gone inside its transaction).
     #[error("database error: {0}")]
     Inconsistent(String),
+    /// No such function (of this user), version or secret.
+    #[error("{0}")]
+    NotFound(String),
+    /// A quota of the user would be exceeded; nothing was written.
+    #[error("quota exceeded: {quota} is {limit}")]
+    QuotaExceeded { quota: &'static str, limit: u64 },
+    /// A configuration change breaks a rule; nothing was written.
+    #[error(transparent)]
+    BadConfig(#[from] crate::fnconfig::ConfigError),
+    /// A rollback with no version to go to.
+    #[error("{0}")]
+    NoRollbackTarget(String),
+    /// The secrets key does not open what the database holds.
+    #[error(
+        "SKIFF_SECRETS_KEY is not the key this database's secrets were sealed with \
+         (key fingerprint {fingerprint}); start with the right key, or rotate with \
+         `skiff-manager secrets rotate-key`"
+    )]
+    WrongSecretsKey { fingerprint: String },
 }
 
 /// What a server-side error says about the database, apart from the query.

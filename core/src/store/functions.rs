@@ -2,8 +2,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::config::{lock_user, prune_and_check_bytes};
 use super::retry::retrying;
 use super::{Store, StoreError, changes};
+use crate::fnconfig::{FunctionConfig, FunctionSettings};
 use crate::names::{FunctionName, UserName};
 use crate::time::now_millis;
 
@@ -63,6 +65,9 @@ pub struct LiveFunction {
     /// The module is a deploy-built artifact (JavaScript, every import
     /// resolved), not a source stored before artifacts existed (TypeScript).
     pub bundled: bool,
+    /// The version's settings (its env and secrets are read at instance start,
+    /// see `Store::instance_config`).
+    pub settings: FunctionSettings,
 }
 
 /// One version as a deploy stores it.
@@ -151,21 +156,49 @@ impl Store {
         let size = i64::try_from(source.len())
             .map_err(|_| StoreError::Inconsistent("source too large".into()))?;
         let mut tx = self.pool.begin().await?;
-        // Updating first takes the row lock (InnoDB) or the write lock (SQLite), so
-        // concurrent deploys of one function get consecutive version numbers.
-        // Both SET expressions read the old value on both backends.
-        let bumped = sqlx::query(
-            "UPDATE functions SET live_version = latest_version + 1, \
-             latest_version = latest_version + 1, updated_at = ? \
-             WHERE user_id = ? AND name = ?",
-        )
-        .bind(now)
-        .bind(user_id)
-        .bind(name.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let created = bumped.rows_affected() == 0;
+        // Every write of a user's functions takes the user's row lock first
+        // (InnoDB locks a row an UPDATE matches even when nothing changes;
+        // SQLite takes its one write lock), so the quota checks below see
+        // every committed deploy of this user and none runs beside them.
+        lock_user(&mut tx, user_id).await?;
+        let quotas = self.user_quotas_in(&mut tx, user_id).await?;
+        let existing =
+            sqlx::query("SELECT id, live_version FROM functions WHERE user_id = ? AND name = ?")
+                .bind(user_id)
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let created = existing.is_none();
+        // A code deploy keeps the live version's configuration.
+        let config: Option<String> = match &existing {
+            Some(r) => {
+                let id: i64 = r.try_get("id")?;
+                let live: i64 = r.try_get("live_version")?;
+                sqlx::query(
+                    "SELECT config FROM function_versions WHERE function_id = ? AND version = ?",
+                )
+                .bind(id)
+                .bind(live)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("config"))
+                .transpose()?
+                .flatten()
+            }
+            None => None,
+        };
         if created {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM functions WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let n: i64 = row.try_get("n")?;
+            if u64::try_from(n).unwrap_or(u64::MAX) >= quotas.max_functions {
+                return Err(StoreError::QuotaExceeded {
+                    quota: "functions per user",
+                    limit: quotas.max_functions,
+                });
+            }
             sqlx::query(
                 "INSERT INTO functions (user_id, name, live_version, latest_version, created_at, updated_at) \
                  VALUES (?, ?, 1, 1, ?, ?)",
@@ -183,6 +216,17 @@ impl Store {
                 StoreError::Conflict => StoreError::Deadlock,
                 other => other,
             })?;
+        } else {
+            sqlx::query(
+                "UPDATE functions SET live_version = latest_version + 1, \
+                 latest_version = latest_version + 1, updated_at = ? \
+                 WHERE user_id = ? AND name = ?",
+            )
+            .bind(now)
+            .bind(user_id)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         let row =
             sqlx::query("SELECT id, latest_version FROM functions WHERE user_id = ? AND name = ?")
@@ -194,8 +238,8 @@ impl Store {
         let version: i64 = row.try_get("latest_version")?;
         sqlx::query(
             "INSERT INTO function_versions (function_id, version, source, sha256, size, created_at, \
-               source_type, entry, artifact, artifact_sha256, lock_file) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               source_type, entry, artifact, artifact_sha256, lock_file, config) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(function_id)
         .bind(version)
@@ -208,8 +252,10 @@ impl Store {
         .bind(new.artifact)
         .bind(artifact_sha256.as_deref())
         .bind(new.lock)
+        .bind(config)
         .execute(&mut *tx)
         .await?;
+        prune_and_check_bytes(&mut tx, user_id, function_id, version, version, &quotas).await?;
         changes::record(&mut tx, user_name.as_str(), name.as_str(), now).await?;
         tx.commit().await?;
         Ok(Deployed {
@@ -327,7 +373,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<LiveFunction>, StoreError> {
         let row = sqlx::query(
-            "SELECT f.id, f.live_version, v.sha256, v.artifact_sha256 \
+            "SELECT f.id, f.live_version, v.sha256, v.artifact_sha256, v.config \
              FROM users u JOIN functions f ON f.user_id = u.id \
              JOIN function_versions v ON v.function_id = f.id AND v.version = f.live_version \
              WHERE u.username = ? AND f.name = ?",
@@ -347,7 +393,7 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, String, LiveFunction)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT u.username, f.name, f.id, f.live_version, v.sha256, v.artifact_sha256 \
+            "SELECT u.username, f.name, f.id, f.live_version, v.sha256, v.artifact_sha256, v.config \
              FROM users u JOIN functions f ON f.user_id = u.id \
              JOIN function_versions v ON v.function_id = f.id AND v.version = f.live_version",
         )
@@ -446,10 +492,14 @@ impl Store {
 }
 
 /// A live version as the data plane sees it (columns `id`, `live_version`,
-/// `sha256`, `artifact_sha256`).
+/// `sha256`, `artifact_sha256`, `config`).
 fn live_from(r: &AnyRow) -> Result<LiveFunction, sqlx::Error> {
     let artifact: Option<String> = r.try_get("artifact_sha256")?;
+    let config: Option<String> = r.try_get("config")?;
+    let config = FunctionConfig::from_stored(config.as_deref())
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(LiveFunction {
+        settings: config.settings,
         function_id: r.try_get("id")?,
         version: r.try_get("live_version")?,
         bundled: artifact.is_some(),

@@ -4,6 +4,7 @@
 //! migration directory. Only the manager runs migrations (the schema's one writer).
 
 mod changes;
+mod config;
 mod error;
 mod functions;
 mod k8s_state;
@@ -17,6 +18,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use changes::Change;
+pub use config::{ConfigVersion, InstanceConfig, LiveConfig};
 pub use error::StoreError;
 pub use functions::{
     Deployed, FunctionInfo, FunctionSummary, LiveFunction, NewVersion, RunnableModule, Upload,
@@ -52,6 +54,9 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The operator's quotas, which deploys and config changes enforce
+    /// (`with_quotas`; the declared defaults otherwise).
+    quotas: std::sync::Arc<crate::fnconfig::Quotas>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,7 +128,19 @@ impl Store {
             .connect(&url)
             .await
             .map_err(StoreError::from)?;
-        Ok(Self { pool, backend })
+        let quotas = crate::settings::defaults::<crate::fnconfig::Quotas>()
+            .map_err(|e| StoreError::Inconsistent(format!("quota defaults: {e}")))?;
+        Ok(Self {
+            pool,
+            backend,
+            quotas: std::sync::Arc::new(quotas),
+        })
+    }
+
+    /// This store with the operator's quotas `q`.
+    pub fn with_quotas(mut self, q: crate::fnconfig::Quotas) -> Self {
+        self.quotas = std::sync::Arc::new(q);
+        self
     }
 
     pub fn backend(&self) -> Backend {
