@@ -75,6 +75,11 @@ impl PrivateMariaDb {
         self.port
     }
 
+    /// The directory holding the server's files (data, logs, socket).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     async fn run_start(&self) -> Result<(), String> {
         let out = Command::new("bash")
             .arg(script())
