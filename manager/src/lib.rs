@@ -11,6 +11,7 @@ pub mod passwords;
 pub mod rate_limit;
 pub mod request_log;
 pub mod routes;
+pub mod secrets_cli;
 pub mod runtime;
 pub mod startup;
 pub mod state;
