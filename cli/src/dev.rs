@@ -69,12 +69,21 @@ pub struct DevArgs {
 /// Reads the token secret kept in the data dir, creating it (mode 0600) the first time.
 fn dev_secret(dir: &Path) -> anyhow::Result<Secret> {
     let path = dir.join("jwt-secret");
-    let kept = kept_file(&path, |s| s.len() >= MIN_SECRET_BYTES, || {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    })?;
-    kept.ok_or_else(|| anyhow::anyhow!("{} is too short; delete it to make a new one", path.display()))
+    let kept = kept_file(
+        &path,
+        |s| s.len() >= MIN_SECRET_BYTES,
+        || {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        },
+    )?;
+    kept.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is too short; delete it to make a new one",
+            path.display()
+        )
+    })
 }
 
 /// Reads the secrets key kept in the data dir, creating it (mode 0600) the
@@ -82,7 +91,11 @@ fn dev_secret(dir: &Path) -> anyhow::Result<Secret> {
 /// database; the manager refuses to start with another key.
 fn dev_secrets_key(dir: &Path) -> anyhow::Result<Secret> {
     let path = dir.join("secrets-key");
-    let kept = kept_file(&path, |s| SecretsKey::parse(s).is_ok(), SecretsKey::generate_hex)?;
+    let kept = kept_file(
+        &path,
+        |s| SecretsKey::parse(s).is_ok(),
+        SecretsKey::generate_hex,
+    )?;
     kept.ok_or_else(|| {
         anyhow::anyhow!(
             "{} does not hold a secrets key (64 hex digits); put the right key back",

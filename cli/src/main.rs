@@ -335,7 +335,9 @@ fn secret_value(key: &str) -> anyhow::Result<String> {
         trimmed.to_owned()
     };
     if value.is_empty() {
-        bail!("the value of {key} is empty: pipe it in, e.g. `printf %s \"$VALUE\" | skiff secret set NAME {key}`");
+        bail!(
+            "the value of {key} is empty: pipe it in, e.g. `printf %s \"$VALUE\" | skiff secret set NAME {key}`"
+        );
     }
     Ok(value)
 }
@@ -392,7 +394,11 @@ fn run_env(api: &Api, j: bool, cmd: &EnvCommand) -> anyhow::Result<()> {
                     "max_instances",
                     "idle_timeout_secs",
                 ] {
-                    let origin = if overrides.contains_key(k) { "" } else { " (default)" };
+                    let origin = if overrides.contains_key(k) {
+                        ""
+                    } else {
+                        " (default)"
+                    };
                     out.push_str(&format!("\n  {k:<18} {}{origin}", s(&v[k])));
                 }
                 out
@@ -662,21 +668,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let v = api
                 .ok("GET", &format!("/func/{}", seg(name)), None, true)?
                 .json()?;
-            print(j, &json!({"name": v["name"], "versions": v["versions"]}), || {
-                let mut out = format!("{:<3}{:>7}  {:<24}  SHA256", "", "VERSION", "CREATED");
-                for ver in v["versions"].as_array().cloned().unwrap_or_default() {
-                    let live = if ver["live"].as_bool() == Some(true) { "*" } else { "" };
-                    let sha = s(&ver["sha256"]);
-                    out.push_str(&format!(
-                        "\n{:<3}{:>7}  {:<24}  {}",
-                        live,
-                        s(&ver["version"]),
-                        s(&ver["created_at"]),
-                        sha.get(..12).unwrap_or(&sha)
-                    ));
-                }
-                out
-            });
+            print(
+                j,
+                &json!({"name": v["name"], "versions": v["versions"]}),
+                || {
+                    let mut out = format!("{:<3}{:>7}  {:<24}  SHA256", "", "VERSION", "CREATED");
+                    for ver in v["versions"].as_array().cloned().unwrap_or_default() {
+                        let live = if ver["live"].as_bool() == Some(true) {
+                            "*"
+                        } else {
+                            ""
+                        };
+                        let sha = s(&ver["sha256"]);
+                        out.push_str(&format!(
+                            "\n{:<3}{:>7}  {:<24}  {}",
+                            live,
+                            s(&ver["version"]),
+                            s(&ver["created_at"]),
+                            sha.get(..12).unwrap_or(&sha)
+                        ));
+                    }
+                    out
+                },
+            );
         }
         Command::Rollback { name, version } => {
             let query = version.map(|n| format!("?version={n}")).unwrap_or_default();

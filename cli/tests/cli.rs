@@ -222,9 +222,15 @@ async fn env_secrets_versions_and_rollback() {
         .await);
     assert!(out.contains("cfg is now at version 2"), "{out}");
     let out = ok(&env.skiff(&["env", "ls", "cfg"], "").await);
-    assert!(out.contains("GREETING=hello world") && out.contains("EMPTY="), "{out}");
+    assert!(
+        out.contains("GREETING=hello world") && out.contains("EMPTY="),
+        "{out}"
+    );
     assert!(out.contains("secrets:  (none)"), "{out}");
-    assert!(out.contains("memory_mb") && out.contains("(default)"), "{out}");
+    assert!(
+        out.contains("memory_mb") && out.contains("(default)"),
+        "{out}"
+    );
     ok(&env.skiff(&["env", "unset", "EMPTY", "cfg"], "").await);
     let v: Value =
         serde_json::from_str(&ok(&env.skiff(&["env", "ls", "cfg", "--json"], "").await)).unwrap();
@@ -274,7 +280,10 @@ async fn env_secrets_versions_and_rollback() {
     assert!(out.contains("version 2"), "{out}");
     let v: Value =
         serde_json::from_str(&ok(&env.skiff(&["env", "ls", "cfg", "--json"], "").await)).unwrap();
-    assert_eq!(v["env"], serde_json::json!({"GREETING": "hello world", "EMPTY": ""}));
+    assert_eq!(
+        v["env"],
+        serde_json::json!({"GREETING": "hello world", "EMPTY": ""})
+    );
     let gone = env.skiff(&["rollback", "cfg", "99"], "").await;
     assert!(String::from_utf8_lossy(&gone.stderr).contains("version_not_found"));
     ok(&env.skiff(&["rollback", "cfg", "5"], "").await);

@@ -242,12 +242,42 @@ impl ManagerSettings {
 /// keeps the default run with a value no function may choose.
 fn check_policy(p: &SettingsPolicy) -> Result<(), ConfigError> {
     for (default_name, default, max_name, max) in [
-        ("SKIFF_FUNCTION_MEMORY_MB", p.memory_mb, "SKIFF_MAX_FUNCTION_MEMORY_MB", p.max_memory_mb),
-        ("SKIFF_REQUEST_TIMEOUT_SECS", p.request_timeout_secs, "SKIFF_MAX_REQUEST_TIMEOUT_SECS", p.max_request_timeout_secs),
-        ("SKIFF_FUNCTION_CONCURRENCY", p.function_concurrency, "SKIFF_MAX_FUNCTION_CONCURRENCY", p.max_function_concurrency),
-        ("SKIFF_IDLE_TIMEOUT_SECS", p.idle_timeout_secs, "SKIFF_MAX_IDLE_TIMEOUT_SECS", p.max_idle_timeout_secs),
-        ("SKIFF_FUNCTION_MAX_INSTANCES", p.max_instances, "SKIFF_MAX_FUNCTION_INSTANCES", p.max_max_instances),
-        ("SKIFF_FUNCTION_MIN_INSTANCES", p.min_instances, "SKIFF_FUNCTION_MAX_INSTANCES", p.max_instances),
+        (
+            "SKIFF_FUNCTION_MEMORY_MB",
+            p.memory_mb,
+            "SKIFF_MAX_FUNCTION_MEMORY_MB",
+            p.max_memory_mb,
+        ),
+        (
+            "SKIFF_REQUEST_TIMEOUT_SECS",
+            p.request_timeout_secs,
+            "SKIFF_MAX_REQUEST_TIMEOUT_SECS",
+            p.max_request_timeout_secs,
+        ),
+        (
+            "SKIFF_FUNCTION_CONCURRENCY",
+            p.function_concurrency,
+            "SKIFF_MAX_FUNCTION_CONCURRENCY",
+            p.max_function_concurrency,
+        ),
+        (
+            "SKIFF_IDLE_TIMEOUT_SECS",
+            p.idle_timeout_secs,
+            "SKIFF_MAX_IDLE_TIMEOUT_SECS",
+            p.max_idle_timeout_secs,
+        ),
+        (
+            "SKIFF_FUNCTION_MAX_INSTANCES",
+            p.max_instances,
+            "SKIFF_MAX_FUNCTION_INSTANCES",
+            p.max_max_instances,
+        ),
+        (
+            "SKIFF_FUNCTION_MIN_INSTANCES",
+            p.min_instances,
+            "SKIFF_FUNCTION_MAX_INSTANCES",
+            p.max_instances,
+        ),
     ] {
         if default > max {
             return Err(ConfigError::DefaultAboveMax {
@@ -387,7 +417,10 @@ mod tests {
         };
         assert!(with(Some(KEY)).is_ok());
         let missing = with(None).unwrap_err();
-        assert!(missing.contains("SKIFF_SECRETS_KEY is required"), "{missing}");
+        assert!(
+            missing.contains("SKIFF_SECRETS_KEY is required"),
+            "{missing}"
+        );
         let bad = with(Some("not-a-key-but-a-password-typed-here")).unwrap_err();
         assert!(bad.contains("SKIFF_SECRETS_KEY must be 32 bytes"), "{bad}");
         assert!(!bad.contains("password-typed-here"), "{bad}");

@@ -39,7 +39,11 @@ fn new_key(file: Option<&PathBuf>) -> anyhow::Result<SecretsKey> {
 }
 
 /// Runs the command; the old key is SKIFF_SECRETS_KEY (`old`).
-pub async fn run(store: &Store, old: Option<&Secret>, cmd: SecretsCommand) -> anyhow::Result<String> {
+pub async fn run(
+    store: &Store,
+    old: Option<&Secret>,
+    cmd: SecretsCommand,
+) -> anyhow::Result<String> {
     match cmd {
         SecretsCommand::RotateKey { new_key_file } => {
             let old = old.context("SKIFF_SECRETS_KEY (the current key) is required")?;

@@ -76,7 +76,13 @@ fn apply(slot: &mut Option<u64>, given: Option<Limit>) {
 }
 
 fn describe(name: &UserName, limits: &UserLimits, q: &EffectiveQuotas) -> String {
-    let mark = |o: Option<u64>| if o.is_some() { " (set for this user)" } else { "" };
+    let mark = |o: Option<u64>| {
+        if o.is_some() {
+            " (set for this user)"
+        } else {
+            ""
+        }
+    };
     format!(
         "quotas of {name}:\n  functions       {}{}\n  versions kept   {}{}\n  \
          artifact bytes  {}{}\n  requests/s      {}{}\n  instances       {}{}",
@@ -159,7 +165,11 @@ pub async fn run(store: &Store, cmd: UserCommand) -> anyhow::Result<String> {
             apply(&mut limits.max_instances, instances);
             store.set_user_limits(&name, &limits).await?;
             let effective = store.user_quotas(user.id).await?;
-            Ok(describe(&name, &store.user_limits(user.id).await?, &effective))
+            Ok(describe(
+                &name,
+                &store.user_limits(user.id).await?,
+                &effective,
+            ))
         }
         UserCommand::RevokeTokens { username } => {
             let name = UserName::parse(&username)?;

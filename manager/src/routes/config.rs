@@ -114,7 +114,9 @@ pub fn parse_patch(body: &[u8]) -> Result<ConfigPatch, ApiError> {
                 let n = match v {
                     Value::Null => None,
                     Value::Number(n) => Some(n.as_u64().ok_or_else(|| {
-                        invalid(format!("{s} must be a whole number, or null for the default"))
+                        invalid(format!(
+                            "{s} must be a whole number, or null for the default"
+                        ))
                     })?),
                     _ => {
                         return Err(invalid(format!(
@@ -234,16 +236,13 @@ pub async fn put_secret(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(
-        &req,
-        payload,
-        MAX_SECRET_VALUE_BYTES,
-        "the secret's value",
-    )
-    .await?;
+    let body = read_body(&req, payload, MAX_SECRET_VALUE_BYTES, "the secret's value").await?;
     // The error says where, never what: the bytes are the secret.
     let value = String::from_utf8(body).map_err(|_| {
-        ApiError::bad_request("invalid_secret_value", "the secret's value is not UTF-8 text")
+        ApiError::bad_request(
+            "invalid_secret_value",
+            "the secret's value is not UTF-8 text",
+        )
     })?;
     if value.is_empty() {
         return Err(ApiError::bad_request(
@@ -287,16 +286,13 @@ pub struct RollbackParams {
 
 /// A version number as a client wrote it: a whole number from 1.
 fn parse_version(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 1)
-        .ok_or_else(|| {
-            let shown: String = raw.chars().take(32).collect();
-            ApiError::bad_request(
-                "invalid_version",
-                format!("version must be a whole number from 1, not {shown:?}"),
-            )
-        })
+    raw.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+        let shown: String = raw.chars().take(32).collect();
+        ApiError::bad_request(
+            "invalid_version",
+            format!("version must be a whole number from 1, not {shown:?}"),
+        )
+    })
 }
 
 /// Make an older (or newer) version live again: its code, env, settings and
@@ -383,11 +379,23 @@ mod tests {
             br#"[]"#,
         ] {
             let e = parse_patch(bad).unwrap_err();
-            assert!(matches!(e, ApiError::BadRequest { code: "invalid_config", .. }), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    ApiError::BadRequest {
+                        code: "invalid_config",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
         }
         assert!(matches!(
             parse_patch(b"{").unwrap_err(),
-            ApiError::BadRequest { code: "invalid_json", .. }
+            ApiError::BadRequest {
+                code: "invalid_json",
+                ..
+            }
         ));
     }
 }

@@ -40,9 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .delete(config::delete_secret),
         )
         .service(resource("/func/{name}/rollback", "POST").post(config::rollback))
-        .service(
-            resource("/func/{name}/versions/{version}/code", "GET").get(config::version_code),
-        )
+        .service(resource("/func/{name}/versions/{version}/code", "GET").get(config::version_code))
         .service(resource("/openapi.json", "GET").get(docs::openapi_json))
         .service(resource("/docs", "GET").get(docs::page));
 }
