@@ -83,8 +83,49 @@ main.js, index.js at the directory's top."
         #[arg(short = 'd', long)]
         data: Option<String>,
     },
+    /// List a function's kept versions (* marks the live one)
+    Versions { name: String },
+    /// Make an earlier version live again (default: the one before the live one)
+    Rollback {
+        name: String,
+        /// The version to make live
+        version: Option<i64>,
+    },
+    /// A function's env vars: `env ls NAME`, `env set K=V… NAME`, `env unset K… NAME`
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// A function's secrets (values are write-only): `secret set NAME K` reads the value from stdin
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Run manager + router locally on SQLite with the process runtime
     Dev(Box<dev::DevArgs>),
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// Show the env vars, secret names and settings of a function's live version
+    Ls { name: String },
+    /// Set env vars (a new version): skiff env set K=V [K=V…] NAME
+    Set {
+        #[arg(value_name = "K=V… NAME", num_args = 2.., required = true)]
+        args: Vec<String>,
+    },
+    /// Unset env vars (a new version): skiff env unset K [K…] NAME
+    Unset {
+        #[arg(value_name = "K… NAME", num_args = 2.., required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret (a new version); the value is read from stdin, never echoed.
+    /// One trailing newline is dropped.
+    Set { name: String, key: String },
+    /// Delete a secret (a new version)
+    Rm { name: String, key: String },
+    /// List the names of a function's secrets
+    Ls { name: String },
 }
 
 #[derive(clap::Args)]
@@ -252,6 +293,202 @@ fn single_module_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && EXTENSIONS.iter().any(|x| name.ends_with(x))
+}
+
+/// `args` of `env set|unset`: everything but the last, and the last (NAME).
+fn split_name(args: &[String]) -> anyhow::Result<(&[String], &str)> {
+    match args.split_last() {
+        Some((name, rest)) if !rest.is_empty() => Ok((rest, name.as_str())),
+        _ => bail!("give at least one variable and then the function's name"),
+    }
+}
+
+/// A path segment for a function or variable name the user typed: names are
+/// `[a-z0-9-]` / `[A-Z0-9_]`; anything else is escaped so the server, not the
+/// URL, refuses it.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of a secret from stdin: hidden prompt on a terminal, else all of
+/// stdin with one trailing newline dropped. Never empty.
+fn secret_value(key: &str) -> anyhow::Result<String> {
+    let value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Value of {key} (not shown): "))?
+    } else {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the value from stdin (it must be UTF-8 text)")?;
+        let trimmed = s
+            .strip_suffix("\r\n")
+            .or_else(|| s.strip_suffix('\n'))
+            .unwrap_or(&s);
+        trimmed.to_owned()
+    };
+    if value.is_empty() {
+        bail!(
+            "the value of {key} is empty: pipe it in, e.g. `printf %s \"$VALUE\" | skiff secret set NAME {key}`"
+        );
+    }
+    Ok(value)
+}
+
+/// Prints a configuration change's answer.
+fn changed(j: bool, v: &Value, what: &str) {
+    print(j, v, || {
+        format!(
+            "{what}: {} is now at version {}",
+            s(&v["name"]),
+            s(&v["version"])
+        )
+    });
+}
+
+fn run_env(api: &Api, j: bool, cmd: &EnvCommand) -> anyhow::Result<()> {
+    match cmd {
+        EnvCommand::Ls { name } => {
+            let v = api
+                .ok("GET", &format!("/func/{}/config", seg(name)), None, true)?
+                .json()?;
+            print(j, &v, || {
+                let mut out = format!("{} version {}", name, s(&v["version"]));
+                let env = v["env"].as_object().cloned().unwrap_or_default();
+                if env.is_empty() {
+                    out.push_str("\nenv:      (none)");
+                } else {
+                    out.push_str("\nenv:");
+                    for (k, val) in env {
+                        out.push_str(&format!("\n  {k}={}", val.as_str().unwrap_or_default()));
+                    }
+                }
+                let secrets: Vec<String> = v["secrets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect();
+                out.push_str(&format!(
+                    "\nsecrets:  {}",
+                    if secrets.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        secrets.join(", ")
+                    }
+                ));
+                out.push_str("\nsettings:");
+                let overrides = v["overrides"].as_object().cloned().unwrap_or_default();
+                for k in [
+                    "memory_mb",
+                    "timeout_secs",
+                    "concurrency",
+                    "min_instances",
+                    "max_instances",
+                    "idle_timeout_secs",
+                ] {
+                    let origin = if overrides.contains_key(k) {
+                        ""
+                    } else {
+                        " (default)"
+                    };
+                    out.push_str(&format!("\n  {k:<18} {}{origin}", s(&v[k])));
+                }
+                out
+            });
+        }
+        EnvCommand::Set { args } => {
+            let (pairs, name) = split_name(args)?;
+            let mut env = serde_json::Map::new();
+            for p in pairs {
+                let (k, val) = p
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("{p:?} is not K=V"))?;
+                env.insert(k.to_owned(), Value::String(val.to_owned()));
+            }
+            let body = json!({ "env": env });
+            let v = api
+                .ok(
+                    "PATCH",
+                    &format!("/func/{}/config", seg(name)),
+                    Some(("application/json", body.to_string().into_bytes())),
+                    true,
+                )?
+                .json()?;
+            changed(j, &v, "env set");
+        }
+        EnvCommand::Unset { args } => {
+            let (keys, name) = split_name(args)?;
+            let env: serde_json::Map<String, Value> =
+                keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+            let body = json!({ "env": env });
+            let v = api
+                .ok(
+                    "PATCH",
+                    &format!("/func/{}/config", seg(name)),
+                    Some(("application/json", body.to_string().into_bytes())),
+                    true,
+                )?
+                .json()?;
+            changed(j, &v, "env unset");
+        }
+    }
+    Ok(())
+}
+
+fn run_secret(api: &Api, j: bool, cmd: &SecretCommand) -> anyhow::Result<()> {
+    match cmd {
+        SecretCommand::Set { name, key } => {
+            let value = secret_value(key)?;
+            let v = api
+                .ok(
+                    "PUT",
+                    &format!("/func/{}/secrets/{}", seg(name), seg(key)),
+                    Some(("text/plain; charset=utf-8", value.into_bytes())),
+                    true,
+                )?
+                .json()?;
+            changed(j, &v, &format!("secret {key} set"));
+        }
+        SecretCommand::Rm { name, key } => {
+            let v = api
+                .ok(
+                    "DELETE",
+                    &format!("/func/{}/secrets/{}", seg(name), seg(key)),
+                    None,
+                    true,
+                )?
+                .json()?;
+            changed(j, &v, &format!("secret {key} deleted"));
+        }
+        SecretCommand::Ls { name } => {
+            let v = api
+                .ok("GET", &format!("/func/{}/config", seg(name)), None, true)?
+                .json()?;
+            let names = json!({"name": name, "secrets": v["secrets"]});
+            print(j, &names, || {
+                let list: Vec<String> = v["secrets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect();
+                if list.is_empty() {
+                    format!("{name} has no secrets: `skiff secret set {name} KEY` sets one")
+                } else {
+                    list.join("\n")
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -427,6 +664,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("the function answered HTTP {}", a.status);
             }
         }
+        Command::Versions { name } => {
+            let v = api
+                .ok("GET", &format!("/func/{}", seg(name)), None, true)?
+                .json()?;
+            print(
+                j,
+                &json!({"name": v["name"], "versions": v["versions"]}),
+                || {
+                    let mut out = format!("{:<3}{:>7}  {:<24}  SHA256", "", "VERSION", "CREATED");
+                    for ver in v["versions"].as_array().cloned().unwrap_or_default() {
+                        let live = if ver["live"].as_bool() == Some(true) {
+                            "*"
+                        } else {
+                            ""
+                        };
+                        let sha = s(&ver["sha256"]);
+                        out.push_str(&format!(
+                            "\n{:<3}{:>7}  {:<24}  {}",
+                            live,
+                            s(&ver["version"]),
+                            s(&ver["created_at"]),
+                            sha.get(..12).unwrap_or(&sha)
+                        ));
+                    }
+                    out
+                },
+            );
+        }
+        Command::Rollback { name, version } => {
+            let query = version.map(|n| format!("?version={n}")).unwrap_or_default();
+            let v = api
+                .ok(
+                    "POST",
+                    &format!("/func/{}/rollback{query}", seg(name)),
+                    None,
+                    true,
+                )?
+                .json()?;
+            changed(j, &v, "rolled back");
+        }
+        Command::Env(cmd) => run_env(&api, j, cmd)?,
+        Command::Secret(cmd) => run_secret(&api, j, cmd)?,
         Command::Dev(args) => dev::run((**args).clone())?,
     }
     Ok(())

@@ -201,3 +201,101 @@ async fn a_user_session_from_register_to_rm() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("TS2322"));
     assert!(Path::new(&env.config()).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn env_secrets_versions_and_rollback() {
+    let env = start().await;
+    let pw = "a long password\n";
+    ok(&env
+        .skiff(&["register", "--username", "carol", "--password-stdin"], pw)
+        .await);
+    ok(&env
+        .skiff(&["login", "--username", "carol", "--password-stdin"], pw)
+        .await);
+    let file = env.dir.path().join("cfg.ts");
+    std::fs::write(&file, "export default () => new Response('one');\n").unwrap();
+    ok(&env.skiff(&["deploy", file.to_str().unwrap()], "").await);
+
+    // SPEC's order: the function's name comes last for `env set|unset`.
+    let out = ok(&env
+        .skiff(&["env", "set", "GREETING=hello world", "EMPTY=", "cfg"], "")
+        .await);
+    assert!(out.contains("cfg is now at version 2"), "{out}");
+    let out = ok(&env.skiff(&["env", "ls", "cfg"], "").await);
+    assert!(
+        out.contains("GREETING=hello world") && out.contains("EMPTY="),
+        "{out}"
+    );
+    assert!(out.contains("secrets:  (none)"), "{out}");
+    assert!(
+        out.contains("memory_mb") && out.contains("(default)"),
+        "{out}"
+    );
+    ok(&env.skiff(&["env", "unset", "EMPTY", "cfg"], "").await);
+    let v: Value =
+        serde_json::from_str(&ok(&env.skiff(&["env", "ls", "cfg", "--json"], "").await)).unwrap();
+    assert_eq!(v["env"], serde_json::json!({"GREETING": "hello world"}));
+    assert_eq!(v["version"], 3);
+    let bad = env.skiff(&["env", "set", "SKIFF_X=1", "cfg"], "").await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("reserved"));
+    let bad = env.skiff(&["env", "set", "NOEQUALS", "cfg"], "").await;
+    assert!(!bad.status.success());
+
+    // A secret from stdin: one trailing newline dropped, never printed.
+    let value = "pipe-secret-value-81b2";
+    let out = env
+        .skiff(&["secret", "set", "cfg", "API_KEY"], &format!("{value}\n"))
+        .await;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains(value), "{printed}");
+    let out = ok(&env.skiff(&["secret", "ls", "cfg"], "").await);
+    assert_eq!(out.trim(), "API_KEY");
+    let empty = env.skiff(&["secret", "set", "cfg", "OTHER"], "").await;
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"));
+    // The function reads it (and only its own names).
+    std::fs::write(
+        &file,
+        "export default () => new Response(`${Deno.env.get('API_KEY')}|${Deno.env.get('GREETING')}`);\n",
+    )
+    .unwrap();
+    ok(&env.skiff(&["deploy", file.to_str().unwrap()], "").await);
+    let out = ok(&env.skiff(&["info", "cfg"], "").await);
+    assert!(!out.contains(value), "{out}");
+
+    // Versions: the live one is marked; rollback moves it back.
+    let out = ok(&env.skiff(&["versions", "cfg"], "").await);
+    let live: Vec<&str> = out.lines().filter(|l| l.starts_with('*')).collect();
+    assert_eq!(live.len(), 1, "{out}");
+    assert!(live[0].contains(" 5 "), "{out}");
+    let out = ok(&env.skiff(&["rollback", "cfg"], "").await);
+    assert!(out.contains("version 4"), "{out}");
+    let out = ok(&env.skiff(&["rollback", "cfg", "2"], "").await);
+    assert!(out.contains("version 2"), "{out}");
+    let v: Value =
+        serde_json::from_str(&ok(&env.skiff(&["env", "ls", "cfg", "--json"], "").await)).unwrap();
+    assert_eq!(
+        v["env"],
+        serde_json::json!({"GREETING": "hello world", "EMPTY": ""})
+    );
+    let gone = env.skiff(&["rollback", "cfg", "99"], "").await;
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("version_not_found"));
+    ok(&env.skiff(&["rollback", "cfg", "5"], "").await);
+    ok(&env.skiff(&["secret", "rm", "cfg", "API_KEY"], "").await);
+    let out = ok(&env.skiff(&["secret", "ls", "cfg"], "").await);
+    assert!(out.contains("has no secrets"), "{out}");
+    let missing = env.skiff(&["secret", "rm", "cfg", "API_KEY"], "").await;
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("secret_not_found"));
+
+    // skiff dev keeps its secrets key private in the data dir.
+    let key = env.dir.path().join("data/secrets-key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
+}

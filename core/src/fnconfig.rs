@@ -264,23 +264,45 @@ impl FunctionConfig {
 }
 
 /// The operator's per-user quotas (each can be overridden per user with
-/// `skiff-manager user limits`).
+/// `skiff-manager user limits`). Flags are `--quota-*`, like the variables:
+/// the field names alone would clash with `SettingsPolicy::max_instances` and
+/// the manager's `--max-artifact-bytes` when a service flattens them together.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Quotas {
     /// Functions one user may have
-    #[arg(long, env = "SKIFF_QUOTA_FUNCTIONS", default_value_t = 100)]
+    #[arg(
+        id = "quota_functions",
+        long = "quota-functions",
+        env = "SKIFF_QUOTA_FUNCTIONS",
+        default_value_t = 100
+    )]
     pub max_functions: u64,
     /// Versions kept per function; older ones are pruned (never the live one)
-    #[arg(long, env = "SKIFF_QUOTA_VERSIONS", default_value_t = 20)]
+    #[arg(
+        id = "quota_versions",
+        long = "quota-versions",
+        env = "SKIFF_QUOTA_VERSIONS",
+        default_value_t = 20
+    )]
     pub max_versions: u64,
     /// Bytes of uploads and artifacts one user may store, over all kept versions
-    #[arg(long, env = "SKIFF_QUOTA_ARTIFACT_BYTES", default_value_t = 512 * 1024 * 1024)]
+    #[arg(id = "quota_artifact_bytes", long = "quota-artifact-bytes", env = "SKIFF_QUOTA_ARTIFACT_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_artifact_bytes: u64,
     /// Requests per second one user's functions may receive at a router (token bucket; burst = 2 s worth)
-    #[arg(long, env = "SKIFF_QUOTA_RPS", default_value_t = 1000)]
+    #[arg(
+        id = "quota_rps",
+        long = "quota-rps",
+        env = "SKIFF_QUOTA_RPS",
+        default_value_t = 1000
+    )]
     pub rps: u64,
     /// Instances of one user's functions a router's process runtime may run at once
-    #[arg(long, env = "SKIFF_QUOTA_INSTANCES", default_value_t = 16)]
+    #[arg(
+        id = "quota_instances",
+        long = "quota-instances",
+        env = "SKIFF_QUOTA_INSTANCES",
+        default_value_t = 16
+    )]
     pub max_instances: u64,
 }
 

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
+pub use skiff_core::fnconfig::{Quotas, SettingsPolicy};
 pub use skiff_core::runtime_kind::RuntimeKind;
 use skiff_core::secret::Secret;
+use skiff_core::secrets::{SecretsError, SecretsKey};
 use skiff_core::tokens::MIN_SECRET_BYTES;
 use skiff_core::trusted_proxies::TrustedProxies;
 
@@ -24,6 +26,9 @@ pub struct ManagerSettings {
     /// HMAC secret for tokens, at least 32 bytes
     #[arg(long, env = "SKIFF_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// 32-byte key (64 hex digits or base64) sealing function secrets at rest
+    #[arg(long, env = "SKIFF_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<Secret>,
     /// Where function instances run
     #[arg(long, env = "SKIFF_RUNTIME", value_enum, default_value = "process")]
     pub runtime: RuntimeKind,
@@ -83,6 +88,12 @@ pub struct ManagerSettings {
     /// The deploy-time checker's sandbox and limits
     #[command(flatten)]
     pub checker: CheckerSettings,
+    /// Per-function setting defaults and maximums (shared with the router)
+    #[command(flatten)]
+    pub policy: SettingsPolicy,
+    /// Per-user quotas (overridden per user with `skiff-manager user limits`)
+    #[command(flatten)]
+    pub quotas: Quotas,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +119,10 @@ pub struct ManagerConfig {
     pub trusted_proxies: TrustedProxies,
     pub kubernetes: KubeSettings,
     pub checker: CheckerSettings,
+    /// Seals and opens function secrets; checked against the database at start.
+    pub secrets_key: SecretsKey,
+    pub policy: SettingsPolicy,
+    pub quotas: Quotas,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +131,21 @@ pub enum ConfigError {
     MissingDatabaseUrl,
     #[error("SKIFF_JWT_SECRET is required and must be at least {MIN_SECRET_BYTES} bytes")]
     BadJwtSecret,
+    #[error(
+        "SKIFF_SECRETS_KEY is required: 32 bytes as 64 hex digits or base64 \
+         (e.g. the output of `openssl rand -hex 32`)"
+    )]
+    MissingSecretsKey,
+    /// Never echoes the key.
+    #[error(transparent)]
+    BadSecretsKey(#[from] SecretsError),
+    #[error("{default_name} ({default}) is above {max_name} ({max})")]
+    DefaultAboveMax {
+        default_name: &'static str,
+        default: u64,
+        max_name: &'static str,
+        max: u64,
+    },
     #[error("SKIFF_PUBLIC_URL must start with http:// or https://")]
     BadPublicUrl,
     #[error("{0} must be greater than zero")]
@@ -144,6 +174,13 @@ impl ManagerSettings {
             .clone()
             .filter(|s| s.expose().len() >= MIN_SECRET_BYTES)
             .ok_or(ConfigError::BadJwtSecret)?;
+        let secrets_key = SecretsKey::parse(
+            self.secrets_key
+                .as_ref()
+                .ok_or(ConfigError::MissingSecretsKey)?
+                .expose(),
+        )?;
+        check_policy(&self.policy)?;
         for (name, zero) in [
             ("SKIFF_MAX_SOURCE_BYTES", self.max_source_bytes == 0),
             ("SKIFF_TOKEN_TTL_SECS", self.token_ttl_secs <= 0),
@@ -162,12 +199,21 @@ impl ManagerSettings {
             self.kubernetes.validate()?;
         }
         let public_url = normalise_public_url(&self.public_url)?;
-        Ok(self.build(database_url, jwt_secret, public_url))
+        Ok(self.build(database_url, jwt_secret, public_url, secrets_key))
     }
 
     /// The configuration these settings describe, unchecked.
-    fn build(self, database_url: Secret, jwt_secret: Secret, public_url: String) -> ManagerConfig {
+    fn build(
+        self,
+        database_url: Secret,
+        jwt_secret: Secret,
+        public_url: String,
+        secrets_key: SecretsKey,
+    ) -> ManagerConfig {
         ManagerConfig {
+            secrets_key,
+            policy: self.policy,
+            quotas: self.quotas,
             database_url,
             jwt_secret,
             runtime: self.runtime,
@@ -192,6 +238,70 @@ impl ManagerSettings {
     }
 }
 
+/// An operator default above its own maximum would make every function that
+/// keeps the default run with a value no function may choose.
+fn check_policy(p: &SettingsPolicy) -> Result<(), ConfigError> {
+    for (default_name, default, max_name, max) in [
+        (
+            "SKIFF_FUNCTION_MEMORY_MB",
+            p.memory_mb,
+            "SKIFF_MAX_FUNCTION_MEMORY_MB",
+            p.max_memory_mb,
+        ),
+        (
+            "SKIFF_REQUEST_TIMEOUT_SECS",
+            p.request_timeout_secs,
+            "SKIFF_MAX_REQUEST_TIMEOUT_SECS",
+            p.max_request_timeout_secs,
+        ),
+        (
+            "SKIFF_FUNCTION_CONCURRENCY",
+            p.function_concurrency,
+            "SKIFF_MAX_FUNCTION_CONCURRENCY",
+            p.max_function_concurrency,
+        ),
+        (
+            "SKIFF_IDLE_TIMEOUT_SECS",
+            p.idle_timeout_secs,
+            "SKIFF_MAX_IDLE_TIMEOUT_SECS",
+            p.max_idle_timeout_secs,
+        ),
+        (
+            "SKIFF_FUNCTION_MAX_INSTANCES",
+            p.max_instances,
+            "SKIFF_MAX_FUNCTION_INSTANCES",
+            p.max_max_instances,
+        ),
+        (
+            "SKIFF_FUNCTION_MIN_INSTANCES",
+            p.min_instances,
+            "SKIFF_FUNCTION_MAX_INSTANCES",
+            p.max_instances,
+        ),
+    ] {
+        if default > max {
+            return Err(ConfigError::DefaultAboveMax {
+                default_name,
+                default,
+                max_name,
+                max,
+            });
+        }
+    }
+    for (name, value) in [
+        ("SKIFF_FUNCTION_MEMORY_MB", p.memory_mb),
+        ("SKIFF_REQUEST_TIMEOUT_SECS", p.request_timeout_secs),
+        ("SKIFF_FUNCTION_CONCURRENCY", p.function_concurrency),
+        ("SKIFF_IDLE_TIMEOUT_SECS", p.idle_timeout_secs),
+        ("SKIFF_FUNCTION_MAX_INSTANCES", p.max_instances),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::NotPositive(name));
+        }
+    }
+    Ok(())
+}
+
 pub fn normalise_public_url(url: &str) -> Result<String, ConfigError> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ConfigError::BadPublicUrl);
@@ -201,19 +311,35 @@ pub fn normalise_public_url(url: &str) -> Result<String, ConfigError> {
 
 impl ManagerConfig {
     /// The declared defaults (as `skiff-manager` with no flag and no
-    /// environment), for embedding (`skiff dev`, tests).
+    /// environment), for embedding (`skiff dev`, tests). The secrets key is a
+    /// fresh random one: whoever embeds the manager with a database that
+    /// outlives the process sets `secrets_key` (as `skiff dev` does), or the
+    /// next start refuses the database (`WrongSecretsKey`), loudly.
     pub fn new(database_url: &str, jwt_secret: Secret, data_dir: PathBuf) -> Self {
         let settings = ManagerSettings {
             data_dir,
             ..ManagerSettings::defaults()
         };
         let public_url = settings.public_url.clone();
-        settings.build(Secret::new(database_url), jwt_secret, public_url)
+        settings.build(
+            Secret::new(database_url),
+            jwt_secret,
+            public_url,
+            random_secrets_key(),
+        )
     }
 
     /// The public URL of a function.
     pub fn function_url(&self, user: &str, name: &str) -> String {
         format!("{}/fn/{user}/{name}", self.public_url)
+    }
+}
+
+fn random_secrets_key() -> SecretsKey {
+    match SecretsKey::parse(&SecretsKey::generate_hex()) {
+        Ok(k) => k,
+        // 64 hex digits always parse.
+        Err(e) => unreachable!("a generated secrets key does not parse: {e}"),
     }
 }
 
@@ -231,6 +357,7 @@ mod tests {
     }
 
     const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes";
+    const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn new_is_the_command_line_without_flags() {
@@ -239,6 +366,7 @@ mod tests {
             .settings;
         let parsed = ManagerSettings {
             jwt_secret: Some(Secret::new(SECRET)),
+            secrets_key: Some(Secret::new(KEY)),
             // Not read from this process's environment (tests may set it).
             deno: None,
             ..parsed
@@ -257,6 +385,7 @@ mod tests {
             let mut s = ManagerSettings {
                 database_url: Some(Secret::new("sqlite://x")),
                 jwt_secret: Some(Secret::new(SECRET)),
+                secrets_key: Some(Secret::new(KEY)),
                 ..ManagerSettings::defaults()
             };
             f(&mut s);
@@ -269,5 +398,31 @@ mod tests {
         assert!(with(|s| s.public_url = "ftp://x".into()).is_err());
         assert!(with(|s| s.jwt_secret = Some(Secret::new("short"))).is_err());
         assert!(with(|s| s.database_url = None).is_err());
+        assert!(with(|s| s.policy.memory_mb = s.policy.max_memory_mb + 1).is_err());
+        assert!(with(|s| s.policy.max_instances = 0).is_err());
+    }
+
+    #[test]
+    fn the_secrets_key_is_required_and_never_echoed() {
+        let with = |key: Option<&str>| {
+            ManagerSettings {
+                database_url: Some(Secret::new("sqlite://x")),
+                jwt_secret: Some(Secret::new(SECRET)),
+                secrets_key: key.map(Secret::new),
+                ..ManagerSettings::defaults()
+            }
+            .into_config()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert!(with(Some(KEY)).is_ok());
+        let missing = with(None).unwrap_err();
+        assert!(
+            missing.contains("SKIFF_SECRETS_KEY is required"),
+            "{missing}"
+        );
+        let bad = with(Some("not-a-key-but-a-password-typed-here")).unwrap_err();
+        assert!(bad.contains("SKIFF_SECRETS_KEY must be 32 bytes"), "{bad}");
+        assert!(!bad.contains("password-typed-here"), "{bad}");
     }
 }

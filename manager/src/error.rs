@@ -21,6 +21,9 @@ pub enum ApiError {
     Forbidden { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// A 404 with its own code (`version_not_found`, `secret_not_found`).
+    #[error("{message}")]
+    NotFoundCode { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
@@ -64,6 +67,7 @@ impl ApiError {
             Self::BadRequest { code, .. }
             | Self::Forbidden { code, .. }
             | Self::Conflict { code, .. }
+            | Self::NotFoundCode { code, .. }
             | Self::Unavailable { code, .. } => code,
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
@@ -91,6 +95,16 @@ impl From<StoreError> for ApiError {
                     message: "the database is unavailable; try again shortly".into(),
                 }
             }
+            e @ StoreError::QuotaExceeded { .. } => Self::Forbidden {
+                code: "quota_exceeded",
+                message: e.to_string(),
+            },
+            StoreError::BadConfig(e) => Self::bad_request("invalid_config", e.to_string()),
+            StoreError::NotFound(m) => Self::NotFound(m),
+            StoreError::NoRollbackTarget(m) => Self::Conflict {
+                code: "no_previous_version",
+                message: m,
+            },
             // A lock conflict that outlived the store's own retries: nothing was
             // written, and the client may simply try again.
             StoreError::Deadlock => Self::Unavailable {
@@ -106,6 +120,22 @@ impl From<FunctionsError> for ApiError {
     fn from(e: FunctionsError) -> Self {
         match e {
             FunctionsError::NotFound => Self::function_not_found(),
+            FunctionsError::VersionNotFound(message) => Self::NotFoundCode {
+                code: "version_not_found",
+                message,
+            },
+            FunctionsError::SecretNotFound(message) => Self::NotFoundCode {
+                code: "secret_not_found",
+                message,
+            },
+            FunctionsError::NoPreviousVersion(message) => Self::Conflict {
+                code: "no_previous_version",
+                message,
+            },
+            FunctionsError::InvalidConfig(message) => Self::bad_request("invalid_config", message),
+            FunctionsError::InvalidSecretName(message) => {
+                Self::bad_request("invalid_secret_name", message)
+            }
             FunctionsError::Check(CheckError::Unavailable(message)) => Self::Unavailable {
                 code: "checker_unavailable",
                 message,
@@ -148,7 +178,7 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NotFoundCode { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -43,6 +43,12 @@ where
     })
 }
 
+/// `{name}` of a path, whatever other segments the path names.
+#[derive(Deserialize)]
+struct NameSegment {
+    name: String,
+}
+
 /// The caller and the `{name}` of `/func/{name}…`.
 #[derive(Debug, Clone)]
 pub struct NamedInPath {
@@ -56,9 +62,9 @@ impl FromRequest for NamedInPath {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         // Path decoding (and its `400 invalid_path`) stays actix's.
-        let raw = web::Path::<String>::from_request(req, payload);
+        let raw = web::Path::<NameSegment>::from_request(req, payload);
         let both = owner_and_name(req, payload, async move {
-            raw.await.map(|p| Some(p.into_inner()))
+            raw.await.map(|p| Some(p.into_inner().name))
         });
         Box::pin(async move {
             let (owner, name) = both.await?;

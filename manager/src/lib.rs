@@ -12,6 +12,7 @@ pub mod rate_limit;
 pub mod request_log;
 pub mod routes;
 pub mod runtime;
+pub mod secrets_cli;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

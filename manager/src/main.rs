@@ -2,7 +2,7 @@ use clap::{Parser, Subcommand};
 use skiff_core::store::Store;
 use skiff_manager::config::ManagerSettings;
 use skiff_manager::startup::Application;
-use skiff_manager::{telemetry, users_cli};
+use skiff_manager::{secrets_cli, telemetry, users_cli};
 
 /// Skiff manager: users, tokens and functions over HTTP.
 #[derive(Parser)]
@@ -29,6 +29,9 @@ enum Command {
     /// Manage users from the shell
     #[command(subcommand)]
     User(users_cli::UserCommand),
+    /// Manage the key that seals function secrets
+    #[command(subcommand)]
+    Secrets(secrets_cli::SecretsCommand),
     /// Print the Kubernetes objects of one function version as YAML (no database or cluster needed)
     Render(skiff_manager::kube::render::RenderArgs),
     /// Run only the deploy-time checker, answering managers on a Unix socket (in Kubernetes: its
@@ -47,7 +50,7 @@ async fn store(settings: &ManagerSettings) -> anyhow::Result<Store> {
         .ok_or_else(|| anyhow::anyhow!("SKIFF_DATABASE_URL is required"))?;
     let store = Store::connect(url.expose(), 2).await?;
     store.migrate().await?;
-    Ok(store)
+    Ok(store.with_quotas(settings.quotas.clone()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -101,6 +104,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => {
             let store = store(&cli.settings).await?;
             println!("{}", users_cli::run(&store, cmd).await?);
+        }
+        Command::Secrets(cmd) => {
+            let store = store(&cli.settings).await?;
+            let old = cli.settings.secrets_key.as_ref();
+            println!("{}", secrets_cli::run(&store, old, cmd).await?);
         }
     }
     Ok(())

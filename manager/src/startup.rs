@@ -55,6 +55,18 @@ impl Application {
         store: Store,
         runtime: Option<crate::runtime::SharedRuntime>,
     ) -> anyhow::Result<Self> {
+        let store = store.with_quotas(config.quotas.clone());
+        // A wrong key must stop the start: serving with it would hand
+        // functions secrets that do not open. The error names the key's
+        // fingerprint, never the key.
+        store
+            .check_secrets_key(&config.secrets_key, true)
+            .await
+            .context("checking SKIFF_SECRETS_KEY against the database")?;
+        tracing::info!(
+            fingerprint = %config.secrets_key.fingerprint(),
+            "function secrets are sealed with this key"
+        );
         let tokens = TokenKeys::new(&config.jwt_secret, config.token_ttl_secs)
             .context("SKIFF_JWT_SECRET")?;
         let remote = config.checker.checker_socket.is_some();

@@ -60,6 +60,8 @@ impl AppState {
             checker: &self.checker,
             runtime: self.runtime.as_ref(),
             logs: self.logs.as_ref(),
+            policy: &self.config.policy,
+            secrets_key: &self.config.secrets_key,
         }
     }
 }

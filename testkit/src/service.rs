@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// The token secret of every service started here.
 pub const SECRET: &str = "testkit-secret-that-is-long-enough-0123456789";
 
+/// The secrets key (`SKIFF_SECRETS_KEY`) of every service started here.
+pub const SECRETS_KEY: &str = "7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de";
+
 /// How long a service may take to listen (a first `skiff dev` copies Deno).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -50,6 +53,7 @@ impl Launch {
         Launch::new(bin)
             .env("SKIFF_DATABASE_URL", database_url)
             .env("SKIFF_JWT_SECRET", SECRET)
+            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_ALLOW_SIGNUP", "true")
             .env("SKIFF_LISTEN", "127.0.0.1:0")
             .env("SKIFF_DATA_DIR", data_dir)
@@ -66,6 +70,7 @@ impl Launch {
     pub fn router(bin: &str, database_url: &str, data_dir: &Path) -> Launch {
         Launch::new(bin)
             .env("SKIFF_DATABASE_URL", database_url)
+            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
@@ -83,6 +88,7 @@ impl Launch {
         l.unset = &[
             "SKIFF_DATABASE_URL",
             "SKIFF_JWT_SECRET",
+            "SKIFF_SECRETS_KEY",
             "SKIFF_PUBLIC_URL",
             "SKIFF_DATA_DIR",
             "SKIFF_ALLOW_SIGNUP",

@@ -3,9 +3,12 @@
 //! deploy is check → store → runtime here and nowhere else.
 
 pub mod archive;
+pub mod config;
 pub mod logs;
 
+use skiff_core::fnconfig::SettingsPolicy;
 use skiff_core::names::FunctionName;
+use skiff_core::secrets::SecretsKey;
 use std::collections::BTreeMap;
 
 use skiff_core::store::{
@@ -22,6 +25,20 @@ pub enum FunctionsError {
     /// The caller has no function of that name.
     #[error("no such function")]
     NotFound,
+    /// The function exists; the version does not (or was pruned).
+    #[error("{0}")]
+    VersionNotFound(String),
+    /// A rollback with nothing before the live version.
+    #[error("{0}")]
+    NoPreviousVersion(String),
+    /// The function exists; the secret does not.
+    #[error("{0}")]
+    SecretNotFound(String),
+    /// A configuration change breaks a rule (names the field); nothing was written.
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidSecretName(String),
     #[error(transparent)]
     Check(#[from] CheckError),
     #[error(transparent)]
@@ -60,6 +77,8 @@ pub struct Functions<'a> {
     pub(crate) checker: &'a TypeChecker,
     pub(crate) runtime: Option<&'a SharedRuntime>,
     pub(crate) logs: &'a dyn LogSource,
+    pub(crate) policy: &'a SettingsPolicy,
+    pub(crate) secrets_key: &'a SecretsKey,
 }
 
 /// `Some` or the service's `NotFound`: the one look-up-or-404 of every use case.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, functions, health, logs};
+use super::{accounts, config, functions, health, logs};
 
 struct BearerAuth;
 
@@ -42,6 +42,12 @@ impl Modify for BearerAuth {
         functions::code,
         functions::remove,
         logs::logs,
+        config::get_config,
+        config::patch_config,
+        config::put_secret,
+        config::delete_secret,
+        config::rollback,
+        config::version_code,
     ),
     modifiers(&BearerAuth)
 )]

@@ -61,6 +61,8 @@ pub struct VersionDetail {
     pub artifact_sha256: Option<String>,
     pub size: i64,
     pub created_at: String,
+    /// Whether this is the live version (a rollback can make an older one live)
+    pub live: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -85,7 +87,7 @@ pub struct FunctionDetail {
     /// The live version's entry module
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
-    /// Every stored version, oldest first
+    /// Every kept version, oldest first (the oldest are pruned past the versions quota)
     pub versions: Vec<VersionDetail>,
     /// Kubernetes runtime only: where the function's objects stand
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,16 +95,15 @@ pub struct FunctionDetail {
 }
 
 /// Reads the request body, refusing it as soon as it passes `limit` bytes.
-async fn read_source(
+/// `what` names it in the error (never its content).
+pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    what: &str,
 ) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the source is larger than the limit of {limit} bytes"
-        ))
-    };
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("{what} is larger than the limit of {limit} bytes"));
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -178,7 +179,7 @@ pub async fn deploy(
     } else {
         state.config.checker.archive.max_archive_bytes
     };
-    let body = read_source(&req, payload, limit).await?;
+    let body = read_body(&req, payload, limit, "the source").await?;
     let done = state
         .functions()
         .deploy(
@@ -267,6 +268,7 @@ pub async fn info(
             .versions
             .into_iter()
             .map(|v| VersionDetail {
+                live: v.version == f.version,
                 version: v.version,
                 sha256: v.sha256,
                 artifact_sha256: v.artifact_sha256,

@@ -1,6 +1,7 @@
 //! HTTP handlers. They parse, authorise and shape answers; SQL lives in the store.
 
 pub mod accounts;
+pub mod config;
 pub mod docs;
 pub mod functions;
 pub mod health;
@@ -28,6 +29,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/func/{name}/code", "GET").get(functions::code))
         .service(resource("/func/{name}/logs", "GET").get(logs::logs))
+        .service(
+            resource("/func/{name}/config", "GET, PATCH")
+                .get(config::get_config)
+                .patch(config::patch_config),
+        )
+        .service(
+            resource("/func/{name}/secrets/{key}", "PUT, DELETE")
+                .put(config::put_secret)
+                .delete(config::delete_secret),
+        )
+        .service(resource("/func/{name}/rollback", "POST").post(config::rollback))
+        .service(resource("/func/{name}/versions/{version}/code", "GET").get(config::version_code))
         .service(resource("/openapi.json", "GET").get(docs::openapi_json))
         .service(resource("/docs", "GET").get(docs::page));
 }

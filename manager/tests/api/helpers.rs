@@ -14,6 +14,12 @@ use skiff_testkit::{ApiClient, TestBackend, TestDb};
 
 pub use skiff_testkit::PASSWORD;
 pub use skiff_testkit::SECRET;
+pub use skiff_testkit::SECRETS_KEY;
+
+/// The manager's secrets key of the tests.
+pub fn secrets_key() -> skiff_core::secrets::SecretsKey {
+    skiff_core::secrets::SecretsKey::parse(SECRETS_KEY).unwrap()
+}
 
 /// The manager, and a client of its API (its calls through `Deref`).
 pub struct TestApp {
@@ -24,6 +30,8 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// The running manager's shared state (rate-limit table sizes).
     pub state: actix_web::web::Data<AppState>,
+    /// The database's URL (a second manager, or the binary, on the same one).
+    pub db_url: String,
     _db: TestDb,
 }
 
@@ -40,6 +48,8 @@ pub struct Options {
     pub rate_limit_max_keys: usize,
     /// `SKIFF_TRUSTED_PROXIES`
     pub trusted_proxies: &'static str,
+    /// The operator's quotas (`SKIFF_QUOTA_*`)
+    pub quotas: skiff_core::fnconfig::Quotas,
 }
 
 impl Default for Options {
@@ -54,6 +64,7 @@ impl Default for Options {
             register_limit_per_addr: 10_000,
             rate_limit_max_keys: 20_000,
             trusted_proxies: "",
+            quotas: skiff_core::settings::defaults().unwrap(),
         }
     }
 }
@@ -82,6 +93,8 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
     config.register_limit_per_addr = opts.register_limit_per_addr;
     config.rate_limit_max_keys = opts.rate_limit_max_keys;
     config.trusted_proxies = opts.trusted_proxies.parse().expect("trusted proxies");
+    config.secrets_key = secrets_key();
+    config.quotas = opts.quotas;
     let app = Application::build(config).await.expect("build app");
     let client = reqwest::Client::new();
     let api = ApiClient::with_http(format!("http://127.0.0.1:{}", app.port()), client.clone());
@@ -94,6 +107,7 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
         store,
         data_dir,
         state,
+        db_url: db.url.clone(),
         _db: db,
     }
 }

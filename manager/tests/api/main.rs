@@ -3,6 +3,7 @@
 
 mod accounts;
 mod checker_sandbox;
+mod config;
 mod functions;
 mod helpers;
 mod hostile;
