@@ -18,6 +18,7 @@ pub mod server;
 pub mod state;
 pub mod tunnel;
 mod uds;
+pub mod user_limits;
 pub mod ws_frame;
 
 use std::net::SocketAddr;
