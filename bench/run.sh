@@ -7,7 +7,7 @@
 #                               bench/out/quick.md and bench/out/quick.json
 #
 # Options: --no-perf (skip the perf and callgrind profiles in a full run);
-# --only=PHASE,... (full sizes, only these phases after setup, e.g. --only=callgrind
+# --only=PHASE,... or --only PHASE,... (full sizes, only these phases after setup, e.g. --only=callgrind
 # or --only="cold start,cold start anatomy"; writes bench/out/only.{md,json}).
 # As root the run is started with nice -n -10 (BENCH_NICE=no to not).
 # Builds the release binaries (CARGO_TARGET_DIR is honoured), installs wrk, HAProxy
@@ -21,11 +21,18 @@ root=$(pwd)
 mode=full
 perf=auto
 only=
-for arg in "$@"; do
+while [ $# -gt 0 ]; do
+    arg=$1
+    shift
     case "$arg" in
         --quick) mode=quick ;;
         --no-perf) perf=no ;;
         --only=*) only=${arg#--only=} ;;
+        --only)
+            [ $# -gt 0 ] || { echo "bench/run.sh: --only needs a phase" >&2; exit 64; }
+            only=$1
+            shift
+            ;;
         -h | --help)
             sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0

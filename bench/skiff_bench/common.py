@@ -19,6 +19,7 @@ MODES = {
         users=100, functions=1000, burst=50, warm=100,
         profile_secs=5, anatomy_starts=20, check_runs=3, callgrind_secs=10,
         deps_cold=5, deps_warm=10,
+        noisy_secs=12, noisy_rate=200, noisy_conns=256,
     ),
     "quick": dict(
         wrk_duration="2s", wrk_warmup="1s", rounds=1,
@@ -28,6 +29,7 @@ MODES = {
         users=5, functions=50, burst=10, warm=10,
         profile_secs=0, anatomy_starts=3, check_runs=1, callgrind_secs=0,
         deps_cold=1, deps_warm=1,
+        noisy_secs=3, noisy_rate=200, noisy_conns=256,
     ),
 }
 
@@ -42,6 +44,8 @@ TARGETS = {
     "rss_per_instance_mb": ("<=", 40.0),
     "burst_errors": ("<=", 0),
     "burst_p95_ms": ("<=", 1000.0),
+    "noisy_b_errors": ("<=", 0),
+    "noisy_p99_ratio": ("<=", 3.0),
 }
 
 PASSWORD = "bench password 1"

@@ -141,4 +141,27 @@ def figures(results, cfg):
                  "CPU s of the new instances": (b.get("cpu") or {}).get("instances_cpu_s"),
                  "router CPU s": (b.get("cpu") or {}).get("router_cpu_s")},
                 target_key="burst_p95_ms", cmd=cc, unit="ms")
+    nn = (raw.get("noisy_neighbour") or {}).get("configs") or {}
+    on, off = nn.get("on"), nn.get("off")
+    if on and off:
+        cc = [x for k in ("on", "off") for x in
+              c.get(f"noisy_{k}_b_alone", []) + c.get(f"noisy_{k}_flood", [])
+              + c.get(f"noisy_{k}_b_flood", [])]
+        rate = raw["noisy_neighbour"]["rate"]
+
+        def errs(b):
+            return b["errors"] + b["non_2xx"]
+
+        add("7a", f"Noisy neighbour: B's failed requests at {rate} req/s while A floods, "
+            "per-user rate limit on", errs(on["b_flood"]),
+            {"limit off": errs(off["b_flood"])}, target_key="noisy_b_errors", cmd=cc)
+        add("7b", f"Noisy neighbour: B's p99 while A floods ÷ B alone (ms), limit on",
+            on["b_flood"]["latency_ms"]["p99"],
+            {"B alone": on["b_alone"]["latency_ms"]["p99"],
+             "limit off: under flood": off["b_flood"]["latency_ms"]["p99"],
+             "limit off: alone": off["b_alone"]["latency_ms"]["p99"]},
+            on["p99_ratio"], "noisy_p99_ratio", cc, "ms")
+        add("7c", "Noisy neighbour: A's answers per second, 2xx (limit on)", on["a"]["ok_rps"],
+            {"all (mostly 429)": on["a"]["rps"], "limit off: 2xx": off["a"]["ok_rps"],
+             "limit off: all": off["a"]["rps"]}, cmd=cc, unit="req/s")
     return figs

@@ -267,6 +267,62 @@ def check_anatomy(L, res, clean):
         L.append("")
 
 
+def noisy_neighbour(L, res, clean):
+    """Tenant B alone and under tenant A's flood, rate limit off and on."""
+    nn = res["raw"].get("noisy_neighbour")
+    if not nn or not nn.get("configs"):
+        return
+    L.append("## Noisy neighbour (issue 13)")
+    L.append("")
+    L.append(f"Tenant A (`/fn/noisya/hello`) is flooded with `wrk -t2 -c{nn['conns']}` for "
+             f"{nn['secs'] + 2} s while tenant B (`/fn/quietb/hello`) is called at a fixed "
+             f"{nn['rate']} req/s for {nn['secs']} s (`loadgen`, from the flood's second second "
+             "on); B alone is the same load without the flood, just before it. Each row is a "
+             "router started for it on the run's database, with the per-user rate limit off "
+             "(`SKIFF_QUOTA_RPS` far above any load) or on (the operator default). CPU is in "
+             "% of one CPU over B's window (the machine has "
+             f"{res['machine'].get('nproc')}); the load tools are wrk and loadgen together.")
+    L.append("")
+    L.append("| rate limit | B | p50 ms | p99 ms | p99.9 ms | max ms | B failed | "
+             "A req/s (2xx / all) | A non-2xx | A sampled | router CPU % | instances CPU % | "
+             "load tools CPU % |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label in ("off", "on"):
+        c = nn["configs"].get(label)
+        if not c:
+            continue
+        name = f"{label} ({c['quota_rps']:,}/s)"
+        for which, b in (("alone", c["b_alone"]), ("A floods", c["b_flood"])):
+            lat = b["latency_ms"]
+            row = [name, which, fmt(lat["p50"]), fmt(lat["p99"]), fmt(lat["p999"]),
+                   fmt(lat["max"]), fmt(b["errors"] + b["non_2xx"])]
+            if which == "alone":
+                row += ["–", "–", "–", "–", "–", fmt(c["cpu"].get("loadgen_alone_pct"))]
+            else:
+                a, cpu = c["a"], c["cpu"]
+                sampled = ", ".join(f"{k}: {v}" for k, v in sorted(c["a_sampled"].items()))
+                row += [f"{fmt(a['ok_rps'], 'req/s')} / {fmt(a['rps'], 'req/s')}",
+                        fmt(a["non_2xx"]), sampled or "–", fmt(cpu["router_pct"]),
+                        fmt(cpu["instances_pct"]), fmt(cpu["load_tools_pct"])]
+            L.append("| " + " | ".join(row) + " |")
+    L.append("")
+    ratios = [f"limit {k} {c['p99_ratio']:.2f}" for k, c in nn["configs"].items()
+              if c.get("p99_ratio") is not None]
+    L.append("B's p99 under the flood ÷ B's p99 alone (target ≤ 3): " + "; ".join(ratios) + ".")
+    L.append("")
+    L.append("Commands:")
+    L.append("")
+    for label in ("off", "on"):
+        for k in (f"noisy_{label}_b_alone", f"noisy_{label}_flood", f"noisy_{label}_b_flood"):
+            for cmd in res["commands"].get(k, []):
+                L.append(f"    {clean(cmd)}")
+    L.append("")
+    notes = HERE / "noisy_findings.md"
+    if notes.exists() and res["mode"] != "quick":
+        L.append(notes.read_text().rstrip())
+        L.append("")
+
+
 def findings(L, res):
     """The hand-written analysis (bench/findings.md), in a full run."""
     quick = res["mode"] == "quick"
@@ -295,5 +351,6 @@ def report_markdown(res, args):
     callgrind(L, res, clean)
     cold_anatomy(L, res, clean)
     check_anatomy(L, res, clean)
+    noisy_neighbour(L, res, clean)
     findings(L, res)
     return "\n".join(L) + "\n"

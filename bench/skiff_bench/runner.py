@@ -17,6 +17,7 @@ from .instances import phase_burst, phase_warm
 from .latency import phase_latency
 from .machine import versions
 from .many import phase_many
+from .noisy import phase_noisy_neighbour
 from .procfs import vm_rss_kb
 from .profile_perf import phase_profile
 from .report import report_markdown
@@ -39,6 +40,7 @@ PHASES = [
     ("many functions", phase_many),
     ("burst from zero", phase_burst),
     ("warm instances", phase_warm),
+    ("noisy_neighbour", phase_noisy_neighbour),
 ]
 STOP_AFTER_FAILURE = ("setup", "many functions")
 

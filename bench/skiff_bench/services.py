@@ -29,7 +29,7 @@ def start_manager(run, name, db, router_port, deno, extra_env=None):
     return api
 
 
-def start_router(run, name, port, idle_secs, db):
+def start_router(run, name, port, idle_secs, db, extra_env=None):
     """A router on `db` listening on `port`; returns its process."""
     data = run.work / name
     env = {
@@ -39,6 +39,7 @@ def start_router(run, name, port, idle_secs, db):
         "SKIFF_DENO": run.deno,
         "SKIFF_IDLE_TIMEOUT_SECS": str(idle_secs),
         "RUST_LOG": "warn",
+        **(extra_env or {}),
     }
     p = run.procs.start(name, [run.args.router], env=env)
     wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=p)

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use skiff_core::fnconfig::Quotas;
 pub use skiff_core::runtime_kind::RuntimeKind;
 use skiff_core::secret::Secret;
 use skiff_core::trusted_proxies::TrustedProxies;
@@ -105,6 +106,10 @@ pub struct RouterSettings {
     /// runtime, whose function instances share the machine; all with kubernetes]
     #[arg(long, env = "SKIFF_ROUTER_THREADS")]
     pub threads: Option<usize>,
+    /// Per-user quotas; the router applies `rps` (the others are the
+    /// manager's, and the process runtime's instances)
+    #[command(flatten)]
+    pub quotas: Quotas,
 }
 
 impl RouterSettings {
@@ -167,6 +172,8 @@ pub struct RouterConfig {
     /// Idle timeout and maximum lifetime of an upgraded (WebSocket) connection.
     pub ws_idle: Duration,
     pub ws_max: Duration,
+    /// The operator's per-user quotas (overridden per user from the store).
+    pub quotas: Quotas,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +250,7 @@ impl RouterSettings {
             client_share_percent: self.client_share_percent,
             ws_idle: Duration::from_secs(self.ws_idle_secs),
             ws_max: Duration::from_secs(self.ws_max_secs),
+            quotas: self.quotas,
         }
     }
 }
@@ -289,6 +297,7 @@ mod tests {
         assert_eq!(c.client_share_percent, 50);
         assert_eq!(c.ws_idle, Duration::from_secs(300));
         assert_eq!(c.ws_max, Duration::from_secs(3600));
+        assert_eq!(c.quotas.rps, 1000);
         let defaults = RouterConfig::new(PathBuf::from("./.skiff"));
         assert_eq!(
             format!("{defaults:?}"),
@@ -314,6 +323,8 @@ mod tests {
             "7",
             "--ws-max-secs",
             "60",
+            "--rps",
+            "7",
         ])
         .unwrap();
         assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
@@ -322,6 +333,7 @@ mod tests {
         assert_eq!(c.body_read_timeout, Duration::from_secs(3));
         assert_eq!(c.ws_idle, Duration::from_secs(7));
         assert_eq!(c.ws_max, Duration::from_secs(60));
+        assert_eq!(c.quotas.rps, 7);
 
         for bad in [
             &["--trusted-proxies", "10.0.0.0/33"][..],

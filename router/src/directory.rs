@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::store::{LiveFunction, Store};
 
+use crate::user_limits::UserLimitsTable;
+
 /// One live function as the data plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRef {
@@ -67,6 +69,12 @@ impl Directory {
     pub fn lookup(&self, user: &str, name: &str) -> Option<Arc<FunctionRef>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         map.get(user)?.get(name).cloned()
+    }
+
+    /// Whether `user` has a live function.
+    pub fn has_user(&self, user: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(user)
     }
 
     pub fn len(&self) -> usize {
@@ -172,6 +180,7 @@ const KEEP_CHANGES: Duration = Duration::from_secs(3600);
 pub struct Syncer {
     store: Store,
     directory: Arc<Directory>,
+    user_limits: Arc<UserLimitsTable>,
     cursor: i64,
     seen: BTreeSet<i64>,
     last_full: Instant,
@@ -187,10 +196,12 @@ impl Syncer {
     pub async fn load(
         store: Store,
         directory: Arc<Directory>,
+        user_limits: Arc<UserLimitsTable>,
     ) -> anyhow::Result<(Self, Vec<Update>)> {
         let mut s = Self {
             store,
             directory,
+            user_limits,
             cursor: 0,
             seen: BTreeSet::new(),
             last_full: Instant::now(),
@@ -207,6 +218,7 @@ impl Syncer {
         // polled again, which is harmless since applying a change is idempotent.
         let cursor = self.store.last_change_id().await?;
         let all = self.store.all_live_functions().await?;
+        self.user_limits.reload_all(&self.store).await?;
         self.cursor = cursor;
         self.seen.clear();
         self.read_window = None;
@@ -258,12 +270,21 @@ impl Syncer {
         let changes = self.store.changes_since(low, 10_000).await?;
         self.read_window = Some((low, count, newest));
         let mut touched = BTreeSet::new();
+        let mut limits_changed = BTreeSet::new();
         for c in changes {
             if c.id <= low || !self.seen.insert(c.id) {
                 continue;
             }
             self.cursor = self.cursor.max(c.id);
-            touched.insert((c.user, c.function));
+            // An empty function name: that user's limits changed.
+            if c.function.is_empty() {
+                limits_changed.insert(c.user);
+            } else {
+                touched.insert((c.user, c.function));
+            }
+        }
+        for user in limits_changed {
+            self.user_limits.reload_user(&self.store, &user).await?;
         }
         let floor = self.cursor - REREAD_IDS;
         self.seen.retain(|id| *id > floor);

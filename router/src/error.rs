@@ -40,6 +40,10 @@ pub enum RouterError {
     /// One client address already holds its share of the function's concurrency.
     #[error("this client already has {0} requests in flight to this function; retry shortly")]
     ClientBusy(usize),
+    /// The function's owner is over their requests per second; retry after
+    /// this many seconds.
+    #[error("this user's functions are over their request rate; retry after {0} s")]
+    RateLimited(u64),
     #[error("the function could not be started")]
     StartFailed(#[source] StartError),
     #[error("the function did not answer within {} s", .0.as_secs())]
@@ -55,7 +59,9 @@ impl RouterError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Busy | Self::ClientBusy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Busy | Self::ClientBusy(_) | Self::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
@@ -69,7 +75,7 @@ impl RouterError {
             Self::BodyTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Busy => "too_many_requests",
-            Self::ClientBusy(_) => "rate_limited",
+            Self::ClientBusy(_) | Self::RateLimited(_) => "rate_limited",
             Self::StartFailed(_) => "function_unavailable",
             Self::Timeout(_) => "function_timeout",
             Self::BadGateway => "bad_gateway",
@@ -79,6 +85,9 @@ impl RouterError {
 
 impl RouterError {
     pub fn into_response(self) -> Response<ProxyBody> {
+        if let RouterError::RateLimited(secs) = self {
+            return rate_limited(secs);
+        }
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut r = json(self.status(), body.to_string());
         if matches!(self, RouterError::Busy | RouterError::ClientBusy(_)) {
@@ -87,6 +96,21 @@ impl RouterError {
         }
         r
     }
+}
+
+/// The 429 of a user over their rate. A flood of these is the expected case,
+/// so the body is a constant (no formatting, no JSON building).
+fn rate_limited(retry_after_secs: u64) -> Response<ProxyBody> {
+    const BODY: &str = r#"{"error":{"code":"rate_limited","message":"this user's functions are over their request rate; retry after the Retry-After delay"}}"#;
+    let mut r = Response::new(crate::body::full(BODY));
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    r
 }
 
 impl From<StartError> for RouterError {

@@ -1,8 +1,8 @@
 //! The Skiff router: the public data plane (see README.md, "Router").
 
 // Layers, lowest first; each imports only from those above it in this list:
-// body, error, ws_frame → tunnel → directory → runtime (trait) → process, kubernetes (its
-// implementations) → limits, state → proxy → server → this file.
+// body, error, ws_frame → tunnel → user_limits → directory → runtime (trait) → process, kubernetes (its
+// implementations) → limits, user_rate, state → proxy → server → this file.
 pub mod body;
 mod client_body;
 pub mod config;
@@ -18,6 +18,8 @@ pub mod server;
 pub mod state;
 pub mod tunnel;
 mod uds;
+pub mod user_limits;
+pub mod user_rate;
 pub mod ws_frame;
 
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use process::ProcessRuntime;
 use runtime::Runtime;
 use server::stopped;
 use state::RouterState;
+use user_limits::UserLimitsTable;
 
 type SyncRequest = tokio::sync::oneshot::Sender<()>;
 
@@ -88,6 +91,7 @@ impl RouterApp {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let port = listener.local_addr()?.port();
+        let user_limits = Arc::new(UserLimitsTable::new(cfg.quotas.clone()));
         let (runtime, process): (Arc<dyn Runtime>, _) = match cfg.runtime {
             RuntimeKind::Process => {
                 let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
@@ -100,12 +104,17 @@ impl RouterApp {
             ),
         };
         let directory = Arc::new(Directory::default());
-        let (syncer, _) = Syncer::load(store, directory.clone())
+        let (syncer, _) = Syncer::load(store, directory.clone(), user_limits.clone())
             .await
             .context("loading the function directory")?;
         tracing::info!(functions = directory.len(), "function directory loaded");
         runtime.sweep(directory.live_ids()).await;
-        let state = Arc::new(RouterState::new(&cfg, directory, runtime));
+        let state = Arc::new(RouterState::with_user_limits(
+            &cfg,
+            directory,
+            runtime,
+            user_limits,
+        ));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {
@@ -164,11 +173,17 @@ impl RouterApp {
                     Some(w) = sync_rx.recv() => waiter = Some(w),
                     _ = stopped(&mut sync_stop) => break,
                 }
+                let mut someone_gone = false;
                 for update in syncer.poll().await {
                     if let directory::Update::Gone { function_id, .. } = &update {
                         sync_state.limits.forget(*function_id);
+                        someone_gone = true;
                     }
                     sync_state.runtime.apply(&update);
+                }
+                if someone_gone {
+                    let directory = &sync_state.directory;
+                    sync_state.user_rate.retain(|u| directory.has_user(u));
                 }
                 if let Some(w) = waiter {
                     let _ = w.send(());

@@ -235,6 +235,11 @@ async fn route(
             .directory
             .lookup(user, name)
             .ok_or(RouterError::NotFound)?;
+        // First, so a user flooding past their rate costs the least possible.
+        state
+            .user_rate
+            .check(&function.user)
+            .map_err(RouterError::RateLimited)?;
         let tail_and_query = match uri.query() {
             Some(q) => PathAndQuery::try_from([tail, "?", q].concat()),
             None => PathAndQuery::try_from(tail),

@@ -12,6 +12,8 @@ use crate::directory::Directory;
 use crate::limits::Limits;
 use crate::runtime::Runtime;
 use crate::tunnel::TunnelLimits;
+use crate::user_limits::UserLimitsTable;
+use crate::user_rate::UserRate;
 
 pub struct RouterState {
     pub directory: Arc<Directory>,
@@ -27,10 +29,25 @@ pub struct RouterState {
     pub response_write_timeout: Duration,
     /// Idle timeout and lifetime of upgraded (WebSocket) connections.
     pub tunnel_limits: TunnelLimits,
+    /// Each user's quotas (kept in step by the directory syncer).
+    pub user_limits: Arc<UserLimitsTable>,
+    /// Requests per second per user.
+    pub user_rate: UserRate,
 }
 
 impl RouterState {
+    /// With the operator's quotas and no per-user override.
     pub fn new(cfg: &RouterConfig, directory: Arc<Directory>, runtime: Arc<dyn Runtime>) -> Self {
+        let user_limits = Arc::new(UserLimitsTable::new(cfg.quotas.clone()));
+        Self::with_user_limits(cfg, directory, runtime, user_limits)
+    }
+
+    pub fn with_user_limits(
+        cfg: &RouterConfig,
+        directory: Arc<Directory>,
+        runtime: Arc<dyn Runtime>,
+        user_limits: Arc<UserLimitsTable>,
+    ) -> Self {
         Self {
             directory,
             limits: Limits::new(
@@ -48,6 +65,8 @@ impl RouterState {
                 idle: cfg.ws_idle,
                 max: cfg.ws_max,
             },
+            user_rate: UserRate::new(user_limits.clone()),
+            user_limits,
         }
     }
 }

@@ -11,6 +11,7 @@ mod hostile_code;
 mod lifecycle;
 mod logs;
 mod os_sandbox;
+mod rate_limits;
 mod recreate;
 mod sandbox;
 mod slow_clients;
