@@ -83,6 +83,25 @@ fn dev_secret(dir: &Path) -> anyhow::Result<Secret> {
     Ok(Secret::new(hex))
 }
 
+/// The key that seals function secrets, made once and kept in the data dir
+/// (mode 0600), like the JWT secret.
+fn dev_secrets_key(dir: &Path) -> anyhow::Result<skiff_core::secrets::SecretsKey> {
+    let path = dir.join("secrets-key");
+    if !path.exists() {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(skiff_core::secrets::SecretsKey::generate_hex().as_bytes())?;
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    skiff_core::secrets::SecretsKey::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// The SQLite files hold password hashes: owner only.
 fn restrict_sqlite_files(db: &Path) {
     for suffix in ["", "-wal", "-shm"] {
@@ -150,6 +169,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     rcfg.listen = args.router_addr;
     rcfg.deno = Some(deno.clone());
     rcfg.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
+    rcfg.secrets_key = Some(dev_secrets_key(&data_dir)?);
     let router = RouterApp::build(rcfg, store.clone()).await?;
     let router_port = router.port();
     let router_handle = router.handle();

@@ -5,9 +5,11 @@
 //! request, however hostile, makes the router query the database.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use skiff_core::fnconfig::FunctionSettings;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::store::{LiveFunction, Store};
 
@@ -21,6 +23,26 @@ pub struct FunctionRef {
     /// Of the module the data plane runs (see `LiveFunction`).
     pub sha256: String,
     pub bundled: bool,
+    /// The version's own settings (`None` fields: the operator's defaults).
+    pub settings: FunctionSettings,
+    /// Grows by one each time this router sees a function's live version
+    /// change. Version numbers do not order what is live (a rollback makes an
+    /// older number live again); this does, so the runtime always starts and
+    /// serves what was made live last. Set by the directory.
+    pub generation: i64,
+}
+
+impl FunctionRef {
+    /// The same live version, settings and code (the generation aside).
+    fn same_as(&self, o: &Self) -> bool {
+        self.user == o.user
+            && self.name == o.name
+            && self.function_id == o.function_id
+            && self.version == o.version
+            && self.sha256 == o.sha256
+            && self.bundled == o.bundled
+            && self.settings == o.settings
+    }
 }
 
 type Map = HashMap<UserName, HashMap<FunctionName, Arc<FunctionRef>>>;
@@ -28,6 +50,7 @@ type Map = HashMap<UserName, HashMap<FunctionName, Arc<FunctionRef>>>;
 #[derive(Default)]
 pub struct Directory {
     map: RwLock<Map>,
+    generations: AtomicI64,
 }
 
 /// What a sync changed, for the runtime to act on (pre-start or stop instances).
@@ -54,6 +77,8 @@ fn fref(user: &str, name: &str, live: LiveFunction) -> Option<Arc<FunctionRef>> 
             version: live.version,
             sha256: live.sha256,
             bundled: live.bundled,
+            settings: live.settings,
+            generation: 0,
         })),
         _ => {
             tracing::warn!(user = %user.escape_debug(), function = %name.escape_debug(),
@@ -87,8 +112,25 @@ impl Directory {
             .collect()
     }
 
+    /// `f` as the directory keeps it: the entry it replaces when nothing
+    /// changed, else with the next generation.
+    fn stamp(&self, old: Option<&Arc<FunctionRef>>, f: Arc<FunctionRef>) -> Arc<FunctionRef> {
+        match old {
+            Some(o) if o.same_as(&f) => o.clone(),
+            _ => {
+                let mut f = Arc::unwrap_or_clone(f);
+                f.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                Arc::new(f)
+            }
+        }
+    }
+
     fn set(&self, user: &str, name: &str, f: Option<Arc<FunctionRef>>) -> Vec<Update> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let f = f.map(|f| {
+            let old = map.get(user).and_then(|n| n.get(name));
+            self.stamp(old, f)
+        });
         let old = match &f {
             Some(f) => map
                 .entry(f.user.clone())
@@ -109,15 +151,16 @@ impl Directory {
     /// Replaces the whole map with `all`, returning what differs.
     pub(crate) fn replace_all(&self, all: Vec<(String, String, LiveFunction)>) -> Vec<Update> {
         let mut fresh: Map = HashMap::new();
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for (user, name, live) in all {
             if let Some(f) = fref(&user, &name, live) {
+                let f = self.stamp(map.get(&f.user).and_then(|n| n.get(&f.name)), f);
                 fresh
                     .entry(f.user.clone())
                     .or_default()
                     .insert(f.name.clone(), f);
             }
         }
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let mut updates = Vec::new();
         for (user, names) in map.iter() {
             for (name, old) in names {
@@ -315,6 +358,28 @@ mod tests {
         assert_eq!(d.len(), 2);
     }
 
+    /// A rollback makes an older version number live: the generation still
+    /// grows, so the runtime knows it is the newest thing to run.
+    #[test]
+    fn every_change_of_the_live_version_gets_a_newer_generation() {
+        let d = Directory::default();
+        let mut last = 0;
+        for v in [1, 2, 1, 2, 1] {
+            let u = d.set("alice", "a", fref("alice", "a", live(1, v)));
+            let f = d.lookup("alice", "a").unwrap();
+            assert_eq!(u, vec![Update::Live(f.clone())]);
+            assert_eq!(f.version, v);
+            assert!(f.generation > last);
+            last = f.generation;
+        }
+        // A full reload of the same thing keeps the generation.
+        assert!(
+            d.replace_all(vec![("alice".into(), "a".into(), live(1, 1))])
+                .is_empty()
+        );
+        assert_eq!(d.lookup("alice", "a").unwrap().generation, last);
+    }
+
     #[test]
     fn set_is_idempotent() {
         let d = Directory::default();
@@ -333,17 +398,16 @@ mod tests {
         let d = Directory::default();
         d.set("alice", "a", fref("alice", "a", live(1, 3)));
         let u = d.set("alice", "a", fref("alice", "a", live(9, 1)));
+        assert_eq!(u.len(), 2, "{u:?}");
         assert_eq!(
-            u,
-            vec![
-                Update::Gone {
-                    user: UserName::parse("alice").unwrap(),
-                    name: FunctionName::parse("a").unwrap(),
-                    function_id: 1
-                },
-                Update::Live(fref("alice", "a", live(9, 1)).unwrap()),
-            ]
+            u[0],
+            Update::Gone {
+                user: UserName::parse("alice").unwrap(),
+                name: FunctionName::parse("a").unwrap(),
+                function_id: 1
+            }
         );
+        assert!(matches!(&u[1], Update::Live(f) if f.function_id == 9 && f.version == 1));
         let u = d.replace_all(vec![("alice".into(), "a".into(), live(10, 1))]);
         assert_eq!(u.len(), 2, "{u:?}");
         assert!(matches!(&u[0], Update::Gone { function_id: 9, .. }));

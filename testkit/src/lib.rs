@@ -22,7 +22,7 @@ mod service;
 pub use api::{ApiClient, PASSWORD, status_and_code};
 pub use db::{MYSQL_ENV, TestBackend, TestDb, mysql_server_url};
 pub use mariadb::PrivateMariaDb;
-pub use service::{Launch, SECRET, Service};
+pub use service::{Launch, SECRET, SECRETS_KEY, Service};
 
 /// Runs each listed `async fn(TestBackend)` once per backend, as tests
 /// `sqlite::<name>` and `mysql::<name>`. With a leading `multi_thread;` the

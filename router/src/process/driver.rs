@@ -3,6 +3,10 @@
 //! it returns are carried out after the lock is released. Requests that must
 //! wait for a start wait on the function's change signal, not on a timer.
 //!
+//! The machine's "versions" are the directory's generations
+//! (`FunctionRef::generation`), which order what was made live, rollbacks
+//! included; the spawner starts the real version the reference names.
+//!
 //! Generic over the `Spawner`, so the whole driver (concurrent requests, exits,
 //! deploys, deletes) is tested with fake instances and no Deno.
 
@@ -84,7 +88,7 @@ impl<T: Managed> Entry<T> {
     }
 
     fn see(&mut self, f: &Arc<FunctionRef>) {
-        if f.version > self.newest.version {
+        if f.generation > self.newest.generation {
             self.newest = f.clone();
         }
     }
@@ -151,7 +155,7 @@ impl<S: Spawner> Functions<S> {
                     let id = i.0.id();
                     e.machine.exited(id);
                 }
-                let (answer, actions) = e.machine.want(f.version, Instant::now());
+                let (answer, actions) = e.machine.want(f.generation, Instant::now());
                 if let Want::Use(i) = &answer {
                     return Ok(take(&i.0));
                 }
@@ -277,7 +281,7 @@ impl<S: Spawner> Functions<S> {
                     }
                 };
                 if known {
-                    let v = f.version;
+                    let v = f.generation;
                     self.event(f.function_id, |m| m.deployed(v));
                 }
             }
@@ -296,6 +300,8 @@ impl<S: Spawner> Functions<S> {
                         version: 0,
                         sha256: String::new(),
                         bundled: true,
+                        settings: Default::default(),
+                        generation: 0,
                     }))
                 });
                 self.event(*function_id, Machine::deleted);
@@ -447,6 +453,9 @@ mod tests {
             version,
             sha256: String::new(),
             bundled: true,
+            settings: Default::default(),
+            // Tests deploy versions in order: the generation follows them.
+            generation: version,
         })
     }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use skiff_core::layout::Layout;
 use skiff_core::logs::{DEFAULT_MAX_BYTES, LogWriter};
+use skiff_core::secrets::SecretsKey;
 use skiff_core::store::Store;
 
 use super::driver::Spawner;
@@ -17,7 +18,7 @@ use super::instance::{self, Instance, SpawnSpec};
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::Sandbox;
 use super::{files, host_addrs};
-use crate::config::RouterConfig;
+use crate::config::{FunctionDefaults, RouterConfig};
 use crate::directory::FunctionRef;
 use crate::error::StartError;
 use crate::runtime::BoxFuture;
@@ -27,7 +28,9 @@ pub struct DenoSpawner {
     layout: Layout,
     store: Store,
     instances_dir: PathBuf,
-    heap_mb: u32,
+    defaults: FunctionDefaults,
+    /// Opens the secrets an instance starts with.
+    key: SecretsKey,
     deny_net: String,
     runtime_files: RuntimeFiles,
     start_timeout: std::time::Duration,
@@ -37,6 +40,17 @@ pub struct DenoSpawner {
 
 impl DenoSpawner {
     pub async fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Self> {
+        let key = cfg.secrets_key.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "SKIFF_SECRETS_KEY is required with the process runtime (the key the manager seals secrets with)"
+            )
+        })?;
+        // A wrong key would only show when a function with secrets starts:
+        // refuse to run instead (the error names the key's fingerprint only).
+        store
+            .check_secrets_key(&key, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("SKIFF_SECRETS_KEY: {e}"))?;
         let sandbox = Arc::new(Sandbox::detect(cfg, deno)?);
         {
             let s = sandbox.clone();
@@ -71,7 +85,8 @@ impl DenoSpawner {
             layout: Layout::new(&cfg.data_dir),
             store,
             instances_dir,
-            heap_mb: cfg.heap_mb,
+            defaults: cfg.function_defaults(),
+            key,
             deny_net,
             runtime_files,
             start_timeout: cfg.start_timeout,
@@ -95,18 +110,31 @@ impl DenoSpawner {
             .await
             .map_err(|e| StartError::Host(format!("{e:#}")))?
             .ok_or(StartError::Gone)?;
+        // The version's env and secrets, read with its code on a cold start
+        // (never on a warm request's path).
+        let config = self
+            .store
+            .instance_config(f.function_id, f.version)
+            .await
+            .map_err(|e| StartError::Host(format!("reading the configuration: {e}")))?
+            .ok_or(StartError::Gone)?;
+        let env = config
+            .open(&self.key, f.function_id)
+            .map_err(StartError::Host)?;
+        let settings = self.defaults.effective(&f.settings);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let spec = SpawnSpec {
             sandbox: &self.sandbox,
             instances_dir: &self.instances_dir,
-            heap_mb: self.heap_mb,
+            heap_mb: settings.heap_mb,
+            memory_mb: settings.memory_mb,
             deny_net: &self.deny_net,
             runtime: &self.runtime_files,
             start_timeout: self.start_timeout,
             log: self.log_for(f.function_id),
         };
         let started = Instant::now();
-        let inst = instance::spawn(&spec, f.clone(), id, &code_dir).await?;
+        let inst = instance::spawn(&spec, f.clone(), id, &code_dir, env).await?;
         tracing::debug!(user = %f.user, function = %f.name, version = f.version, instance = id,
             ms = started.elapsed().as_secs_f64() * 1e3, "instance ready");
         Ok(inst)
