@@ -13,6 +13,8 @@ use skiff_core::fnconfig::FunctionSettings;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::store::{LiveFunction, Store};
 
+use crate::user_limits::UserLimitsTable;
+
 /// One live function as the data plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRef {
@@ -223,6 +225,8 @@ pub struct Syncer {
     /// `(low, count, newest)` of the change window as it was before the last
     /// read from `low`: while it is unchanged, nothing new has committed.
     read_window: Option<(i64, i64, i64)>,
+    /// Reloaded with every full reload and on a user-limits change row.
+    user_limits: Option<Arc<UserLimitsTable>>,
 }
 
 impl Syncer {
@@ -240,12 +244,23 @@ impl Syncer {
             last_prune: Instant::now(),
             failing: false,
             read_window: None,
+            user_limits: None,
         };
         let updates = s.full_reload().await?;
         Ok((s, updates))
     }
 
+    /// Keeps `table` in step with the users' limits from now on (loading it now).
+    pub async fn keep_user_limits(&mut self, table: Arc<UserLimitsTable>) -> anyhow::Result<()> {
+        table.reload(&self.store).await?;
+        self.user_limits = Some(table);
+        Ok(())
+    }
+
     async fn full_reload(&mut self) -> anyhow::Result<Vec<Update>> {
+        if let Some(t) = &self.user_limits {
+            t.reload(&self.store).await?;
+        }
         // The cursor is read first: a change made during the snapshot is then
         // polled again, which is harmless since applying a change is idempotent.
         let cursor = self.store.last_change_id().await?;
@@ -301,12 +316,21 @@ impl Syncer {
         let changes = self.store.changes_since(low, 10_000).await?;
         self.read_window = Some((low, count, newest));
         let mut touched = BTreeSet::new();
+        let mut limits_changed = false;
         for c in changes {
             if c.id <= low || !self.seen.insert(c.id) {
                 continue;
             }
             self.cursor = self.cursor.max(c.id);
-            touched.insert((c.user, c.function));
+            // An empty function name: that user's limits changed.
+            if c.function.is_empty() {
+                limits_changed = true;
+            } else {
+                touched.insert((c.user, c.function));
+            }
+        }
+        if limits_changed && let Some(t) = &self.user_limits {
+            t.reload(&self.store).await?;
         }
         let floor = self.cursor - REREAD_IDS;
         self.seen.retain(|id| *id > floor);

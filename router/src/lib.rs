@@ -18,6 +18,7 @@ pub mod server;
 pub mod state;
 pub mod tunnel;
 mod uds;
+pub mod user_limits;
 pub mod ws_frame;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use process::ProcessRuntime;
 use runtime::Runtime;
 use server::stopped;
 use state::RouterState;
+use user_limits::UserLimitsTable;
 
 type SyncRequest = tokio::sync::oneshot::Sender<()>;
 
@@ -88,10 +90,12 @@ impl RouterApp {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let port = listener.local_addr()?.port();
+        let user_limits = Arc::new(UserLimitsTable::new(cfg.quota_instances));
         let (runtime, process): (Arc<dyn Runtime>, _) = match cfg.runtime {
             RuntimeKind::Process => {
                 let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
-                let rt = ProcessRuntime::new(&cfg, store.clone(), deno).await?;
+                let rt =
+                    ProcessRuntime::new(&cfg, store.clone(), deno, user_limits.clone()).await?;
                 (rt.clone(), Some(rt))
             }
             RuntimeKind::Kubernetes => (
@@ -100,12 +104,20 @@ impl RouterApp {
             ),
         };
         let directory = Arc::new(Directory::default());
-        let (syncer, _) = Syncer::load(store, directory.clone())
+        let (mut syncer, initial) = Syncer::load(store, directory.clone())
             .await
             .context("loading the function directory")?;
+        syncer
+            .keep_user_limits(user_limits.clone())
+            .await
+            .context("loading the users' limits")?;
         tracing::info!(functions = directory.len(), "function directory loaded");
         runtime.sweep(directory.live_ids()).await;
-        let state = Arc::new(RouterState::new(&cfg, directory, runtime));
+        // What is live now: functions kept warm (min_instances) start.
+        for u in &initial {
+            runtime.apply(u);
+        }
+        let state = Arc::new(RouterState::new(&cfg, directory, runtime, user_limits));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {

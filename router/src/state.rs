@@ -12,6 +12,7 @@ use crate::directory::Directory;
 use crate::limits::Limits;
 use crate::runtime::Runtime;
 use crate::tunnel::TunnelLimits;
+use crate::user_limits::UserLimitsTable;
 
 pub struct RouterState {
     pub directory: Arc<Directory>,
@@ -30,10 +31,17 @@ pub struct RouterState {
     pub response_write_timeout: Duration,
     /// Idle timeout and lifetime of upgraded (WebSocket) connections.
     pub tunnel_limits: TunnelLimits,
+    /// Each user's own limits, kept current by the directory syncer.
+    pub user_limits: Arc<UserLimitsTable>,
 }
 
 impl RouterState {
-    pub fn new(cfg: &RouterConfig, directory: Arc<Directory>, runtime: Arc<dyn Runtime>) -> Self {
+    pub fn new(
+        cfg: &RouterConfig,
+        directory: Arc<Directory>,
+        runtime: Arc<dyn Runtime>,
+        user_limits: Arc<UserLimitsTable>,
+    ) -> Self {
         Self {
             directory,
             limits: Limits::new(cfg.client_share_percent, cfg.queue_wait),
@@ -48,6 +56,7 @@ impl RouterState {
                 idle: cfg.ws_idle,
                 max: cfg.ws_max,
             },
+            user_limits,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use skiff_core::layout::Layout;
 use skiff_core::logs::{DEFAULT_MAX_BYTES, LogWriter};
 use skiff_core::secrets::SecretsKey;
-use skiff_core::store::Store;
+use skiff_core::store::{InstanceConfig, Store};
 
 use super::driver::Spawner;
 use super::instance::{self, Instance, SpawnSpec};
@@ -35,6 +35,12 @@ pub struct DenoSpawner {
     runtime_files: RuntimeFiles,
     start_timeout: std::time::Duration,
     logs: Mutex<HashMap<i64, Arc<LogWriter>>>,
+    /// The last configuration read per (function, version), still sealed: a
+    /// cold start while the database is down uses it (the code is on disk).
+    /// Read from the database first, since a version's secret values can
+    /// change (a rollback restores names with their current values). Memory
+    /// only: secrets never reach the disk.
+    configs: Mutex<HashMap<(i64, i64), Arc<InstanceConfig>>>,
     next_id: AtomicU64,
 }
 
@@ -91,6 +97,7 @@ impl DenoSpawner {
             runtime_files,
             start_timeout: cfg.start_timeout,
             logs: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(first_id),
         })
     }
@@ -112,12 +119,7 @@ impl DenoSpawner {
             .ok_or(StartError::Gone)?;
         // The version's env and secrets, read with its code on a cold start
         // (never on a warm request's path).
-        let config = self
-            .store
-            .instance_config(f.function_id, f.version)
-            .await
-            .map_err(|e| StartError::Host(format!("reading the configuration: {e}")))?
-            .ok_or(StartError::Gone)?;
+        let config = self.instance_config(f).await?;
         let env = config
             .open(&self.key, f.function_id)
             .map_err(StartError::Host)?;
@@ -138,6 +140,29 @@ impl DenoSpawner {
         tracing::debug!(user = %f.user, function = %f.name, version = f.version, instance = id,
             ms = started.elapsed().as_secs_f64() * 1e3, "instance ready");
         Ok(inst)
+    }
+
+    /// `f`'s version's configuration, from the database or (when it cannot be
+    /// reached) as last read.
+    async fn instance_config(&self, f: &FunctionRef) -> Result<Arc<InstanceConfig>, StartError> {
+        let key = (f.function_id, f.version);
+        match self.store.instance_config(f.function_id, f.version).await {
+            Ok(Some(c)) => {
+                let c = Arc::new(c);
+                let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
+                configs.retain(|(fid, _), _| *fid != f.function_id);
+                configs.insert(key, c.clone());
+                Ok(c)
+            }
+            Ok(None) => Err(StartError::Gone),
+            Err(e) => self
+                .configs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| StartError::Host(format!("reading the configuration: {e}"))),
+        }
     }
 
     /// Removes the code and logs of functions that are not live (deleted while
@@ -184,6 +209,10 @@ impl Spawner for DenoSpawner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&function_id);
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(fid, _), _| *fid != function_id);
         let layout = self.layout.clone();
         Box::pin(async move {
             let _ = tokio::task::spawn_blocking(move || {

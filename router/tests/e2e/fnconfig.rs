@@ -369,3 +369,119 @@ async fn rollback_under_load_fails_no_request() {
     );
     assert!(ok > 200, "the load ran: {ok}");
 }
+
+const HOLDS: &str = r#"
+export default async (req: Request) => {
+  if (new URL(req.url).pathname === "/hold") await new Promise((r) => setTimeout(r, 3000));
+  return new Response("here");
+};
+"#;
+
+fn instance_of(s: &Stack, user: &str, name: &str) -> Option<u64> {
+    let fid = s.function_id(user, name);
+    s.handle
+        .process_runtime()?
+        .running()
+        .into_iter()
+        .find(|i| i.function.function_id == fid)
+        .map(|i| i.id)
+}
+
+/// A user at the instance quota: the least recently used idle instance makes
+/// room; with none idle, the start is refused with 403 quota_exceeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_quota_stops_the_lru_idle_instance_or_refuses() {
+    let s = stack(TestBackend::Sqlite).await;
+    let t = s.token("alice").await;
+    // An operator's override for alice, which the router reloads by itself.
+    let store = s.db.store().await;
+    store
+        .set_user_limits(
+            &UserName::parse("alice").unwrap(),
+            &skiff_core::fnconfig::UserLimits {
+                max_instances: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while s.handle.state.user_limits.max_instances("alice") != 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "limits not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each is called as it is deployed: c's start stops a, the least
+    // recently used of the two idle ones.
+    for n in ["a", "b", "c"] {
+        s.deploy_live(&t, "alice", n, HOLDS, "here").await;
+    }
+    assert!(instance_of(&s, "alice", "a").is_none(), "a made room for c");
+    assert!(instance_of(&s, "alice", "b").is_some());
+    assert!(instance_of(&s, "alice", "c").is_some());
+    // b and c both busy: a cannot start.
+    let hold = |n: &'static str| {
+        let (c, url) = (s.client.clone(), s.url("alice", n, "/hold"));
+        tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    let (hb, hc) = (hold("b"), hold("c"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s.get("alice", "a", "/").await;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert_eq!(
+        body["error"]["message"],
+        "quota exceeded: running instances per user is 2"
+    );
+    // Another user is not affected.
+    let tb = s.token("bobby").await;
+    s.deploy_live(&tb, "bobby", "a", HOLDS, "here").await;
+    assert_eq!(hb.await.unwrap().unwrap(), 200);
+    assert_eq!(hc.await.unwrap().unwrap(), 200);
+    // Once they are idle, a gets room again.
+    s.until("alice", "a", |st, _| st == 200).await;
+}
+
+/// A function's own idle timeout stops its instance; min_instances keeps one
+/// running (started as soon as that version is live, without a request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_and_min_instances_are_per_function() {
+    let s = stack(TestBackend::Sqlite).await;
+    let t = s.token("alice").await;
+    s.deploy_live(&t, "alice", "cool", HOLDS, "here").await;
+    s.deploy(&t, "warm", HOLDS).await;
+    change(&s, "alice", "cool", |c| {
+        c.settings.idle_timeout_secs = Some(1)
+    })
+    .await;
+    change(&s, "alice", "warm", |c| {
+        c.settings.idle_timeout_secs = Some(1);
+        c.settings.min_instances = Some(1);
+    })
+    .await;
+    let start = std::time::Instant::now();
+    while s.try_function_id("alice", "warm").is_none() || instance_of(&s, "alice", "warm").is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "warm never started by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.get("alice", "cool", "/").await.status(), 200);
+    while instance_of(&s, "alice", "cool").is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "cool's instance was never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        instance_of(&s, "alice", "warm").is_some(),
+        "the warm instance was stopped"
+    );
+}
