@@ -401,7 +401,7 @@ Deno.test("--probe reports no_handler and module_failed, without host paths", as
   assert.equal(none.json.code, "no_handler");
   assert.match(String(none.json.message), /^no handler: expected a default/);
   assert.equal(threw.json.code, "module_failed");
-  assert.match(String(threw.json.message), /env access/);
+  assert.match(String(threw.json.message), /read access/);
   assert.equal(syntax.json.code, "module_failed");
   assert.match(String(syntax.json.message), /SyntaxError: .*fn\.ts:2:/);
 });
