@@ -4,10 +4,18 @@
 //   deno <flags...> main.ts --module <abs path> --listen unix:<abs path>
 //   deno <flags...> main.ts --module <abs path> --listen tcp:<host>:<port>
 //                           [--health-port <port>] [--health-socket <path>]
+//                           [--env-file <path> | --env-file -]
 //                           [--exit-with-parent [--wait-for-go]]
 //   deno <flags...> main.ts --probe --module <abs path>
 //     imports the module, prints ONE JSON line naming its handler shape (or
 //     why it has none) to stdout and exits 0 without listening.
+//
+// --env-file: a JSON object {"NAME":"value",…}, the function's env and
+// secrets, read before the module is imported; `-` reads it as the FIRST LINE
+// of stdin (then, with --wait-for-go, the go byte follows; stdin stays open
+// as the lifeline). The Deno flags grant --allow-env=<exactly those names>.
+// The function then sees exactly those names through Deno.env.get/has/
+// toObject, node's process.env and the `env` handler argument.
 //
 // Exit codes:
 //   0   clean shutdown after SIGTERM / SIGINT, or stdin closed (--exit-with-parent)
@@ -49,6 +57,7 @@ const StringPrototypeSlice = uncurryThis(String.prototype.slice);
 const StringPrototypeCharCodeAt = uncurryThis(String.prototype.charCodeAt);
 const StringPrototypeStartsWith = uncurryThis(String.prototype.startsWith);
 const JSONStringify = JSON.stringify;
+const JSONParse = JSON.parse;
 const PromiseCtor = Promise;
 const PromisePrototype = Promise.prototype;
 const PromisePrototypeThen = uncurryThis(Promise.prototype.then);
@@ -517,6 +526,8 @@ interface Args {
   waitForGo: boolean;
   /** Only import the module, print its shape as JSON and exit (no listener). */
   probe: boolean;
+  /** Where the function's env comes from: a file, or "-" for stdin's first line. */
+  envFile?: string;
 }
 
 function parsePort(s: string, what: string): number {
@@ -558,7 +569,13 @@ function parseListen(s: string): Listen {
 
 function parseArgs(argv: string[]): Args {
   const values = new Map<string, string>();
-  const known = ["--module", "--listen", "--health-port", "--health-socket"];
+  const known = [
+    "--module",
+    "--listen",
+    "--health-port",
+    "--health-socket",
+    "--env-file",
+  ];
   let exitWithParent = false;
   let waitForGo = false;
   let probe = false;
@@ -608,6 +625,7 @@ function parseArgs(argv: string[]): Args {
     exitWithParent,
     waitForGo: waitForGo && exitWithParent,
     probe,
+    envFile: values.get("--env-file"),
   });
 }
 
@@ -677,37 +695,77 @@ function defineData(
   } as PropertyDescriptor);
 }
 
-// ---- the function's env (Cloudflare-style `env` argument)
+// ---- the function's env
 
-/** [name, value] of each variable named in SKIFF_FN_ENV_NAMES. */
+/** [name, value] of each of the function's env vars and secrets. */
 const fnEnv: [string, string][] = [];
 
 /**
- * Reads the function's env before its module runs. Without env permission
- * (deno-flags.txt has --deny-env) the env is empty; a listed name that cannot
- * be read is logged and skipped.
+ * Takes the function's env (the JSON object of --env-file) before its module
+ * runs: each name is set in the process's env (the flags allow exactly these
+ * names), and `Deno.env` is narrowed to them, so `get`/`has` answer for the
+ * function's names only (others: undefined/false, never the host's),
+ * `toObject()` holds exactly them, and node's `process.env` (which reads
+ * through `Deno.env`) shows the same. A value is never logged.
  */
-function readFnEnv(): void {
-  let names: string | undefined;
+function takeFnEnv(text: string): void {
+  let parsed: unknown;
   try {
-    names = Deno.env.get("SKIFF_FN_ENV_NAMES");
+    parsed = JSONParse(text);
   } catch {
-    return; // no env permission at all: an empty env
+    fatal(EXIT_USAGE, "--env-file: not a JSON object");
   }
-  if (names === undefined) return;
-  let from = 0;
-  while (from <= names.length) {
-    let end = StringPrototypeIndexOf(names, ",", from);
-    if (end < 0) end = names.length;
-    const name = trim(StringPrototypeSlice(names, from, end));
-    from = end + 1;
-    if (name === "") continue;
-    try {
-      const value = Deno.env.get(name);
-      if (value !== undefined) fnEnv[fnEnv.length] = [name, value];
-    } catch {
-      log(`env ${name} is listed in SKIFF_FN_ENV_NAMES but not readable`);
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    fatal(EXIT_USAGE, "--env-file: not a JSON object");
+  }
+  const values = new Map<string, string>();
+  for (const [name, value] of Object.entries(parsed as object)) {
+    if (typeof value !== "string") {
+      fatal(EXIT_USAGE, `--env-file: the value of ${name} is not a string`);
     }
+    try {
+      Deno.env.set(name, value);
+    } catch (e) {
+      fatal(
+        EXIT_USAGE,
+        `--env-file: cannot set ${name}: ${(e as Error).name}`,
+      );
+    }
+    values.set(name, value);
+    fnEnv[fnEnv.length] = [name, value];
+  }
+  narrowDenoEnv(values);
+}
+
+/** `Deno.env` answering from the function's own names only. */
+function narrowDenoEnv(values: Map<string, string>): void {
+  const env = Deno.env as unknown as Record<string, unknown>;
+  const realSet = Deno.env.set.bind(Deno.env);
+  const realDelete = Deno.env.delete.bind(Deno.env);
+  env.get = (name: string): string | undefined => values.get(`${name}`);
+  env.has = (name: string): boolean => values.has(`${name}`);
+  env.toObject = (): Record<string, string> => {
+    const o: Record<string, string> = {};
+    values.forEach((v, k) => defineData(o, k, v, true));
+    return o;
+  };
+  // Allowed only for the function's names (the flags refuse the rest).
+  env.set = (name: string, value: string): void => {
+    realSet(name, value);
+    values.set(`${name}`, `${value}`);
+  };
+  env.delete = (name: string): void => {
+    realDelete(name);
+    values.delete(`${name}`);
+  };
+}
+
+/** The --env-file given as a path. */
+function readEnvFile(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (e) {
+    fatal(EXIT_USAGE, `--env-file: cannot read ${path}: ${(e as Error).name}`);
   }
 }
 
@@ -1425,26 +1483,56 @@ function pathOf(url: string): string {
 
 /**
  * Exits when stdin reaches EOF: the platform holds it open, so EOF means it
- * is gone (even if it was SIGKILLed) and an orphan must not linger.
+ * is gone (even if it was SIGKILLed) and an orphan must not linger. With
+ * `envFirst`, the first line is the function's env (`envLine`); any byte
+ * after it is the go signal, as any byte is without it.
  */
-function watchParent(): Promise<void> {
+function watchParent(
+  envFirst: boolean,
+): { go: Promise<void>; envLine: Promise<string> } {
   let go: () => void = () => {};
   const first = new Promise<void>((resolve) => go = resolve);
-  const buf = new Uint8ArrayCtor(256);
+  let gotEnv: (line: string) => void = () => {};
+  const envLine = new Promise<string>((resolve) => gotEnv = resolve);
+  let pending: Uint8Array[] | undefined = envFirst ? [] : undefined;
+  const buf = new Uint8ArrayCtor(65536);
   // Deno's Stdin.read() asks its buffer for `.length`, which a patched
   // TypedArray prototype would answer.
   ObjectDefineProperty(buf, "length", {
     __proto__: null,
-    value: 256,
+    value: 65536,
   } as PropertyDescriptor);
+  // Runs before the module is imported (the env is awaited first), so the
+  // built-ins it uses are still the originals.
+  const takeLine = (n: number): void => {
+    const chunk = buf.slice(0, n);
+    const nl = chunk.indexOf(10);
+    pending!.push(nl < 0 ? chunk : chunk.subarray(0, nl));
+    if (nl < 0) return;
+    let size = 0;
+    for (const p of pending!) size += p.length;
+    const all = new Uint8ArrayCtor(size);
+    let at = 0;
+    for (const p of pending!) {
+      all.set(p, at);
+      at += p.length;
+    }
+    pending = undefined;
+    gotEnv(new TextDecoder().decode(all));
+    if (nl + 1 < n) go();
+  };
   (async () => {
     try {
-      while ((await stdinRead(buf)) !== null) go();
+      let n: number | null;
+      while ((n = await stdinRead(buf)) !== null) {
+        if (pending !== undefined) takeLine(n);
+        else go();
+      }
     } catch { /* treat errors as EOF */ }
     log("platform gone (stdin closed): exiting");
     exitNow(0);
   })();
-  return first;
+  return { go: first, envLine };
 }
 
 /** Stdout carries only the probe's JSON line: the module's console goes to stderr. */
@@ -1494,7 +1582,10 @@ async function main(): Promise<void> {
   let ready = false;
   // The first byte on stdin is the platform's "go" (--wait-for-go): it has
   // put this process in its cgroup, and the module may run.
-  const go = args.exitWithParent ? watchParent() : Promise.resolve();
+  const parent = args.exitWithParent || args.envFile === "-"
+    ? watchParent(args.envFile === "-")
+    : { go: Promise.resolve(), envLine: Promise.resolve("{}") };
+  const go = parent.go;
   let healthPortServer: Deno.HttpServer | undefined;
   let healthSocketServer: Deno.HttpServer | undefined;
   let mainServer: Deno.HttpServer | undefined;
@@ -1599,9 +1690,15 @@ async function main(): Promise<void> {
 
   // The function's code never runs before the platform says so (after the
   // process has joined its cgroup, which it does while Deno starts).
+  if (args.envFile === "-") {
+    takeFnEnv(await parent.envLine);
+  } else if (args.envFile !== undefined) {
+    takeFnEnv(readEnvFile(args.envFile));
+  } else {
+    narrowDenoEnv(new Map());
+  }
   if (args.waitForGo) await go;
 
-  readFnEnv();
   installHooks();
   let invoke: Invoke;
   let shape: Shape;

@@ -10,6 +10,11 @@
 #   SKIFF_TMP_DIR   (required) the instance's writable dir
 #   SKIFF_DENY_NET  (required, non-empty) comma list for --deny-net
 #   SKIFF_HEAP_MB   (default 128) V8 old-space cap in MiB
+#   SKIFF_ENV_NAMES (optional) comma list of the function's env and secret
+#                   names: --allow-env=<them>; without it --deny-env
+#   SKIFF_ENV_FILE  (optional) the JSON file of their values, readable by the
+#                   runtime; pass `--env-file "$SKIFF_ENV_FILE"` in the
+#                   runtime's arguments too
 #   SKIFF_DENO      (default "deno") the deno executable
 #   SKIFF_SANDBOX   (optional) the sandbox launcher: when set, Deno starts
 #                   through it, confined by Landlock to the dirs above and by
@@ -31,6 +36,10 @@ die() {
 : "${SKIFF_TMP_DIR:?must be set}"
 : "${SKIFF_DENY_NET:?must be set (a non-empty comma list)}"
 heap_mb=${SKIFF_HEAP_MB:-128}
+env_flag=--deny-env
+if [ -n "${SKIFF_ENV_NAMES:-}" ]; then env_flag=--allow-env=$SKIFF_ENV_NAMES; fi
+env_file=''
+if [ -n "${SKIFF_ENV_FILE:-}" ]; then env_file=,$SKIFF_ENV_FILE; fi
 deno=${SKIFF_DENO:-deno}
 
 script_dir=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
@@ -70,6 +79,8 @@ while IFS= read -r line || [ -n "$line" ]; do
   line=$(replace "$line" '{heap_mb}' "$heap_mb")
   line=$(replace "$line" '{deny_net}' "$SKIFF_DENY_NET")
   line=$(replace "$line" '{main}' "$main")
+  line=$(replace "$line" '{env}' "$env_flag")
+  line=$(replace "$line" '{env_file}' "$env_file")
   case $line in
     *'{'*'}'*) die "unknown placeholder in deno-flags.txt: $line" ;;
   esac

@@ -200,9 +200,13 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     rcfg.listen = args.router_addr;
     rcfg.deno = Some(deno.clone());
     rcfg.idle_timeout = std::time::Duration::from_secs(args.policy.idle_timeout_secs.max(1));
-    // TODO(issue #13, router): hand the router `secrets_key`, `policy` and
-    // `quotas` once its config has them (it opens secrets for instances and
-    // applies settings and rate quotas); main's RouterConfig has none yet.
+    rcfg.request_timeout = std::time::Duration::from_secs(args.policy.request_timeout_secs);
+    rcfg.function_concurrency =
+        usize::try_from(args.policy.function_concurrency).unwrap_or(usize::MAX);
+    rcfg.memory_mb = args.policy.memory_mb;
+    rcfg.policy = args.policy.clone();
+    rcfg.quotas = args.quotas.clone();
+    rcfg.secrets_key = Some(secrets_key.clone());
     let router = RouterApp::build(rcfg, store.clone()).await?;
     let router_port = router.port();
     let router_handle = router.handle();

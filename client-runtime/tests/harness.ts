@@ -67,10 +67,12 @@ export interface StartOptions {
   dirPrefix?: string;
   /** don't wait for "listening" (for processes expected to fail) */
   noWait?: boolean;
-  /** the function's env: set in the runtime's environment, listed in
-   * SKIFF_FN_ENV_NAMES, and --deny-env swapped for an --allow-env of those
-   * names (what the platform must do to hand a function its env) */
+  /** the function's env, as the platform hands it over: a JSON file passed
+   * as --env-file (readable by the runtime) and --allow-env of those names;
+   * with `envOnStdin`, `--env-file -` and the JSON as stdin's first line */
   fnEnv?: Record<string, string>;
+  /** give fnEnv on stdin (needs exitWithParent) */
+  envOnStdin?: boolean;
   /** extra variables in the runtime's environment, NOT listed as the
    * function's (they must not reach it) */
   otherEnv?: Record<string, string>;
@@ -84,7 +86,14 @@ export async function flagsFor(
   dirs: Dirs,
   main: string,
 ): Promise<string[]> {
-  const args = await denoArgs({
+  const names = Object.keys(opts.fnEnv ?? {});
+  const file = opts.fnEnv !== undefined && !opts.envOnStdin
+    ? envFilePath(dirs)
+    : undefined;
+  if (file !== undefined) {
+    await Deno.writeTextFile(file, JSON.stringify(opts.fnEnv));
+  }
+  return await denoArgs({
     code_dir: dirs.codeDir,
     write_dirs: opts.extraWriteDirs
       ? `${dirs.tmpDir},${opts.extraWriteDirs}`
@@ -92,20 +101,25 @@ export async function flagsFor(
     heap_mb: "128",
     deny_net: opts.denyNet ?? DENY_NET,
     main,
+    env: names.length > 0 ? `--allow-env=${names.join(",")}` : "--deny-env",
+    env_file: file !== undefined ? `,${file}` : "",
   });
-  if (opts.fnEnv === undefined) return args;
-  const names = ["SKIFF_FN_ENV_NAMES", ...Object.keys(opts.fnEnv)].join(",");
-  return args.map((a) => a === "--deny-env" ? `--allow-env=${names}` : a);
+}
+
+/** Where the env file of `--env-file <path>` goes (outside the write dirs). */
+function envFilePath(dirs: Dirs): string {
+  return `${dirs.runtimeDir}/env.json`;
+}
+
+/** The runtime's --env-file arguments for `opts`. */
+export function envFileArgs(opts: StartOptions, dirs: Dirs): string[] {
+  if (opts.fnEnv === undefined) return [];
+  return ["--env-file", opts.envOnStdin ? "-" : envFilePath(dirs)];
 }
 
 /** The runtime process's environment for `opts`. */
 export function envFor(opts: StartOptions): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1", ...opts.otherEnv };
-  if (opts.fnEnv !== undefined) {
-    Object.assign(env, opts.fnEnv);
-    env.SKIFF_FN_ENV_NAMES = Object.keys(opts.fnEnv).join(",");
-  }
-  return env;
+  return { NO_COLOR: "1", ...opts.otherEnv };
 }
 
 /** Copies main.ts and the fixture (or source) into fresh dirs. */
@@ -329,6 +343,7 @@ export async function start(opts: StartOptions): Promise<Runtime> {
     args.push("--health-port", String(opts.healthPort));
   }
   if (opts.healthSocket) args.push("--health-socket", healthSocket);
+  args.push(...envFileArgs(opts, dirs));
   if (opts.exitWithParent) args.push("--exit-with-parent");
   if (opts.waitForGo) args.push("--wait-for-go");
 
@@ -347,6 +362,7 @@ export async function start(opts: StartOptions): Promise<Runtime> {
     healthSocket,
     opts.exitWithParent,
   );
+  if (opts.envOnStdin) await rt.writeStdin(`${JSON.stringify(opts.fnEnv)}\n`);
   if (!opts.noWait) {
     try {
       await rt.waitForStderr(/^skiff-runtime: listening$/m);

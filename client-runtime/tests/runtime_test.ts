@@ -182,7 +182,7 @@ const LOAD_FAILURES: [string, StartOptions, RegExp][] = [
   [
     "sandbox error at top level",
     { fixture: "top_level_throw.ts" },
-    /env access/,
+    /read access/,
   ],
 ];
 
@@ -252,6 +252,7 @@ Deno.test("sandbox refuses files, env, subprocesses, sys and private networks", 
         "readPasswd",
         "writeCodeDir",
         "env",
+        "envSet",
         "run",
         "sys",
         "listen",

@@ -42,7 +42,7 @@ Deno.test("fetch(req, env, ctx): answers with its status, headers and a streamed
   });
 });
 
-Deno.test("env holds exactly the variables listed in SKIFF_FN_ENV_NAMES, and still carries info.remoteAddr", async () => {
+Deno.test("env holds exactly the function's variables from --env-file, and still carries info.remoteAddr", async () => {
   await withRuntime({
     fixture: "cf_object.ts",
     fnEnv: { API_KEY: "k-123", GREETING: "hi there" },
@@ -55,10 +55,27 @@ Deno.test("env holds exactly the variables listed in SKIFF_FN_ENV_NAMES, and sti
   });
 });
 
-Deno.test("without env permission (deno-flags.txt as shipped) env is an empty object", async () => {
+Deno.test("--env-file - takes the env from stdin's first line, then the go byte, and stdin stays the lifeline", async () => {
   await withRuntime({
     fixture: "cf_object.ts",
-    otherEnv: { SKIFF_FN_ENV_NAMES: "HOME", HOME: "/root" },
+    fnEnv: { API_KEY: "k-\n-1", GREETING: "hi" },
+    envOnStdin: true,
+    exitWithParent: true,
+    noWait: true,
+    waitForGo: true,
+    otherEnv: { HOME: "/root" },
+  }, async (rt) => {
+    await rt.writeStdin("g");
+    await rt.waitForStderr(/^skiff-runtime: listening$/m);
+    const body = await (await rt.fetch("/env")).json();
+    assert.deepEqual(body.env, { API_KEY: "k-\n-1", GREETING: "hi" });
+  });
+});
+
+Deno.test("without an env (--deny-env) env is an empty object and the host's is unreadable", async () => {
+  await withRuntime({
+    fixture: "cf_object.ts",
+    otherEnv: { HOME: "/root" },
   }, async (rt) => {
     const body = await (await rt.fetch("/env")).json();
     assert.deepEqual(body.keys, []);
@@ -384,7 +401,7 @@ Deno.test("--probe reports no_handler and module_failed, without host paths", as
   assert.equal(none.json.code, "no_handler");
   assert.match(String(none.json.message), /^no handler: expected a default/);
   assert.equal(threw.json.code, "module_failed");
-  assert.match(String(threw.json.message), /env access/);
+  assert.match(String(threw.json.message), /read access/);
   assert.equal(syntax.json.code, "module_failed");
   assert.match(String(syntax.json.message), /SyntaxError: .*fn\.ts:2:/);
 });

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skiff_core::fnconfig::Quotas;
+use skiff_core::fnconfig::{FunctionSettings, Quotas, SettingsPolicy};
 pub use skiff_core::runtime_kind::RuntimeKind;
 use skiff_core::secret::Secret;
+use skiff_core::secrets::SecretsKey;
 use skiff_core::trusted_proxies::TrustedProxies;
 
 /// Loopback, "this host", link-local (cloud metadata) and the private ranges:
@@ -35,30 +36,26 @@ pub struct RouterSettings {
     /// Path of the Deno binary [default: found on PATH]
     #[arg(long, env = "SKIFF_DENO")]
     pub deno: Option<PathBuf>,
-    /// Time a function has to answer (response headers), in seconds
-    #[arg(long, env = "SKIFF_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
-    pub request_timeout_secs: u64,
+    /// The per-function settings' defaults and maximums (request timeout,
+    /// concurrency, idle timeout, memory, instances), shared with the manager.
+    #[command(flatten)]
+    pub policy: SettingsPolicy,
+    /// 32-byte key (hex or base64) that opens function secrets; required with the process runtime
+    #[arg(long, env = "SKIFF_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<Secret>,
     /// Largest request body passed to a function, in bytes
     #[arg(long, env = "SKIFF_MAX_BODY_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub max_body_bytes: u64,
-    /// Requests one function may have in flight at once; more wait briefly, then get 429
-    #[arg(long, env = "SKIFF_FUNCTION_CONCURRENCY", default_value_t = 256)]
-    pub function_concurrency: usize,
     /// How long a request waits for a free slot before 429, in milliseconds
     #[arg(long, env = "SKIFF_QUEUE_WAIT_MS", default_value_t = 1000)]
     pub queue_wait_ms: u64,
-    /// An instance with no request for this long is stopped, in seconds
-    #[arg(long, env = "SKIFF_IDLE_TIMEOUT_SECS", default_value_t = 300)]
-    pub idle_timeout_secs: u64,
     /// Time an instance has to become ready, in seconds
     #[arg(long, env = "SKIFF_START_TIMEOUT_SECS", default_value_t = 10)]
     pub start_timeout_secs: u64,
-    /// V8 heap cap of each instance, in MiB
+    /// V8 heap cap of each instance, in MiB (a function that sets its own
+    /// memory_mb gets half of it, at least 32)
     #[arg(long, env = "SKIFF_FUNCTION_HEAP_MB", default_value_t = 128)]
     pub heap_mb: u32,
-    /// Memory cgroup limit of each instance, in MiB (when the host has memory cgroups)
-    #[arg(long, env = "SKIFF_FUNCTION_MEMORY_MB", default_value_t = 256)]
-    pub memory_mb: u32,
     /// Hosts and CIDRs functions may not reach (Deno --deny-net syntax)
     #[arg(long, env = "SKIFF_FUNCTION_DENY_NET", default_value = DEFAULT_DENY_NET)]
     pub deny_net: String,
@@ -156,7 +153,13 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     pub start_timeout: Duration,
     pub heap_mb: u32,
-    pub memory_mb: u32,
+    pub memory_mb: u64,
+    /// The per-function settings' defaults and maximums; the four fields
+    /// above (timeout, concurrency, idle timeout, memory) are its defaults,
+    /// kept as durations so tests can use sub-second values.
+    pub policy: SettingsPolicy,
+    /// Opens function secrets (process runtime); never printed.
+    pub secrets_key: Option<SecretsKey>,
     pub deny_net: String,
     pub function_user: Option<String>,
     pub function_uid_base: u32,
@@ -184,6 +187,12 @@ pub enum ConfigError {
     NotPositive(&'static str),
     #[error("SKIFF_FUNCTION_DENY_NET must not be empty")]
     EmptyDenyNet,
+    #[error(
+        "SKIFF_SECRETS_KEY is required with the process runtime (32 bytes as hex or base64; the manager uses the same key)"
+    )]
+    MissingSecretsKey,
+    #[error("SKIFF_SECRETS_KEY: {0}")]
+    BadSecretsKey(skiff_core::secrets::SecretsError),
 }
 
 impl RouterSettings {
@@ -194,14 +203,17 @@ impl RouterSettings {
             .clone()
             .ok_or(ConfigError::MissingDatabaseUrl)?;
         for (name, v) in [
-            ("SKIFF_REQUEST_TIMEOUT_SECS", self.request_timeout_secs),
+            (
+                "SKIFF_REQUEST_TIMEOUT_SECS",
+                self.policy.request_timeout_secs,
+            ),
             ("SKIFF_MAX_BODY_BYTES", self.max_body_bytes),
-            ("SKIFF_IDLE_TIMEOUT_SECS", self.idle_timeout_secs),
+            ("SKIFF_IDLE_TIMEOUT_SECS", self.policy.idle_timeout_secs),
             ("SKIFF_START_TIMEOUT_SECS", self.start_timeout_secs),
             ("SKIFF_POLL_INTERVAL_MS", self.poll_interval_ms),
             (
                 "SKIFF_FUNCTION_CONCURRENCY",
-                self.function_concurrency as u64,
+                self.policy.function_concurrency,
             ),
             ("SKIFF_FUNCTION_HEAP_MB", u64::from(self.heap_mb)),
             ("SKIFF_BODY_READ_TIMEOUT_SECS", self.body_read_timeout_secs),
@@ -219,7 +231,16 @@ impl RouterSettings {
         if self.deny_net.trim().is_empty() {
             return Err(ConfigError::EmptyDenyNet);
         }
-        Ok((url, self.build()))
+        let key = match &self.secrets_key {
+            Some(k) => Some(SecretsKey::parse(k.expose()).map_err(ConfigError::BadSecretsKey)?),
+            None if self.runtime == RuntimeKind::Process => {
+                return Err(ConfigError::MissingSecretsKey);
+            }
+            None => None,
+        };
+        let mut cfg = self.build();
+        cfg.secrets_key = key;
+        Ok((url, cfg))
     }
 
     /// The configuration these settings describe, unchecked.
@@ -229,14 +250,18 @@ impl RouterSettings {
             listen: self.listen,
             data_dir: self.data_dir,
             deno: self.deno,
-            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            request_timeout: Duration::from_secs(self.policy.request_timeout_secs),
             max_body_bytes: self.max_body_bytes,
-            function_concurrency: self.function_concurrency,
+            function_concurrency: usize::try_from(self.policy.function_concurrency)
+                .unwrap_or(usize::MAX),
             queue_wait: Duration::from_millis(self.queue_wait_ms),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            idle_timeout: Duration::from_secs(self.policy.idle_timeout_secs),
             start_timeout: Duration::from_secs(self.start_timeout_secs),
             heap_mb: self.heap_mb,
-            memory_mb: self.memory_mb,
+            memory_mb: self.policy.memory_mb,
+            policy: self.policy,
+            // Parsed (and required) by `into_config`.
+            secrets_key: None,
             deny_net: self.deny_net,
             function_user: self.function_user,
             function_uid_base: self.function_uid_base,
@@ -255,7 +280,75 @@ impl RouterSettings {
     }
 }
 
+/// What one function version runs with: its settings, the operator's
+/// defaults where it sets none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub idle_timeout: Duration,
+    pub memory_mb: u64,
+    pub heap_mb: u32,
+    pub min_instances: u64,
+    pub max_instances: u64,
+}
+
+/// The operator's defaults for per-function settings, as the request path and
+/// the process runtime need them (cheap to copy).
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionDefaults {
+    timeout: Duration,
+    concurrency: usize,
+    idle_timeout: Duration,
+    memory_mb: u64,
+    heap_mb: u32,
+    min_instances: u64,
+    max_instances: u64,
+}
+
+/// The smallest V8 heap a function gets, in MiB.
+const MIN_HEAP_MB: u64 = 32;
+
+impl FunctionDefaults {
+    pub fn effective(&self, s: &FunctionSettings) -> Effective {
+        let max_instances = s.max_instances.unwrap_or(self.max_instances).max(1);
+        Effective {
+            timeout: s.timeout_secs.map_or(self.timeout, Duration::from_secs),
+            concurrency: s.concurrency.map_or(self.concurrency, |c| {
+                usize::try_from(c).unwrap_or(usize::MAX).max(1)
+            }),
+            idle_timeout: s
+                .idle_timeout_secs
+                .map_or(self.idle_timeout, Duration::from_secs),
+            memory_mb: s.memory_mb.unwrap_or(self.memory_mb),
+            // A function that chose its memory gets half of it as V8 heap: the
+            // rest is Deno itself (~35 MB), buffers and native allocations,
+            // which the cgroup counts too. Otherwise the operator's heap cap.
+            heap_mb: s.memory_mb.map_or(self.heap_mb, |m| {
+                u32::try_from((m / 2).max(MIN_HEAP_MB)).unwrap_or(u32::MAX)
+            }),
+            min_instances: s
+                .min_instances
+                .unwrap_or(self.min_instances)
+                .min(max_instances),
+            max_instances,
+        }
+    }
+}
+
 impl RouterConfig {
+    pub fn function_defaults(&self) -> FunctionDefaults {
+        FunctionDefaults {
+            timeout: self.request_timeout,
+            concurrency: self.function_concurrency,
+            idle_timeout: self.idle_timeout,
+            memory_mb: self.memory_mb,
+            heap_mb: self.heap_mb,
+            min_instances: self.policy.min_instances,
+            max_instances: self.policy.max_instances,
+        }
+    }
+
     /// The declared defaults (as `skiff-router` with no flag and no
     /// environment), for embedding (`skiff dev`, tests).
     pub fn new(data_dir: PathBuf) -> Self {
@@ -279,13 +372,70 @@ mod tests {
         settings: RouterSettings,
     }
 
+    const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
     fn parse(args: &[&str]) -> Result<RouterConfig, String> {
-        let argv = [&["skiff-router", "--database-url", "sqlite://x"], args].concat();
+        let argv = [
+            &[
+                "skiff-router",
+                "--database-url",
+                "sqlite://x",
+                "--secrets-key",
+                TEST_KEY,
+            ],
+            args,
+        ]
+        .concat();
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         cli.settings
             .into_config()
             .map(|(_, c)| c)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_process_runtime_needs_the_secrets_key_and_never_prints_it() {
+        let cli = Cli::try_parse_from(["skiff-router", "--database-url", "sqlite://x"]).unwrap();
+        let e = cli.settings.into_config().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("SKIFF_SECRETS_KEY")));
+        let c = parse(&[]).unwrap();
+        assert!(c.secrets_key.is_some());
+        assert!(!format!("{c:?}").contains(TEST_KEY));
+        let cli = Cli::try_parse_from([
+            "skiff-router",
+            "--database-url",
+            "sqlite://x",
+            "--runtime",
+            "kubernetes",
+        ])
+        .unwrap();
+        assert!(
+            cli.settings.into_config().is_ok(),
+            "kubernetes needs no key"
+        );
+    }
+
+    #[test]
+    fn a_function_s_settings_override_the_defaults() {
+        let d = parse(&[]).unwrap().function_defaults();
+        let e = d.effective(&FunctionSettings::default());
+        assert_eq!(e.timeout, Duration::from_secs(30));
+        assert_eq!(e.concurrency, 256);
+        assert_eq!((e.memory_mb, e.heap_mb), (256, 128));
+        assert_eq!((e.min_instances, e.max_instances), (0, 1));
+        let e = d.effective(&FunctionSettings {
+            memory_mb: Some(512),
+            timeout_secs: Some(2),
+            concurrency: Some(3),
+            min_instances: Some(1),
+            max_instances: Some(4),
+            idle_timeout_secs: Some(9),
+        });
+        assert_eq!(e.timeout, Duration::from_secs(2));
+        assert_eq!(e.concurrency, 3);
+        assert_eq!(e.idle_timeout, Duration::from_secs(9));
+        assert_eq!((e.memory_mb, e.heap_mb), (512, 256));
+        assert_eq!((e.min_instances, e.max_instances), (1, 4));
     }
 
     #[test]
@@ -306,6 +456,7 @@ mod tests {
                 RouterConfig {
                     // Not read from this process's environment (tests may set it).
                     deno: None,
+                    secrets_key: None,
                     ..c.clone()
                 }
             ),
@@ -336,7 +487,8 @@ mod tests {
         assert_eq!(c.quotas.rps, 7);
 
         for bad in [
-            &["--trusted-proxies", "10.0.0.0/33"][..],
+            &["--secrets-key", "too short"][..],
+            &["--trusted-proxies", "10.0.0.0/33"],
             &["--trusted-proxies", "everyone"],
             &["--client-share-percent", "0"],
             &["--client-share-percent", "101"],

@@ -5,9 +5,11 @@
 //! request, however hostile, makes the router query the database.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use skiff_core::fnconfig::FunctionSettings;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::store::{LiveFunction, Store};
 
@@ -23,6 +25,26 @@ pub struct FunctionRef {
     /// Of the module the data plane runs (see `LiveFunction`).
     pub sha256: String,
     pub bundled: bool,
+    /// The version's own settings (`None` fields: the operator's defaults).
+    pub settings: FunctionSettings,
+    /// Grows by one each time this router sees a function's live version
+    /// change. Version numbers do not order what is live (a rollback makes an
+    /// older number live again); this does, so the runtime always starts and
+    /// serves what was made live last. Set by the directory.
+    pub generation: i64,
+}
+
+impl FunctionRef {
+    /// The same live version, settings and code (the generation aside).
+    fn same_as(&self, o: &Self) -> bool {
+        self.user == o.user
+            && self.name == o.name
+            && self.function_id == o.function_id
+            && self.version == o.version
+            && self.sha256 == o.sha256
+            && self.bundled == o.bundled
+            && self.settings == o.settings
+    }
 }
 
 type Map = HashMap<UserName, HashMap<FunctionName, Arc<FunctionRef>>>;
@@ -30,6 +52,7 @@ type Map = HashMap<UserName, HashMap<FunctionName, Arc<FunctionRef>>>;
 #[derive(Default)]
 pub struct Directory {
     map: RwLock<Map>,
+    generations: AtomicI64,
 }
 
 /// What a sync changed, for the runtime to act on (pre-start or stop instances).
@@ -56,6 +79,8 @@ fn fref(user: &str, name: &str, live: LiveFunction) -> Option<Arc<FunctionRef>> 
             version: live.version,
             sha256: live.sha256,
             bundled: live.bundled,
+            settings: live.settings,
+            generation: 0,
         })),
         _ => {
             tracing::warn!(user = %user.escape_debug(), function = %name.escape_debug(),
@@ -95,8 +120,25 @@ impl Directory {
             .collect()
     }
 
+    /// `f` as the directory keeps it: the entry it replaces when nothing
+    /// changed, else with the next generation.
+    fn stamp(&self, old: Option<&Arc<FunctionRef>>, f: Arc<FunctionRef>) -> Arc<FunctionRef> {
+        match old {
+            Some(o) if o.same_as(&f) => o.clone(),
+            _ => {
+                let mut f = Arc::unwrap_or_clone(f);
+                f.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                Arc::new(f)
+            }
+        }
+    }
+
     fn set(&self, user: &str, name: &str, f: Option<Arc<FunctionRef>>) -> Vec<Update> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let f = f.map(|f| {
+            let old = map.get(user).and_then(|n| n.get(name));
+            self.stamp(old, f)
+        });
         let old = match &f {
             Some(f) => map
                 .entry(f.user.clone())
@@ -117,15 +159,16 @@ impl Directory {
     /// Replaces the whole map with `all`, returning what differs.
     pub(crate) fn replace_all(&self, all: Vec<(String, String, LiveFunction)>) -> Vec<Update> {
         let mut fresh: Map = HashMap::new();
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for (user, name, live) in all {
             if let Some(f) = fref(&user, &name, live) {
+                let f = self.stamp(map.get(&f.user).and_then(|n| n.get(&f.name)), f);
                 fresh
                     .entry(f.user.clone())
                     .or_default()
                     .insert(f.name.clone(), f);
             }
         }
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let mut updates = Vec::new();
         for (user, names) in map.iter() {
             for (name, old) in names {
@@ -180,7 +223,6 @@ const KEEP_CHANGES: Duration = Duration::from_secs(3600);
 pub struct Syncer {
     store: Store,
     directory: Arc<Directory>,
-    user_limits: Arc<UserLimitsTable>,
     cursor: i64,
     seen: BTreeSet<i64>,
     last_full: Instant,
@@ -189,6 +231,8 @@ pub struct Syncer {
     /// `(low, count, newest)` of the change window as it was before the last
     /// read from `low`: while it is unchanged, nothing new has committed.
     read_window: Option<(i64, i64, i64)>,
+    /// Reloaded with every full reload and on a user-limits change row.
+    user_limits: Option<Arc<UserLimitsTable>>,
 }
 
 impl Syncer {
@@ -196,29 +240,37 @@ impl Syncer {
     pub async fn load(
         store: Store,
         directory: Arc<Directory>,
-        user_limits: Arc<UserLimitsTable>,
     ) -> anyhow::Result<(Self, Vec<Update>)> {
         let mut s = Self {
             store,
             directory,
-            user_limits,
             cursor: 0,
             seen: BTreeSet::new(),
             last_full: Instant::now(),
             last_prune: Instant::now(),
             failing: false,
             read_window: None,
+            user_limits: None,
         };
         let updates = s.full_reload().await?;
         Ok((s, updates))
     }
 
+    /// Keeps `table` in step with the users' limits from now on (loading it now).
+    pub async fn keep_user_limits(&mut self, table: Arc<UserLimitsTable>) -> anyhow::Result<()> {
+        table.reload_all(&self.store).await?;
+        self.user_limits = Some(table);
+        Ok(())
+    }
+
     async fn full_reload(&mut self) -> anyhow::Result<Vec<Update>> {
+        if let Some(t) = &self.user_limits {
+            t.reload_all(&self.store).await?;
+        }
         // The cursor is read first: a change made during the snapshot is then
         // polled again, which is harmless since applying a change is idempotent.
         let cursor = self.store.last_change_id().await?;
         let all = self.store.all_live_functions().await?;
-        self.user_limits.reload_all(&self.store).await?;
         self.cursor = cursor;
         self.seen.clear();
         self.read_window = None;
@@ -270,7 +322,7 @@ impl Syncer {
         let changes = self.store.changes_since(low, 10_000).await?;
         self.read_window = Some((low, count, newest));
         let mut touched = BTreeSet::new();
-        let mut limits_changed = BTreeSet::new();
+        let mut limits_changed = false;
         for c in changes {
             if c.id <= low || !self.seen.insert(c.id) {
                 continue;
@@ -278,13 +330,13 @@ impl Syncer {
             self.cursor = self.cursor.max(c.id);
             // An empty function name: that user's limits changed.
             if c.function.is_empty() {
-                limits_changed.insert(c.user);
+                limits_changed = true;
             } else {
                 touched.insert((c.user, c.function));
             }
         }
-        for user in limits_changed {
-            self.user_limits.reload_user(&self.store, &user).await?;
+        if limits_changed && let Some(t) = &self.user_limits {
+            t.reload_all(&self.store).await?;
         }
         let floor = self.cursor - REREAD_IDS;
         self.seen.retain(|id| *id > floor);
@@ -336,6 +388,28 @@ mod tests {
         assert_eq!(d.len(), 2);
     }
 
+    /// A rollback makes an older version number live: the generation still
+    /// grows, so the runtime knows it is the newest thing to run.
+    #[test]
+    fn every_change_of_the_live_version_gets_a_newer_generation() {
+        let d = Directory::default();
+        let mut last = 0;
+        for v in [1, 2, 1, 2, 1] {
+            let u = d.set("alice", "a", fref("alice", "a", live(1, v)));
+            let f = d.lookup("alice", "a").unwrap();
+            assert_eq!(u, vec![Update::Live(f.clone())]);
+            assert_eq!(f.version, v);
+            assert!(f.generation > last);
+            last = f.generation;
+        }
+        // A full reload of the same thing keeps the generation.
+        assert!(
+            d.replace_all(vec![("alice".into(), "a".into(), live(1, 1))])
+                .is_empty()
+        );
+        assert_eq!(d.lookup("alice", "a").unwrap().generation, last);
+    }
+
     #[test]
     fn set_is_idempotent() {
         let d = Directory::default();
@@ -354,17 +428,16 @@ mod tests {
         let d = Directory::default();
         d.set("alice", "a", fref("alice", "a", live(1, 3)));
         let u = d.set("alice", "a", fref("alice", "a", live(9, 1)));
+        assert_eq!(u.len(), 2, "{u:?}");
         assert_eq!(
-            u,
-            vec![
-                Update::Gone {
-                    user: UserName::parse("alice").unwrap(),
-                    name: FunctionName::parse("a").unwrap(),
-                    function_id: 1
-                },
-                Update::Live(fref("alice", "a", live(9, 1)).unwrap()),
-            ]
+            u[0],
+            Update::Gone {
+                user: UserName::parse("alice").unwrap(),
+                name: FunctionName::parse("a").unwrap(),
+                function_id: 1
+            }
         );
+        assert!(matches!(&u[1], Update::Live(f) if f.function_id == 9 && f.version == 1));
         let u = d.replace_all(vec![("alice".into(), "a".into(), live(10, 1))]);
         assert_eq!(u.len(), 2, "{u:?}");
         assert!(matches!(&u[0], Update::Gone { function_id: 9, .. }));

@@ -21,6 +21,9 @@ pub enum StartError {
     Gone,
     #[error("could not start an instance: {0}")]
     Host(String),
+    /// The user runs as many instances as its quota allows, none of them idle.
+    #[error("quota exceeded: running instances per user is {0}")]
+    Quota(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,8 @@ pub enum RouterError {
     Timeout(Duration),
     #[error("the function's instance failed or answered something that is not HTTP")]
     BadGateway,
+    #[error("quota exceeded: running instances per user is {0}")]
+    InstanceQuota(u64),
 }
 
 impl RouterError {
@@ -65,6 +70,7 @@ impl RouterError {
             Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::InstanceQuota(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -79,6 +85,7 @@ impl RouterError {
             Self::StartFailed(_) => "function_unavailable",
             Self::Timeout(_) => "function_timeout",
             Self::BadGateway => "bad_gateway",
+            Self::InstanceQuota(_) => "quota_exceeded",
         }
     }
 }
@@ -117,6 +124,7 @@ impl From<StartError> for RouterError {
     fn from(e: StartError) -> Self {
         match e {
             StartError::Gone => Self::NotFound,
+            StartError::Quota(n) => Self::InstanceQuota(n),
             e => Self::StartFailed(e),
         }
     }

@@ -168,7 +168,12 @@ async fn router(start_error: Option<StartError>) -> Router {
         seen: seen.clone(),
         start_error,
     });
-    let state = Arc::new(RouterState::new(&cfg, directory, runtime));
+    let state = Arc::new(RouterState::new(
+        &cfg,
+        directory,
+        runtime,
+        Arc::new(crate::user_limits::UserLimitsTable::new(cfg.quotas.clone())),
+    ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -87,6 +87,8 @@ mod tests {
             version: 1,
             sha256: String::new(),
             bundled: true,
+            settings: Default::default(),
+            generation: 1,
         };
         let authority = service_authority("skiff-functions", &f).map(|a| a.to_string());
         let service = skiff_core::naming::object_name("alice", "hello");

@@ -95,7 +95,8 @@ impl RouterApp {
         let (runtime, process): (Arc<dyn Runtime>, _) = match cfg.runtime {
             RuntimeKind::Process => {
                 let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
-                let rt = ProcessRuntime::new(&cfg, store.clone(), deno).await?;
+                let rt =
+                    ProcessRuntime::new(&cfg, store.clone(), deno, user_limits.clone()).await?;
                 (rt.clone(), Some(rt))
             }
             RuntimeKind::Kubernetes => (
@@ -104,17 +105,20 @@ impl RouterApp {
             ),
         };
         let directory = Arc::new(Directory::default());
-        let (syncer, _) = Syncer::load(store, directory.clone(), user_limits.clone())
+        let (mut syncer, initial) = Syncer::load(store, directory.clone())
             .await
             .context("loading the function directory")?;
+        syncer
+            .keep_user_limits(user_limits.clone())
+            .await
+            .context("loading the users' limits")?;
         tracing::info!(functions = directory.len(), "function directory loaded");
         runtime.sweep(directory.live_ids()).await;
-        let state = Arc::new(RouterState::with_user_limits(
-            &cfg,
-            directory,
-            runtime,
-            user_limits,
-        ));
+        // What is live now: functions kept warm (min_instances) start.
+        for u in &initial {
+            runtime.apply(u);
+        }
+        let state = Arc::new(RouterState::new(&cfg, directory, runtime, user_limits));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {

@@ -14,18 +14,20 @@ use crate::error::RouterError;
 /// them, when the function has fewer), so a small limit still allows parallelism.
 const MIN_CLIENT_SLOTS: usize = 4;
 
-/// Per-function in-flight limits: up to `max` requests run, the rest wait up to
-/// `wait` for a slot and then get 429. One client address may hold at most
-/// `per_client` of them, counting those waiting, so a client that pins its
-/// requests (slow reads, slow uploads) cannot take a function from everyone else.
+/// Per-function in-flight limits: up to the function's concurrency `max`
+/// requests run, the rest wait up to `wait` for a slot and then get 429. One
+/// client address may hold at most its share of them, counting those waiting,
+/// so a client that pins its requests (slow reads, slow uploads) cannot take a
+/// function from everyone else.
 pub struct Limits {
-    max: usize,
-    per_client: usize,
+    client_percent: u8,
     wait: Duration,
     by_function: Mutex<HashMap<i64, Arc<FunctionLimit>>>,
 }
 
 struct FunctionLimit {
+    max: usize,
+    per_client: usize,
     slots: Arc<Semaphore>,
     /// Requests in flight or queued per client key; an entry goes at zero, so
     /// the map holds at most `max` entries however many clients come and go.
@@ -89,36 +91,44 @@ pub fn client_share(max: usize, percent: u8) -> usize {
 }
 
 impl Limits {
-    pub fn new(max: usize, client_percent: u8, wait: Duration) -> Self {
+    pub fn new(client_percent: u8, wait: Duration) -> Self {
         Self {
-            max,
-            per_client: client_share(max, client_percent),
+            client_percent,
             wait,
             by_function: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A slot for one request of `client` (its address as `client_key` gives it).
+    /// A slot for one request of `client` (its address as `client_key` gives
+    /// it) to a function whose live version allows `max` at once.
     pub async fn acquire(
         &self,
         function_id: i64,
+        max: usize,
         client: IpAddr,
     ) -> Result<Admission, RouterError> {
         let limit = {
             let mut m = self.by_function.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry(function_id)
-                .or_insert_with(|| {
-                    Arc::new(FunctionLimit {
-                        slots: Arc::new(Semaphore::new(self.max)),
-                        clients: Mutex::new(HashMap::new()),
-                    })
+            let fresh = || {
+                Arc::new(FunctionLimit {
+                    max,
+                    per_client: client_share(max, self.client_percent),
+                    slots: Arc::new(Semaphore::new(max)),
+                    clients: Mutex::new(HashMap::new()),
                 })
-                .clone()
+            };
+            let entry = m.entry(function_id).or_insert_with(fresh);
+            // A new version with another concurrency: new slots from now on;
+            // requests admitted under the old limit finish under it.
+            if entry.max != max {
+                *entry = fresh();
+            }
+            entry.clone()
         };
         // Taken before queueing: a client over its share must not hold places
         // in the queue ahead of its neighbours either.
-        let share = if self.per_client < self.max {
-            Some(ClientShare::take(&limit, client, self.per_client)?)
+        let share = if limit.per_client < limit.max {
+            Some(ClientShare::take(&limit, client, limit.per_client)?)
         } else {
             None
         };
@@ -179,29 +189,30 @@ mod tests {
 
     #[tokio::test]
     async fn one_client_cannot_take_a_function_from_its_neighbours() {
-        let limits = Limits::new(8, 25, Duration::from_millis(10));
+        const N: usize = 8;
+        let limits = Limits::new(25, Duration::from_millis(10));
         let greedy = ip("192.0.2.1");
         let mut held = Vec::new();
         for _ in 0..4 {
-            held.push(limits.acquire(1, greedy).await.unwrap());
+            held.push(limits.acquire(1, N, greedy).await.unwrap());
         }
         assert!(matches!(
-            limits.acquire(1, greedy).await,
+            limits.acquire(1, N, greedy).await,
             Err(RouterError::ClientBusy(4))
         ));
         // Another function, another neighbour: unaffected.
-        let _other_fn = limits.acquire(2, greedy).await.unwrap();
+        let _other_fn = limits.acquire(2, N, greedy).await.unwrap();
         let mut neighbours = Vec::new();
         for _ in 0..4 {
-            neighbours.push(limits.acquire(1, ip("192.0.2.2")).await.unwrap());
+            neighbours.push(limits.acquire(1, N, ip("192.0.2.2")).await.unwrap());
         }
         // The function is full now: everyone waits, then gets the general 429.
         assert!(matches!(
-            limits.acquire(1, ip("192.0.2.3")).await,
+            limits.acquire(1, N, ip("192.0.2.3")).await,
             Err(RouterError::Busy)
         ));
         held.pop();
-        let again = limits.acquire(1, greedy).await.unwrap();
+        let again = limits.acquire(1, N, greedy).await.unwrap();
         drop((again, held, neighbours));
         let f = limits.by_function.lock().unwrap().get(&1).cloned().unwrap();
         assert!(
@@ -213,23 +224,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_waiting_for_a_slot_holds_a_place_in_its_share() {
-        let limits = Limits::new(16, 25, Duration::from_millis(50));
+        const N: usize = 16;
+        let limits = Limits::new(25, Duration::from_millis(50));
         let mut others = Vec::new();
         for i in 0..12 {
             others.push(
                 limits
-                    .acquire(1, ip(&format!("192.0.2.{}", 10 + i)))
+                    .acquire(1, N, ip(&format!("192.0.2.{}", 10 + i)))
                     .await
                     .unwrap(),
             );
         }
         let mut mine = Vec::new();
         for _ in 0..4 {
-            mine.push(limits.acquire(1, ip("192.0.2.1")).await.unwrap());
+            mine.push(limits.acquire(1, N, ip("192.0.2.1")).await.unwrap());
         }
         // full; a fifth of mine is refused at once, not queued
         assert!(matches!(
-            limits.acquire(1, ip("192.0.2.1")).await,
+            limits.acquire(1, N, ip("192.0.2.1")).await,
             Err(RouterError::ClientBusy(4))
         ));
     }

@@ -257,9 +257,15 @@ async fn route(
         return Err(RouterError::PayloadTooLarge(state.max_body_bytes));
     }
     let client = peer.client_ip(req.headers(), &state.trusted_proxies);
+    // The live version's own timeout and concurrency (or the defaults).
+    let settings = state.defaults.effective(&function.settings);
     let admission = state
         .limits
-        .acquire(function.function_id, client_key(client))
+        .acquire(
+            function.function_id,
+            settings.concurrency,
+            client_key(client),
+        )
         .await?;
     let mut req = req;
     let caller_upgrade = asks_websocket(&req).then(|| hyper::upgrade::on(&mut req));
@@ -280,10 +286,10 @@ async fn route(
     parts.version = http::Version::HTTP_11;
     let up_req = Request::from_parts(parts, body);
     let sent = upstream.send(up_req);
-    let resp = match tokio::time::timeout(state.request_timeout, sent).await {
+    let resp = match tokio::time::timeout(settings.timeout, sent).await {
         Err(_) => {
             upstream.timed_out();
-            return Err(RouterError::Timeout(state.request_timeout));
+            return Err(RouterError::Timeout(settings.timeout));
         }
         Ok(Err(e)) => {
             // The caller's body failed: its fault, not the instance's.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use skiff_core::trusted_proxies::TrustedProxies;
 
-use crate::config::RouterConfig;
+use crate::config::{FunctionDefaults, RouterConfig};
 use crate::directory::Directory;
 use crate::limits::Limits;
 use crate::runtime::Runtime;
@@ -19,7 +19,10 @@ pub struct RouterState {
     pub directory: Arc<Directory>,
     pub limits: Limits,
     pub runtime: Arc<dyn Runtime>,
+    /// The operator's default request timeout (a function may set its own).
     pub request_timeout: Duration,
+    /// What a function's settings fall back to (timeout, concurrency).
+    pub defaults: FunctionDefaults,
     pub max_body_bytes: u64,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
@@ -36,13 +39,7 @@ pub struct RouterState {
 }
 
 impl RouterState {
-    /// With the operator's quotas and no per-user override.
-    pub fn new(cfg: &RouterConfig, directory: Arc<Directory>, runtime: Arc<dyn Runtime>) -> Self {
-        let user_limits = Arc::new(UserLimitsTable::new(cfg.quotas.clone()));
-        Self::with_user_limits(cfg, directory, runtime, user_limits)
-    }
-
-    pub fn with_user_limits(
+    pub fn new(
         cfg: &RouterConfig,
         directory: Arc<Directory>,
         runtime: Arc<dyn Runtime>,
@@ -50,13 +47,10 @@ impl RouterState {
     ) -> Self {
         Self {
             directory,
-            limits: Limits::new(
-                cfg.function_concurrency,
-                cfg.client_share_percent,
-                cfg.queue_wait,
-            ),
+            limits: Limits::new(cfg.client_share_percent, cfg.queue_wait),
             runtime,
             request_timeout: cfg.request_timeout,
+            defaults: cfg.function_defaults(),
             max_body_bytes: cfg.max_body_bytes,
             trusted_proxies: cfg.trusted_proxies.clone(),
             body_read_timeout: cfg.body_read_timeout,

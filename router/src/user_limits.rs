@@ -42,6 +42,11 @@ impl UserLimitsTable {
         map.get(user).copied().unwrap_or_else(|| self.defaults())
     }
 
+    /// How many instances of `user`'s functions may run at once (process runtime).
+    pub fn max_instances(&self, user: &str) -> u64 {
+        self.get(user).max_instances
+    }
+
     /// Changes whenever any user's quotas may have changed.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

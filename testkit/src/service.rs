@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The token secret of every service started here.
 pub const SECRET: &str = "testkit-secret-that-is-long-enough-0123456789";
+/// The function-secrets key test services share (`SKIFF_SECRETS_KEY`).
+pub const SECRETS_KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 
 /// The secrets key (`SKIFF_SECRETS_KEY`) of every service started here.
 pub const SECRETS_KEY: &str = "7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de";
@@ -73,6 +75,7 @@ impl Launch {
             .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LISTEN", "127.0.0.1:0")
+            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("NO_COLOR", "1")
     }
 

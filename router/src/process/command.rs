@@ -14,11 +14,18 @@ pub struct Placeholders<'a> {
     pub heap_mb: u32,
     pub deny_net: &'a str,
     pub main: &'a str,
+    /// The function's env and secret names (granted exactly; none: --deny-env).
+    pub env_names: &'a [String],
 }
 
 /// The arguments after `deno`, with placeholders filled in.
 pub fn deno_args(p: &Placeholders<'_>) -> Vec<String> {
     let heap = p.heap_mb.to_string();
+    let env = if p.env_names.is_empty() {
+        "--deny-env".to_owned()
+    } else {
+        format!("--allow-env={}", p.env_names.join(","))
+    };
     FLAGS
         .lines()
         .map(str::trim)
@@ -29,14 +36,21 @@ pub fn deno_args(p: &Placeholders<'_>) -> Vec<String> {
                 .replace("{heap_mb}", &heap)
                 .replace("{deny_net}", p.deny_net)
                 .replace("{main}", p.main)
+                .replace("{env}", &env)
+                // The values come on stdin (`--env-file -`), never a file.
+                .replace("{env_file}", "")
         })
         .collect()
 }
 
 /// The whole command line after `deno` for one runtime process: the flags above,
-/// then the runtime's own arguments (module, Unix socket, optional health socket;
-/// EOF on stdin ends it; with `wait_for_go`, the module is imported only after a
-/// first byte on stdin).
+/// then the runtime's own arguments (module, Unix socket, optional health socket).
+///
+/// Stdin carries, in order: ONE JSON line, the function's env and secrets
+/// (`--env-file -`; JSON escapes every newline inside values, so the first
+/// `\n` ends it); then, with `wait_for_go`, one byte once the process is in
+/// its cgroup (the module is imported only after it); then nothing, held open
+/// for the instance's life: EOF ends the instance.
 pub fn runtime_args(
     p: &Placeholders<'_>,
     module: &Path,
@@ -54,6 +68,7 @@ pub fn runtime_args(
     if let Some(h) = health_socket {
         args.extend(["--health-socket".to_owned(), h.display().to_string()]);
     }
+    args.extend(["--env-file".to_owned(), "-".to_owned()]);
     args.push("--exit-with-parent".to_owned());
     if wait_for_go {
         args.push("--wait-for-go".to_owned());
@@ -84,6 +99,7 @@ mod tests {
             heap_mb: 64,
             deny_net: "127.0.0.0/8",
             main: "/c/main.ts",
+            env_names: &[],
         });
         assert_eq!(args.first().map(String::as_str), Some("run"));
         for must in [
@@ -108,5 +124,17 @@ mod tests {
                 .iter()
                 .any(|a| a == "--allow-all" || a == "-A" || a.starts_with("--allow-env"))
         );
+        let names = ["API_URL".to_owned(), "TOKEN".to_owned()];
+        let args = deno_args(&Placeholders {
+            code_dir: "/c",
+            write_dirs: "/t",
+            heap_mb: 64,
+            deny_net: "127.0.0.0/8",
+            main: "/c/main.ts",
+            env_names: &names,
+        });
+        assert!(args.iter().any(|a| a == "--allow-env=API_URL,TOKEN"));
+        assert!(!args.iter().any(|a| a == "--deny-env"));
+        assert!(args.iter().any(|a| a == "--allow-read=/c,/t"));
     }
 }

@@ -3,6 +3,10 @@
 //! it returns are carried out after the lock is released. Requests that must
 //! wait for a start wait on the function's change signal, not on a timer.
 //!
+//! The machine's "versions" are the directory's generations
+//! (`FunctionRef::generation`), which order what was made live, rollbacks
+//! included; the spawner starts the real version the reference names.
+//!
 //! Generic over the `Spawner`, so the whole driver (concurrent requests, exits,
 //! deploys, deletes) is tested with fake instances and no Deno.
 
@@ -12,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::machine::{Action, Actions, Machine, Member, Want};
+use super::machine::{Action, Actions, Machine, Member, State, Want};
+use crate::config::FunctionDefaults;
 use crate::directory::{FunctionRef, Update};
 use crate::error::StartError;
 use crate::runtime::BoxFuture;
+use crate::user_limits::UserLimitsTable;
 
 /// The Close reasons upgraded connections get when their instance goes.
 pub const REDEPLOYED: &str = "function redeployed";
@@ -84,7 +90,7 @@ impl<T: Managed> Entry<T> {
     }
 
     fn see(&mut self, f: &Arc<FunctionRef>) {
-        if f.version > self.newest.version {
+        if f.generation > self.newest.generation {
             self.newest = f.clone();
         }
     }
@@ -95,7 +101,10 @@ impl<T: Managed> Entry<T> {
 }
 
 pub struct Settings {
-    pub idle_timeout: Duration,
+    /// What a function's own settings fall back to (idle timeout, min_instances).
+    pub defaults: FunctionDefaults,
+    /// Running instances per user.
+    pub user_limits: Arc<UserLimitsTable>,
     /// How long a replaced instance may finish its requests.
     pub drain_grace: Duration,
     /// How long in-flight requests of a deleted function may finish.
@@ -151,7 +160,7 @@ impl<S: Spawner> Functions<S> {
                     let id = i.0.id();
                     e.machine.exited(id);
                 }
-                let (answer, actions) = e.machine.want(f.version, Instant::now());
+                let (answer, actions) = e.machine.want(f.generation, Instant::now());
                 if let Want::Use(i) = &answer {
                     return Ok(take(&i.0));
                 }
@@ -179,6 +188,10 @@ impl<S: Spawner> Functions<S> {
         for action in actions {
             match action {
                 Action::Spawn { version } => {
+                    if let Err(e) = self.admit(f) {
+                        self.finish_start(f, version, Err(e));
+                        continue;
+                    }
                     let me = me.clone();
                     let f = f.clone();
                     tokio::spawn(async move {
@@ -243,6 +256,62 @@ impl<S: Spawner> Functions<S> {
         }
     }
 
+    /// The user's instance quota before a start of `f`: under it, go; at it,
+    /// the user's least recently used idle instance (of another function, not
+    /// kept warm) is stopped to make room; none idle: `Quota`. A function
+    /// replacing its own instance (a new version) takes no extra room.
+    fn admit(&self, f: &Arc<FunctionRef>) -> Result<(), StartError> {
+        let limit = self.settings.user_limits.max_instances(f.user.as_str());
+        let victim = {
+            let table = self.table();
+            let mut running = 0u64;
+            let mut lru: Option<(Duration, i64, u64)> = None;
+            for (fid, e) in table.iter() {
+                if *fid == f.function_id || e.newest.user != f.user {
+                    continue;
+                }
+                if matches!(e.machine.state(), State::Starting { .. }) {
+                    running += 1;
+                }
+                let Some(i) = e.machine.serving() else {
+                    continue;
+                };
+                running += 1;
+                let warm = self
+                    .settings
+                    .defaults
+                    .effective(&e.newest.settings)
+                    .min_instances
+                    > 0;
+                if !warm && i.0.in_flight() == 0 && !e.machine.is_replacing() {
+                    let idle = i.0.idle_for();
+                    if lru.is_none_or(|(d, _, _)| idle > d) {
+                        lru = Some((idle, *fid, i.0.id()));
+                    }
+                }
+            }
+            if running < limit {
+                return Ok(());
+            }
+            lru
+        };
+        match victim {
+            Some((_, fid, iid)) => {
+                tracing::debug!(user = %f.user, function = %f.name, "instance quota reached: stopping the user's least recently used idle instance");
+                // Leases are taken under the lock: checked again there.
+                self.event(fid, |m| {
+                    if m.serving().is_some_and(|i| i.0.in_flight() == 0) {
+                        m.idle(iid)
+                    } else {
+                        Vec::new()
+                    }
+                });
+                Ok(())
+            }
+            None => Err(StartError::Quota(limit)),
+        }
+    }
+
     /// Feeds one event to a function's machine, wakes its waiters, and
     /// carries out what follows.
     fn event(
@@ -266,6 +335,7 @@ impl<S: Spawner> Functions<S> {
     pub fn apply(&self, update: &Update) {
         match update {
             Update::Live(f) => {
+                let warm = self.settings.defaults.effective(&f.settings).min_instances > 0;
                 let known = {
                     let mut table = self.table();
                     match table.get_mut(&f.function_id) {
@@ -273,12 +343,19 @@ impl<S: Spawner> Functions<S> {
                             e.see(f);
                             true
                         }
+                        None if warm => {
+                            table.insert(f.function_id, Entry::new(f.clone()));
+                            true
+                        }
                         None => false,
                     }
                 };
                 if known {
-                    let v = f.version;
+                    let v = f.generation;
                     self.event(f.function_id, |m| m.deployed(v));
+                }
+                if warm {
+                    self.keep_warm(f.function_id);
                 }
             }
             Update::Gone {
@@ -296,6 +373,8 @@ impl<S: Spawner> Functions<S> {
                         version: 0,
                         sha256: String::new(),
                         bundled: true,
+                        settings: Default::default(),
+                        generation: 0,
                     }))
                 });
                 self.event(*function_id, Machine::deleted);
@@ -308,21 +387,58 @@ impl<S: Spawner> Functions<S> {
         self.event(function_id, |m| m.unresponsive(instance));
     }
 
-    /// Stops serving instances idle for longer than the idle timeout.
+    /// Starts an instance of a function kept warm (min_instances ≥ 1) when
+    /// it has none (nor a start under way).
+    fn keep_warm(&self, function_id: i64) {
+        let (newest, actions) = {
+            let mut table = self.table();
+            let Some(e) = table.get_mut(&function_id) else {
+                return;
+            };
+            if e.machine.is_gone() {
+                return;
+            }
+            if let Some(i) = e.machine.serving()
+                && !i.0.alive()
+            {
+                let id = i.0.id();
+                e.machine.exited(id);
+            }
+            let (_, actions) = e.machine.want(e.newest.generation, Instant::now());
+            e.bump();
+            (e.newest.clone(), actions)
+        };
+        self.perform(&newest, actions);
+    }
+
+    /// Stops serving instances idle for longer than their function's idle
+    /// timeout (never those of a function kept warm, which are started
+    /// again here if they are gone).
     pub fn reap_idle(&self) {
+        let mut warm = Vec::new();
         let idle: Vec<(i64, u64)> = {
             let table = self.table();
             table
                 .iter()
                 .filter_map(|(fid, e)| {
+                    let s = self.settings.defaults.effective(&e.newest.settings);
+                    if s.min_instances > 0 && !e.machine.is_gone() {
+                        if e.machine.serving().is_none_or(|i| !i.0.alive()) {
+                            warm.push(*fid);
+                        }
+                        return None;
+                    }
                     let i = e.machine.serving()?;
-                    let idle = i.0.in_flight() == 0 && i.0.idle_for() >= self.settings.idle_timeout;
+                    let idle = i.0.in_flight() == 0 && i.0.idle_for() >= s.idle_timeout;
                     (idle || !i.0.alive()).then(|| (*fid, i.0.id()))
                 })
                 .collect()
         };
         for (fid, iid) in idle {
             self.event(fid, |m| m.idle(iid));
+        }
+        for fid in warm {
+            self.keep_warm(fid);
         }
     }
 
@@ -447,6 +563,9 @@ mod tests {
             version,
             sha256: String::new(),
             bundled: true,
+            settings: Default::default(),
+            // Tests deploy versions in order: the generation follows them.
+            generation: version,
         })
     }
 
@@ -454,7 +573,11 @@ mod tests {
         Functions::new(
             FakeSpawner::default(),
             Settings {
-                idle_timeout: Duration::from_secs(60),
+                defaults: crate::config::RouterConfig::new(std::env::temp_dir())
+                    .function_defaults(),
+                user_limits: Arc::new(UserLimitsTable::new(
+                    crate::config::RouterConfig::new(std::env::temp_dir()).quotas,
+                )),
                 drain_grace: Duration::from_secs(1),
                 delete_grace: Duration::from_secs(1),
                 start_wait: Duration::from_secs(5),

@@ -38,7 +38,9 @@ const UPGRADED_CLOSE_WAIT: Duration = Duration::from_secs(3);
 pub struct SpawnSpec<'a> {
     pub sandbox: &'a Arc<Sandbox>,
     pub instances_dir: &'a Path,
+    /// This version's V8 heap cap and memory cgroup limit.
     pub heap_mb: u32,
+    pub memory_mb: u64,
     pub deny_net: &'a str,
     pub runtime: &'a RuntimeFiles,
     pub start_timeout: Duration,
@@ -355,11 +357,15 @@ fn pump(
 
 /// Starts an instance of `f` from the code in `code_dir` and waits until it
 /// accepts connections.
+/// `env` is what the function sees (its env and opened secrets): it goes to
+/// the runtime on stdin only, never into the process's environment, its
+/// command line, a file or a log line.
 pub async fn spawn(
     spec: &SpawnSpec<'_>,
     f: Arc<FunctionRef>,
     id: u64,
     code_dir: &Path,
+    env: Vec<(String, String)>,
 ) -> Result<Arc<Instance>, StartError> {
     let host = |e: std::io::Error| StartError::Host(e.to_string());
     let sandbox = spec.sandbox;
@@ -392,6 +398,14 @@ pub async fn spawn(
         write_dirs.push_str(",/tmp");
     }
     let main = spec.runtime.main.display().to_string();
+    let env_names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+    // One line: JSON escapes the newlines inside values.
+    let mut env_line = serde_json::to_vec(
+        &env.into_iter()
+            .collect::<std::collections::BTreeMap<String, String>>(),
+    )
+    .map_err(|e| StartError::Host(format!("encoding the env: {e}")))?;
+    env_line.push(b'\n');
     let args = runtime_args(
         &Placeholders {
             code_dir: &code,
@@ -399,6 +413,7 @@ pub async fn spawn(
             heap_mb: spec.heap_mb,
             deny_net: spec.deny_net,
             main: &main,
+            env_names: &env_names,
         },
         &code_dir.join(skiff_core::layout::Layout::module_file(f.bundled)),
         &socket,
@@ -460,13 +475,23 @@ pub async fn spawn(
         // `Child::wait` closes stdin first; keep our end open until the exit.
         let mut keep_stdin = child.stdin.take();
         let sandbox = spec.sandbox.clone();
+        let memory_mb = spec.memory_mb;
         tokio::spawn(async move {
+            // The env first: the runtime reads it before anything else on stdin.
+            let env_sent = match keep_stdin.as_mut() {
+                Some(stdin) => stdin.write_all(&env_line).await.is_ok(),
+                None => false,
+            };
+            drop(env_line);
+            if !env_sent {
+                let _ = child.start_kill();
+            }
             let mut cgroup = None;
-            if let (true, Some(pid)) = (wait_for_go, pid) {
+            if let (true, true, Some(pid)) = (env_sent, wait_for_go, pid) {
                 let since = Instant::now();
                 let spare = sandbox.clone();
                 let joined = tokio::task::spawn_blocking(move || {
-                    let c = sandbox.cgroup_for()?;
+                    let c = sandbox.cgroup_for(memory_mb)?;
                     c.add(pid).map(|()| c)
                 })
                 .await;

@@ -119,6 +119,11 @@ impl<I: Member> Machine<I> {
         matches!(self.state, State::Gone)
     }
 
+    /// Whether a newer version is starting beside the serving instance.
+    pub fn is_replacing(&self) -> bool {
+        matches!(self.state, State::Replacing { .. })
+    }
+
     /// A request for `version` (the live version as the directory knows it).
     pub fn want(&mut self, version: i64, now: Instant) -> (Want<I>, Actions<I>) {
         self.wanted = self.wanted.max(version);

@@ -29,6 +29,7 @@ use crate::directory::{FunctionRef, Update};
 use crate::error::RouterError;
 use crate::runtime::{BoxFuture, Runtime, Upstream};
 use crate::tunnel::GoingAway;
+use crate::user_limits::UserLimitsTable;
 use driver::{Functions, Settings};
 pub use instance::{Instance, Lease};
 use spawner::DenoSpawner;
@@ -43,13 +44,19 @@ impl ProcessRuntime {
         cfg: &RouterConfig,
         store: Store,
         deno: std::path::PathBuf,
+        user_limits: Arc<UserLimitsTable>,
     ) -> anyhow::Result<Arc<Self>> {
         let spawner = DenoSpawner::new(cfg, store, deno).await?;
         let functions = Functions::new(
             spawner,
             Settings {
-                idle_timeout: cfg.idle_timeout,
-                drain_grace: cfg.request_timeout + Duration::from_secs(5),
+                defaults: cfg.function_defaults(),
+                user_limits,
+                // Long enough for the longest timeout a function may set.
+                drain_grace: cfg
+                    .request_timeout
+                    .max(Duration::from_secs(cfg.policy.max_request_timeout_secs))
+                    + Duration::from_secs(5),
                 // In-flight requests of a deleted function finish, but briefly.
                 delete_grace: Duration::from_secs(2),
                 start_wait: cfg.start_timeout + Duration::from_secs(5),
@@ -57,8 +64,9 @@ impl ProcessRuntime {
         );
         Ok(Arc::new(Self {
             functions,
+            // A function may set an idle timeout shorter than the default.
             reap_interval: (cfg.idle_timeout / 4)
-                .clamp(Duration::from_millis(50), Duration::from_secs(5)),
+                .clamp(Duration::from_millis(50), Duration::from_millis(500)),
         }))
     }
 

@@ -92,6 +92,7 @@ async fn warm_template(
             heap_mb,
             deny_net,
             main: &m,
+            env_names: &[],
         },
         &work.join("fn.ts"),
         &socket,
@@ -109,6 +110,10 @@ async fn warm_template(
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
+    // `--env-file -`: an empty env, as one line.
+    if let Some(stdin) = child.stdin.as_mut() {
+        stdin.write_all(b"{}\n").await?;
+    }
     // One request, so what serving compiles is cached too.
     let answered = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -235,7 +235,7 @@ impl Sandbox {
             launcher,
             report,
             cgroups,
-            memory_bytes: u64::from(cfg.memory_mb) * 1024 * 1024,
+            memory_bytes: cfg.memory_mb.saturating_mul(1024 * 1024),
             private_tmp,
             hidden,
             deno,
@@ -267,13 +267,17 @@ impl Sandbox {
         self.cgroups.is_some()
     }
 
-    /// A cgroup for one instance, with its limits: a spare one, or a new one
+    /// A cgroup for one instance limited to `memory_mb`: a spare one when
+    /// that is the default limit (spares are made with it), else a new one
     /// (blocking: cgroupfs writes wait for RCU grace periods).
-    pub fn cgroup_for(&self) -> std::io::Result<CgroupDirs> {
-        if let Some(c) = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+    pub fn cgroup_for(&self, memory_mb: u64) -> std::io::Result<CgroupDirs> {
+        let bytes = memory_mb.saturating_mul(1024 * 1024);
+        if bytes == self.memory_bytes
+            && let Some(c) = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        {
             return Ok(c);
         }
-        self.new_cgroup()
+        self.new_cgroup(bytes)
     }
 
     /// Makes spare cgroups until there are `SPARE_CGROUPS` (blocking).
@@ -285,7 +289,7 @@ impl Sandbox {
             if self.spare.lock().unwrap_or_else(|p| p.into_inner()).len() >= SPARE_CGROUPS {
                 return;
             }
-            match self.new_cgroup() {
+            match self.new_cgroup(self.memory_bytes) {
                 Ok(c) => self.spare.lock().unwrap_or_else(|p| p.into_inner()).push(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not make a spare cgroup");
@@ -300,7 +304,7 @@ impl Sandbox {
         self.spare.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn new_cgroup(&self) -> std::io::Result<CgroupDirs> {
+    fn new_cgroup(&self, memory_bytes: u64) -> std::io::Result<CgroupDirs> {
         let root = self.cgroups.as_ref().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::Unsupported, "no cgroups on this host")
         })?;
@@ -312,7 +316,7 @@ impl Sandbox {
         root.create(
             &format!("{}-{}-{n}", std::process::id(), self.number),
             CgroupLimits {
-                memory_bytes: self.memory_bytes,
+                memory_bytes,
                 pids: 256,
             },
         )

@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use skiff_core::layout::Layout;
 use skiff_core::logs::{DEFAULT_MAX_BYTES, LogWriter};
-use skiff_core::store::Store;
+use skiff_core::secrets::SecretsKey;
+use skiff_core::store::{InstanceConfig, Store};
 
 use super::driver::Spawner;
 use super::instance::{self, Instance, SpawnSpec};
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::Sandbox;
 use super::{files, host_addrs};
-use crate::config::RouterConfig;
+use crate::config::{FunctionDefaults, RouterConfig};
 use crate::directory::FunctionRef;
 use crate::error::StartError;
 use crate::runtime::BoxFuture;
@@ -27,16 +28,35 @@ pub struct DenoSpawner {
     layout: Layout,
     store: Store,
     instances_dir: PathBuf,
-    heap_mb: u32,
+    defaults: FunctionDefaults,
+    /// Opens the secrets an instance starts with.
+    key: SecretsKey,
     deny_net: String,
     runtime_files: RuntimeFiles,
     start_timeout: std::time::Duration,
     logs: Mutex<HashMap<i64, Arc<LogWriter>>>,
+    /// The last configuration read per (function, version), still sealed: a
+    /// cold start while the database is down uses it (the code is on disk).
+    /// Read from the database first, since a version's secret values can
+    /// change (a rollback restores names with their current values). Memory
+    /// only: secrets never reach the disk.
+    configs: Mutex<HashMap<(i64, i64), Arc<InstanceConfig>>>,
     next_id: AtomicU64,
 }
 
 impl DenoSpawner {
     pub async fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Self> {
+        let key = cfg.secrets_key.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "SKIFF_SECRETS_KEY is required with the process runtime (the key the manager seals secrets with)"
+            )
+        })?;
+        // A wrong key would only show when a function with secrets starts:
+        // refuse to run instead (the error names the key's fingerprint only).
+        store
+            .check_secrets_key(&key, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("SKIFF_SECRETS_KEY: {e}"))?;
         let sandbox = Arc::new(Sandbox::detect(cfg, deno)?);
         {
             let s = sandbox.clone();
@@ -71,11 +91,13 @@ impl DenoSpawner {
             layout: Layout::new(&cfg.data_dir),
             store,
             instances_dir,
-            heap_mb: cfg.heap_mb,
+            defaults: cfg.function_defaults(),
+            key,
             deny_net,
             runtime_files,
             start_timeout: cfg.start_timeout,
             logs: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(first_id),
         })
     }
@@ -95,21 +117,52 @@ impl DenoSpawner {
             .await
             .map_err(|e| StartError::Host(format!("{e:#}")))?
             .ok_or(StartError::Gone)?;
+        // The version's env and secrets, read with its code on a cold start
+        // (never on a warm request's path).
+        let config = self.instance_config(f).await?;
+        let env = config
+            .open(&self.key, f.function_id)
+            .map_err(StartError::Host)?;
+        let settings = self.defaults.effective(&f.settings);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let spec = SpawnSpec {
             sandbox: &self.sandbox,
             instances_dir: &self.instances_dir,
-            heap_mb: self.heap_mb,
+            heap_mb: settings.heap_mb,
+            memory_mb: settings.memory_mb,
             deny_net: &self.deny_net,
             runtime: &self.runtime_files,
             start_timeout: self.start_timeout,
             log: self.log_for(f.function_id),
         };
         let started = Instant::now();
-        let inst = instance::spawn(&spec, f.clone(), id, &code_dir).await?;
+        let inst = instance::spawn(&spec, f.clone(), id, &code_dir, env).await?;
         tracing::debug!(user = %f.user, function = %f.name, version = f.version, instance = id,
             ms = started.elapsed().as_secs_f64() * 1e3, "instance ready");
         Ok(inst)
+    }
+
+    /// `f`'s version's configuration, from the database or (when it cannot be
+    /// reached) as last read.
+    async fn instance_config(&self, f: &FunctionRef) -> Result<Arc<InstanceConfig>, StartError> {
+        let key = (f.function_id, f.version);
+        match self.store.instance_config(f.function_id, f.version).await {
+            Ok(Some(c)) => {
+                let c = Arc::new(c);
+                let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
+                configs.retain(|(fid, _), _| *fid != f.function_id);
+                configs.insert(key, c.clone());
+                Ok(c)
+            }
+            Ok(None) => Err(StartError::Gone),
+            Err(e) => self
+                .configs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| StartError::Host(format!("reading the configuration: {e}"))),
+        }
     }
 
     /// Removes the code and logs of functions that are not live (deleted while
@@ -156,6 +209,10 @@ impl Spawner for DenoSpawner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&function_id);
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(fid, _), _| *fid != function_id);
         let layout = self.layout.clone();
         Box::pin(async move {
             let _ = tokio::task::spawn_blocking(move || {

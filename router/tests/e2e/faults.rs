@@ -265,6 +265,7 @@ async fn a_router_without_deno_says_so_at_start() {
             format!("sqlite://{}/db", dir.path().display()),
         )
         .env("SKIFF_DENO", dir.path().join("no-such-deno"))
+        .env("SKIFF_SECRETS_KEY", crate::helpers::SECRETS_KEY)
         .env("SKIFF_LISTEN", "127.0.0.1:0")
         .env("SKIFF_DATA_DIR", dir.path())
         .output()

@@ -14,6 +14,13 @@ use skiff_router::{RouterApp, RouterHandle};
 use skiff_testkit::ApiClient;
 use skiff_testkit::{TestBackend, TestDb};
 
+/// The key the test stacks seal and open secrets with.
+pub use skiff_testkit::SECRETS_KEY;
+
+pub fn secrets_key() -> skiff_core::secrets::SecretsKey {
+    skiff_core::secrets::SecretsKey::parse(SECRETS_KEY).unwrap()
+}
+
 pub struct Stack {
     /// A client of the manager's API (on `client`).
     pub manager: ApiClient,
@@ -83,6 +90,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     tokio::spawn(manager.run_until_stopped());
 
     let mut r = RouterConfig::new(data_dir.clone());
+    r.secrets_key = Some(secrets_key());
     r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     r.idle_timeout = o.idle_timeout;
     r.request_timeout = o.request_timeout;

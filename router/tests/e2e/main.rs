@@ -4,6 +4,7 @@
 
 mod calls;
 mod faults;
+mod fnconfig;
 mod forwarded_headers;
 mod helpers;
 mod hostile_clients;

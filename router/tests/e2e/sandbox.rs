@@ -25,8 +25,9 @@ fn prober(
   ["read other function", () => Deno.readTextFileSync({other_code:?})],
   ["write own Deno cache", () => Deno.writeTextFileSync({own_cache:?}, "x")],
   ["list the runtime's cache template", () => [...Deno.readDirSync({template:?})].length],
-  ["env HOME", () => Deno.env.get("HOME")],
-  ["env toObject", () => Deno.env.toObject()],
+  // The host's env is invisible: a function with no env sees nothing at all.
+  ["env HOME", () => {{ const v = Deno.env.get("HOME"); if (v === undefined) throw new Error("not visible"); return v; }}],
+  ["env toObject", () => {{ const o = Deno.env.toObject(); if (Object.keys(o).length === 0) throw new Error("empty"); return o; }}],
   ["spawn id", () => new Deno.Command("id").outputSync()],
   ["hostname", () => Deno.hostname()],
 {fetches}];

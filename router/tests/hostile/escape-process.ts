@@ -5,8 +5,17 @@
 export default async (_req: Request) => {
   const out: Record<string, string> = {};
   const attempts: [string, () => unknown][] = [
-    ["env get", () => Deno.env.get("PATH")],
-    ["env toObject", () => JSON.stringify(Deno.env.toObject())],
+    // The host's env is invisible: with no env of its own, nothing at all.
+    ["env get", () => {
+      const v = Deno.env.get("PATH");
+      if (v === undefined) throw new Error("not visible");
+      return v;
+    }],
+    ["env toObject", () => {
+      const o = JSON.stringify(Deno.env.toObject());
+      if (o === "{}") throw new Error("empty");
+      return o;
+    }],
     ["command", () => new Deno.Command("id").outputSync().stdout.length],
     [
       "command async",
