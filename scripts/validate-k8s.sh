@@ -6,8 +6,9 @@
 #
 # - kubernetes-validate --strict: every manifest in k8s/ (kustomization.yaml is
 #   kustomize's own file, not a Kubernetes object) and the output of
-#   `skiff-manager render` for the shortest names (1-char function) and the
-#   longest (32-char user, 40-char function);
+#   `skiff-manager render` for the shortest names (1-char function), the
+#   longest (32-char user, 40-char function), and a function with env and
+#   settings (its env Secret, memory, autoscaler bounds);
 # - hadolint: every Dockerfile in Dockerfiles/;
 # - checkov: k8s/ and the render output (framework kubernetes) and Dockerfiles/
 #   (framework dockerfile), zero failed checks. A skip is written next to its
@@ -56,6 +57,11 @@ step "render 1-char name" sh -c '"$1" render --user abc --name a --file "$2" >"$
     "$manager" "$work/fn.ts" "$work/render/short.yaml"
 step "render 32-char user, 40-char name" sh -c '"$1" render --user "$2" --name "$3" --file "$4" --version 9223372036854775807 >"$5"' _ \
     "$manager" "$long_user" "$long_name" "$work/fn.ts" "$work/render/long.yaml"
+# env (stand-in values: they land in the rendered Secret) and every setting
+step "render with env and settings" sh -c '"$1" render --user abc --name configured --file "$2" --version 3 \
+    --env GREETING=hello --env API_KEY=stand-in --memory-mb 512 --timeout-secs 60 --concurrency 8 \
+    --min-instances 2 --max-instances 4 >"$3"' _ \
+    "$manager" "$work/fn.ts" "$work/render/configured.yaml"
 
 # --- kustomization lists every manifest ---
 kustomize_complete() {

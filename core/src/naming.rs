@@ -79,6 +79,12 @@ pub fn code_config_map_name(user: &str, function: &str, version: i64) -> String 
     format!("{}-v{version}", object_name(user, function))
 }
 
+/// Name of the function's Secret holding its env and opened secrets (one
+/// per function, re-applied for each live version, like the Deployment).
+pub fn env_secret_name(user: &str, function: &str) -> String {
+    format!("{}-env", object_name(user, function))
+}
+
 /// Host name of the function's Service inside the cluster:
 /// `<object name>.<namespace>.svc`. Resolvable from any pod through the
 /// cluster DNS search path, whatever the cluster domain is.
@@ -124,6 +130,7 @@ mod tests {
         assert_eq!(n.len(), OBJECT_NAME_MAX);
         assert!(is_dns_label(&n));
         let cm = code_config_map_name(&user, &function, i64::MAX);
+        assert!(is_dns_label(&env_secret_name(&user, &function)));
         assert!(cm.len() <= 63, "{cm} is {} long", cm.len());
         assert!(is_dns_label(&cm));
         // A ReplicaSet adds "-<10 chars>", a pod "-<5 chars>" on top.

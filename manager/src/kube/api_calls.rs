@@ -55,10 +55,15 @@ const fn call(group: &'static str, resource: &'static str, verb: Verb) -> ApiCal
 /// Apply and list every kind; delete the single objects by name and a
 /// function's code ConfigMaps (one per version) by label; for
 /// `GET /func/<name>/logs`, list a function's pods and read their logs.
+/// Secrets (one per function, its env file) are only applied and deleted by
+/// name: never listed, watched or read back, so the manager's token cannot
+/// read other Secrets of the namespace.
 pub const API_CALLS: &[ApiCall] = &[
     call("", "configmaps", Verb::Apply),
     call("", "configmaps", Verb::List),
     call("", "configmaps", Verb::DeleteCollection),
+    call("", "secrets", Verb::Apply),
+    call("", "secrets", Verb::Delete),
     call("", "services", Verb::Apply),
     call("", "services", Verb::List),
     call("", "services", Verb::Delete),
@@ -134,6 +139,7 @@ mod tests {
     fn every_applied_kind_is_listed_with_its_real_resource_name() {
         for (group, resource) in [
             resource_of::<ConfigMap>(),
+            resource_of::<Secret>(),
             resource_of::<Service>(),
             resource_of::<Deployment>(),
             resource_of::<HorizontalPodAutoscaler>(),
@@ -153,6 +159,10 @@ mod tests {
     #[test]
     fn anything_else_is_refused() {
         assert!(permitted::<Secret>(Verb::List).is_err());
+        assert!(permitted::<Secret>(Verb::Get).is_err());
+        assert!(permitted::<Secret>(Verb::DeleteCollection).is_err());
+        assert!(permitted::<Secret>(Verb::Apply).is_ok());
+        assert!(permitted::<Secret>(Verb::Delete).is_ok());
         assert!(permitted::<Pod>(Verb::Delete).is_err());
         assert!(permitted::<Pod>(Verb::Get).is_err());
         assert!(permitted_sub::<Pod>("exec", Verb::Get).is_err());

@@ -13,13 +13,13 @@ use futures_util::AsyncReadExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use skiff_core::naming::{MANAGED_BY, object_name};
+use skiff_core::naming::{MANAGED_BY, env_secret_name, object_name};
 
 use super::api_calls::{Verb, permitted, permitted_sub};
 use super::errors::KubeError;
@@ -105,6 +105,7 @@ impl KubeApi {
     pub async fn apply_function(&self, objects: &FunctionObjects) -> Result<(), KubeError> {
         self.apply(&objects.network_policy).await?;
         self.apply(&objects.config_map).await?;
+        self.apply(&objects.secret).await?;
         self.apply(&objects.service).await?;
         self.apply(&objects.deployment).await?;
         self.apply(&objects.autoscaler).await
@@ -146,12 +147,16 @@ impl KubeApi {
     }
 
     /// Deletes every object of a function. The Deployment goes first so no
-    /// new pod starts; the NetworkPolicy last so no pod is ever unfenced.
+    /// new pod starts; the NetworkPolicy last so no pod is ever unfenced, and
+    /// so a delete that failed half-way leaves an object the reconcile loop
+    /// finds by label (Secrets are never listed).
     pub async fn delete_function(&self, user: &str, function: &str) -> Result<(), KubeError> {
         let name = object_name(user, function);
         self.delete_named::<HorizontalPodAutoscaler>(&name).await?;
         self.delete_named::<Deployment>(&name).await?;
         self.delete_named::<Service>(&name).await?;
+        self.delete_named::<Secret>(&env_secret_name(user, function))
+            .await?;
         permitted::<ConfigMap>(Verb::DeleteCollection)?;
         let selector = labels::function_selector(user, function);
         self.bounded(

@@ -5,16 +5,22 @@
 //! and the reconcile loop all go through it, so whichever runs last leaves the
 //! newest state. Apply failures are recorded in the database (never returned
 //! to the deploy) and retried by the reconcile loop.
+//!
+//! A configuration change or a rollback is a new live version like a deploy,
+//! so it goes through the same sync: the env Secret and the Deployment are
+//! re-rendered from that version's configuration.
 
 use std::collections::BTreeSet;
 
 use kube::Client;
+use skiff_core::fnconfig::SettingsPolicy;
+use skiff_core::secrets::SecretsKey;
 use skiff_core::store::{RuntimePhase, RuntimeState, RuntimeTarget, Store};
 
 use super::apply::KubeApi;
 use super::errors::KubeError;
 use super::locks::KeyedLocks;
-use super::objects::{FunctionSpec, build};
+use super::objects::{FunctionSpec, VersionConfig, build};
 use super::settings::KubeSettings;
 
 /// Versions whose code ConfigMap is kept: the live one, and the one before it
@@ -49,16 +55,39 @@ pub struct KubeRuntime {
     store: Store,
     settings: KubeSettings,
     locks: KeyedLocks,
+    /// Opens the secrets that go into each function's env Secret.
+    secrets_key: Option<SecretsKey>,
+    /// The operator's per-function defaults (timeout, concurrency).
+    policy: SettingsPolicy,
+}
+
+fn default_policy() -> SettingsPolicy {
+    match skiff_core::settings::defaults() {
+        Ok(p) => p,
+        // Constants of core's fnconfig; its tests parse them.
+        Err(e) => unreachable!("the settings policy's defaults do not parse: {e}"),
+    }
 }
 
 impl KubeRuntime {
+    /// A runtime with no secrets key (a version with secrets then fails to
+    /// apply, loudly) and the default policy: see [`Self::with_function_config`].
     pub fn new(client: Client, store: Store, settings: KubeSettings) -> Self {
         Self {
             api: KubeApi::new(client, &settings.namespace, settings.api_timeout()),
             store,
             settings,
             locks: KeyedLocks::default(),
+            secrets_key: None,
+            policy: default_policy(),
         }
+    }
+
+    /// The manager's `SKIFF_SECRETS_KEY` and its flattened `SettingsPolicy`.
+    pub fn with_function_config(mut self, key: Option<SecretsKey>, policy: SettingsPolicy) -> Self {
+        self.secrets_key = key;
+        self.policy = policy;
+        self
     }
 
     /// Connects with the in-cluster service account (or the local kubeconfig).
@@ -169,12 +198,16 @@ impl KubeRuntime {
         };
         let source = String::from_utf8(module.code)
             .map_err(|_| KubeError::SourceNotText { version: t.version })?;
+        let Some(config) = self.version_config(t).await? else {
+            return Ok(());
+        };
         let spec = FunctionSpec {
             user: &t.user,
             function: &t.name,
             version: t.version,
             source: &source,
             module_file: skiff_core::layout::Layout::module_file(module.bundled),
+            config: &config,
         };
         self.api
             .apply_function(&build(&self.settings, &spec))
@@ -184,6 +217,55 @@ impl KubeRuntime {
             .filter(|v| *v >= 1)
             .collect();
         self.api.prune_code(&t.user, &t.name, &keep).await
+    }
+
+    /// The version's env, opened secrets and settings; `None` when the
+    /// version is gone (deleted between reads).
+    async fn version_config(&self, t: &RuntimeTarget) -> Result<Option<VersionConfig>, KubeError> {
+        let stored = self
+            .store
+            .instance_config(t.function_id, t.version)
+            .await
+            .map_err(|e| KubeError::Store {
+                version: t.version,
+                detail: e.to_string(),
+            })?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let vars = match (&self.secrets_key, stored.sealed.is_empty()) {
+            (_, true) => stored
+                .config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            (Some(key), false) => {
+                stored
+                    .open(key, t.function_id)
+                    .map_err(|detail| KubeError::Secrets {
+                        version: t.version,
+                        detail,
+                    })?
+            }
+            (None, false) => return Err(KubeError::NoSecretsKey { version: t.version }),
+        };
+        // What changes whenever the env file or the settings do, without a
+        // value in clear: the stored config (env, secret names, settings) and
+        // the sealed secrets (a new value is a new ciphertext).
+        let mut identity = stored.config.to_stored().unwrap_or_default().into_bytes();
+        for (name, sealed) in &stored.sealed {
+            identity.push(0);
+            identity.extend_from_slice(name.as_bytes());
+            identity.push(0);
+            identity.extend_from_slice(sealed);
+        }
+        Ok(Some(VersionConfig::new(
+            &vars,
+            stored.config.settings,
+            &self.policy,
+            &identity,
+        )))
     }
 
     /// One pass of the reconcile loop: applies every function in the database

@@ -29,6 +29,12 @@ pub enum KubeError {
         "the stored source of version {version} is not UTF-8 text, so it cannot go into a ConfigMap"
     )]
     SourceNotText { version: i64 },
+    /// The version has secrets and the manager has no `SKIFF_SECRETS_KEY`.
+    #[error("version {version} has secrets, and the manager has no SKIFF_SECRETS_KEY to open them")]
+    NoSecretsKey { version: i64 },
+    /// A secret did not open; `detail` names it, never its value.
+    #[error("opening the secrets of version {version}: {detail}")]
+    Secrets { version: i64, detail: String },
 }
 
 impl KubeError {

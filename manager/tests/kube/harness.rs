@@ -10,8 +10,9 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use skiff_core::names::{FunctionName, UserName};
-use skiff_core::naming::{code_config_map_name, object_name};
+use skiff_core::naming::{code_config_map_name, env_secret_name, object_name};
 use skiff_core::secret::Secret;
+use skiff_core::secrets::SecretsKey;
 use skiff_core::store::Store;
 use skiff_core::tokens::TokenKeys;
 use skiff_manager::config::ManagerConfig;
@@ -34,6 +35,7 @@ type Responder = tower_test::mock::SendResponse<Response<Body>>;
 pub enum Kind {
     NetworkPolicy,
     ConfigMap,
+    Secret,
     Service,
     Deployment,
     Autoscaler,
@@ -43,6 +45,7 @@ impl Kind {
     pub fn resource(self) -> &'static str {
         match self {
             Self::ConfigMap => "configmaps",
+            Self::Secret => "secrets",
             Self::Service => "services",
             Self::Deployment => "deployments",
             Self::Autoscaler => "horizontalpodautoscalers",
@@ -52,7 +55,7 @@ impl Kind {
 
     pub fn collection(self) -> String {
         let prefix = match self {
-            Self::ConfigMap | Self::Service => "/api/v1".to_owned(),
+            Self::ConfigMap | Self::Secret | Self::Service => "/api/v1".to_owned(),
             Self::Deployment => "/apis/apps/v1".to_owned(),
             Self::Autoscaler => "/apis/autoscaling/v2".to_owned(),
             Self::NetworkPolicy => "/apis/networking.k8s.io/v1".to_owned(),
@@ -63,6 +66,7 @@ impl Kind {
     pub fn api_kind(self) -> &'static str {
         match self {
             Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
             Self::Service => "Service",
             Self::Deployment => "Deployment",
             Self::Autoscaler => "HorizontalPodAutoscaler",
@@ -281,8 +285,9 @@ impl FakeApi {
         seen
     }
 
-    /// Expects the five applies of one version, all answered `reply_for(kind)`,
-    /// then the prune of old code ConfigMaps; returns the applied bodies.
+    /// Expects the six applies of one version (NetworkPolicy, code ConfigMap,
+    /// env Secret, Service, Deployment, HorizontalPodAutoscaler), then the
+    /// prune of old code ConfigMaps; returns the applied bodies in that order.
     pub async fn expect_version(&mut self, user: &str, function: &str, version: i64) -> Vec<Seen> {
         let name = object_name(user, function);
         let mut out = self
@@ -295,8 +300,9 @@ impl FakeApi {
         out
     }
 
-    /// Expects the first two applies of a version: the NetworkPolicy
-    /// (answered Ok), then the code ConfigMap (answered `code`).
+    /// Expects the first three applies of a version: the NetworkPolicy
+    /// (answered Ok), the code ConfigMap (answered `code`), then the env
+    /// Secret (answered Ok).
     pub async fn expect_policy_and_code(
         &mut self,
         user: &str,
@@ -309,10 +315,11 @@ impl FakeApi {
             .expect_apply(Kind::NetworkPolicy, &name, Reply::Ok)
             .await;
         let config_map = code_config_map_name(user, function, version);
-        vec![
-            policy,
-            self.expect_apply(Kind::ConfigMap, &config_map, code).await,
-        ]
+        let code = self.expect_apply(Kind::ConfigMap, &config_map, code).await;
+        let secret = self
+            .expect_apply(Kind::Secret, &env_secret_name(user, function), Reply::Ok)
+            .await;
+        vec![policy, code, secret]
     }
 
     /// Expects the deletion of code ConfigMaps older than `version - 1`.
@@ -364,6 +371,18 @@ impl FakeApi {
                 (Method::DELETE, format!("{}/{name}", kind.collection()))
             );
         }
+        let seen = self.answer(gone()).await;
+        assert_eq!(
+            (seen.method.clone(), seen.path.clone()),
+            (
+                Method::DELETE,
+                format!(
+                    "{}/{}",
+                    Kind::Secret.collection(),
+                    env_secret_name(user, function)
+                )
+            )
+        );
         let seen = self.answer(Reply::Deleted).await;
         assert_eq!(
             (seen.method.clone(), seen.path.clone()),
@@ -417,6 +436,20 @@ pub fn settings() -> KubeSettings {
 
 /// A runtime on a fresh database holding user `alice`, talking to a fake API.
 pub async fn env(backend: TestBackend, settings: KubeSettings) -> Env {
+    env_with_key(backend, settings, None).await
+}
+
+/// The secrets key tests seal with.
+pub fn secrets_key(byte: u8) -> SecretsKey {
+    SecretsKey::from_bytes(&[byte; 32]).unwrap()
+}
+
+/// [`env`] with the manager's secrets key (`None`: the manager has none).
+pub async fn env_with_key(
+    backend: TestBackend,
+    settings: KubeSettings,
+    key: Option<SecretsKey>,
+) -> Env {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let user = store
@@ -425,7 +458,10 @@ pub async fn env(backend: TestBackend, settings: KubeSettings) -> Env {
         .unwrap();
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NS);
-    let runtime = Arc::new(KubeRuntime::new(client, store.clone(), settings));
+    let policy = skiff_core::settings::defaults().unwrap();
+    let runtime = Arc::new(
+        KubeRuntime::new(client, store.clone(), settings).with_function_config(key, policy),
+    );
     Env {
         runtime,
         store,

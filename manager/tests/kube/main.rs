@@ -8,6 +8,7 @@ mod harness;
 mod manager_pod;
 
 mod api;
+mod config;
 mod failures;
 mod logs;
 mod rbac;

@@ -77,12 +77,21 @@ fn checks_run_in_their_own_container_as_another_uid_without_the_managers_secrets
         );
         let name = e["name"].as_str().unwrap();
         assert!(
-            !["SKIFF_JWT_SECRET", "SKIFF_DATABASE_URL"].contains(&name),
+            ![
+                "SKIFF_JWT_SECRET",
+                "SKIFF_DATABASE_URL",
+                "SKIFF_SECRETS_KEY"
+            ]
+            .contains(&name),
             "{name} in the checker"
         );
     }
     // The manager has them, and points at the checker's socket.
     assert!(env(manager, "SKIFF_JWT_SECRET").is_some());
+    // The secrets key comes from the generated Secret, never from the manifest.
+    let key = env(manager, "SKIFF_SECRETS_KEY").unwrap();
+    assert!(key["value"].is_null());
+    assert_eq!(key["valueFrom"]["secretKeyRef"]["key"], "SKIFF_SECRETS_KEY");
     let socket = env(manager, "SKIFF_CHECKER_SOCKET").unwrap()["value"]
         .as_str()
         .unwrap();

@@ -24,7 +24,7 @@ async fn create_applies_every_object_and_records_ready(b: TestBackend) {
     // What was applied is what the builders make: spot-check the essentials.
     let cm = &applied[1].body;
     assert_eq!(cm["data"]["fn.ts"], HELLO_V1);
-    let deploy = &applied[3].body;
+    let deploy = &applied[4].body;
     assert!(
         deploy["spec"].get("replicas").is_none(),
         "the HPA owns replicas"
@@ -35,7 +35,7 @@ async fn create_applies_every_object_and_records_ready(b: TestBackend) {
         code_config_map_name("alice", "hello", 1)
     );
     assert_eq!(
-        applied[4].body["spec"]["scaleTargetRef"]["name"],
+        applied[5].body["spec"]["scaleTargetRef"]["name"],
         object_name("alice", "hello")
     );
 
@@ -65,7 +65,7 @@ async fn update_rolls_out_a_new_configmap_and_points_the_deployment_at_it(b: Tes
     );
     assert_eq!(cm["metadata"]["labels"]["skiff.dev/version"], "2");
     assert_eq!(cm["data"]["fn.ts"], HELLO_V2);
-    let template = &applied[3].body["spec"]["template"];
+    let template = &applied[4].body["spec"]["template"];
     assert_eq!(
         template["spec"]["volumes"][0]["configMap"]["name"],
         code_config_map_name("alice", "hello", 2)
@@ -73,7 +73,7 @@ async fn update_rolls_out_a_new_configmap_and_points_the_deployment_at_it(b: Tes
     assert_eq!(template["metadata"]["labels"]["skiff.dev/version"], "2");
     // The Deployment keeps its name and selector: it is rolled, not replaced.
     assert_eq!(
-        applied[3].body["metadata"]["name"],
+        applied[4].body["metadata"]["name"],
         object_name("alice", "hello")
     );
     let state = env.state("hello").await.unwrap();

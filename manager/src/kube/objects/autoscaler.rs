@@ -1,5 +1,7 @@
 //! The function's autoscaling/v2 HorizontalPodAutoscaler. It owns the
 //! Deployment's replica count, which is why the Deployment never sets one.
+//! Its bounds are the function's min/max instances when it set them, else
+//! `SKIFF_K8S_MIN_REPLICAS`/`SKIFF_K8S_MAX_REPLICAS`.
 
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
@@ -11,6 +13,7 @@ use super::{FunctionSpec, common_metadata};
 use crate::kube::settings::KubeSettings;
 
 pub fn autoscaler(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> HorizontalPodAutoscaler {
+    let shape = spec.config.shape(settings);
     HorizontalPodAutoscaler {
         metadata: common_metadata(settings, spec),
         spec: Some(HorizontalPodAutoscalerSpec {
@@ -19,8 +22,8 @@ pub fn autoscaler(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Horizonta
                 kind: "Deployment".into(),
                 name: object_name(spec.user, spec.function),
             },
-            min_replicas: Some(settings.min_replicas),
-            max_replicas: settings.max_replicas,
+            min_replicas: Some(shape.min_replicas),
+            max_replicas: shape.max_replicas,
             metrics: Some(vec![MetricSpec {
                 type_: "Resource".into(),
                 resource: Some(ResourceMetricSource {
@@ -41,8 +44,43 @@ pub fn autoscaler(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Horizonta
 
 #[cfg(test)]
 mod tests {
+    use skiff_core::fnconfig::FunctionSettings;
+
     use super::*;
-    use crate::kube::objects::test_support::spec;
+    use crate::kube::objects::test_support::{configured_with, spec};
+
+    #[test]
+    fn the_function_instances_bound_the_autoscaler() {
+        let config = configured_with(
+            FunctionSettings {
+                min_instances: Some(3),
+                max_instances: Some(6),
+                ..FunctionSettings::default()
+            },
+            b"x",
+        );
+        let s = FunctionSpec {
+            config: &config,
+            ..spec()
+        };
+        let hpa = autoscaler(&KubeSettings::default(), &s).spec.unwrap();
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(3), 6));
+        // min_instances 0 cannot scale a Deployment to zero: one stays.
+        let zero = configured_with(
+            FunctionSettings {
+                min_instances: Some(0),
+                max_instances: Some(2),
+                ..FunctionSettings::default()
+            },
+            b"x",
+        );
+        let s = FunctionSpec {
+            config: &zero,
+            ..spec()
+        };
+        let hpa = autoscaler(&KubeSettings::default(), &s).spec.unwrap();
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(1), 2));
+    }
 
     #[test]
     fn scales_the_deployment_on_cpu_within_the_configured_bounds() {

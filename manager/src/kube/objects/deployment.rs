@@ -2,6 +2,11 @@
 //! module, hardened to the Pod Security "restricted" profile. It never sets
 //! `replicas`: the HorizontalPodAutoscaler owns that field, and an apply that
 //! set it would fight the autoscaler on every reconcile.
+//!
+//! The function's env and secrets reach the runtime as a file from the
+//! function's Secret ([`ENV_FILE`]), never through the container's `env:`;
+//! the container's env carries only their names (`SKIFF_ENV_NAMES`), from
+//! which run.sh grants Deno `--allow-env`.
 
 use std::collections::BTreeMap;
 
@@ -11,13 +16,15 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use skiff_core::naming::{CONTAINER_PORT, HEALTH_PORT, code_config_map_name};
+use skiff_core::naming::{CONTAINER_PORT, HEALTH_PORT, code_config_map_name, env_secret_name};
 
+use super::config::PodShape;
+use super::secret::ENV_FILE_KEY;
 use super::{FunctionSpec, common_metadata};
 use crate::kube::deny_net::deny_net_value;
 use crate::kube::labels;
@@ -36,6 +43,20 @@ pub const TMP_DIR: &str = "/tmp";
 pub const DENO_DIR: &str = "/deno-dir";
 /// The unprivileged user of the image; above 10000 so it maps to no host user.
 pub const RUNTIME_UID: i64 = 10001;
+/// The function's Secret, mounted read-only.
+pub const ENV_DIR: &str = "/var/run/skiff/env";
+/// The env file the runtime reads (`--env-file`): `ENV_DIR/env.json`.
+pub const ENV_FILE: &str = "/var/run/skiff/env/env.json";
+/// Pod-template annotation holding the configuration's fingerprint: a new
+/// configuration rolls the pods even if nothing else in the template changed.
+pub const CONFIG_HASH_ANNOTATION: &str = "skiff.dev/config-hash";
+/// The settings the router enforces, recorded on the pods for operators.
+pub const TIMEOUT_ANNOTATION: &str = "skiff.dev/timeout-secs";
+pub const CONCURRENCY_ANNOTATION: &str = "skiff.dev/concurrency";
+/// Secret files: owned by root, group = the pod's fsGroup (the runtime's
+/// group), readable by that group only. Kubelet adds group read for the
+/// fsGroup anyway; saying it here makes the rendered mode the real one.
+const ENV_FILE_MODE: i32 = 0o440;
 
 const CONTAINER: &str = "runtime";
 
@@ -81,7 +102,7 @@ fn seccomp() -> SeccompProfile {
     }
 }
 
-fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Container {
+fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>, shape: &PodShape) -> Container {
     let module = format!("{CODE_DIR}/{}", spec.module_file);
     Container {
         name: CONTAINER.into(),
@@ -95,11 +116,17 @@ fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Container {
             format!("tcp:0.0.0.0:{CONTAINER_PORT}"),
             "--health-port".into(),
             HEALTH_PORT.to_string(),
+            "--env-file".into(),
+            ENV_FILE.into(),
         ]),
         env: Some(vec![
             env("SKIFF_CODE_DIR", CODE_DIR),
             env("SKIFF_TMP_DIR", TMP_DIR),
-            env("SKIFF_HEAP_MB", settings.heap_mb.to_string()),
+            env("SKIFF_HEAP_MB", shape.heap_mb.to_string()),
+            // run.sh: --allow-read of the file (and the launcher's read-only
+            // rule), --allow-env of the names, --deny-env when there are none.
+            env("SKIFF_ENV_FILE", ENV_FILE),
+            env("SKIFF_ENV_NAMES", spec.config.names().join(",")),
             env("SKIFF_DENY_NET", deny_net_value()),
             env("DENO_DIR", DENO_DIR),
             env("NO_COLOR", "1"),
@@ -127,11 +154,11 @@ fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Container {
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), quantity(&settings.cpu_request)),
-                ("memory".to_owned(), quantity(&settings.memory_request)),
+                ("memory".to_owned(), quantity(&shape.memory_request)),
             ])),
             limits: Some(BTreeMap::from([
                 ("cpu".to_owned(), quantity(&settings.cpu_limit)),
-                ("memory".to_owned(), quantity(&settings.memory_limit)),
+                ("memory".to_owned(), quantity(&shape.memory_limit)),
             ])),
             ..ResourceRequirements::default()
         }),
@@ -160,6 +187,7 @@ fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Container {
             mount("code", CODE_DIR, true),
             mount("tmp", TMP_DIR, false),
             mount("deno-dir", DENO_DIR, false),
+            mount("env", ENV_DIR, true),
         ]),
         ..Container::default()
     }
@@ -195,10 +223,44 @@ fn volumes(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Vec<Volume> {
             empty_dir: Some(empty_dir("64Mi")),
             ..Volume::default()
         },
+        Volume {
+            name: "env".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(env_secret_name(spec.user, spec.function)),
+                items: Some(vec![KeyToPath {
+                    key: ENV_FILE_KEY.into(),
+                    path: ENV_FILE_KEY.into(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(ENV_FILE_MODE),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
     ]
 }
 
+/// Pod-template annotations: the configuration's fingerprint and the
+/// settings the router enforces.
+fn pod_annotations(spec: &FunctionSpec<'_>, shape: &PodShape) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            spec.config.fingerprint().to_owned(),
+        ),
+        (
+            TIMEOUT_ANNOTATION.to_owned(),
+            shape.timeout_secs.to_string(),
+        ),
+        (
+            CONCURRENCY_ANNOTATION.to_owned(),
+            shape.concurrency.to_string(),
+        ),
+    ])
+}
+
 pub fn deployment(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Deployment {
+    let shape = spec.config.shape(settings);
     let mut meta = common_metadata(settings, spec);
     meta.annotations = checkov_skips(settings);
     Deployment {
@@ -222,6 +284,7 @@ pub fn deployment(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Deploymen
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels::versioned(spec.user, spec.function, spec.version)),
+                    annotations: Some(pod_annotations(spec, &shape)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -236,8 +299,8 @@ pub fn deployment(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Deploymen
                         seccomp_profile: Some(seccomp()),
                         ..PodSecurityContext::default()
                     }),
-                    termination_grace_period_seconds: Some(30),
-                    containers: vec![container(settings, spec)],
+                    termination_grace_period_seconds: Some(shape.grace_secs),
+                    containers: vec![container(settings, spec, &shape)],
                     volumes: Some(volumes(settings, spec)),
                     ..PodSpec::default()
                 }),
@@ -272,7 +335,9 @@ fn checkov_skips(settings: &KubeSettings) -> Option<BTreeMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::objects::test_support::{longest, spec};
+    use crate::kube::objects::VersionConfig;
+    use crate::kube::objects::test_support::{configured, configured_with, longest, spec};
+    use skiff_core::fnconfig::FunctionSettings;
 
     fn pod(d: &Deployment) -> PodSpec {
         d.spec.clone().unwrap().template.spec.unwrap()
@@ -306,10 +371,10 @@ mod tests {
         assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(caps.add, None);
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
-        // Restricted allows only these volume types: configMap and emptyDir.
+        // Restricted allows these volume types: configMap, secret, emptyDir.
         for v in p.volumes.unwrap() {
             assert!(
-                v.config_map.is_some() || v.empty_dir.is_some(),
+                v.config_map.is_some() || v.empty_dir.is_some() || v.secret.is_some(),
                 "{}",
                 v.name
             );
@@ -350,7 +415,9 @@ mod tests {
                 "--listen",
                 "tcp:0.0.0.0:8080",
                 "--health-port",
-                "8081"
+                "8081",
+                "--env-file",
+                "/var/run/skiff/env/env.json"
             ]
         );
         assert_eq!(c.image.as_deref(), Some(settings.runtime_image.as_str()));
@@ -444,6 +511,153 @@ mod tests {
         let labels = d.metadata.labels.unwrap();
         assert_eq!(labels["skiff.dev/user"], user);
         assert_eq!(labels["skiff.dev/function"], function);
+    }
+
+    fn env_of(c: &Container) -> BTreeMap<String, String> {
+        c.env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn env_values_reach_the_pod_only_as_the_mounted_secret_file() {
+        let config = configured();
+        let d = deployment(
+            &KubeSettings::default(),
+            &FunctionSpec {
+                config: &config,
+                ..spec()
+            },
+        );
+        // Nowhere in the Deployment: not in env, args, annotations.
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(!text.contains("s3cr3t-value"), "{text}");
+        assert!(!text.contains("plain-env-value"), "{text}");
+        let p = pod(&d);
+        let c = &p.containers[0];
+        assert!(c.env_from.is_none());
+        assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()));
+        let env = env_of(c);
+        assert_eq!(env["SKIFF_ENV_NAMES"], "API_KEY,GREETING");
+        assert_eq!(env["SKIFF_ENV_FILE"], ENV_FILE);
+        assert!(!env.contains_key("API_KEY") && !env.contains_key("GREETING"));
+        let args = c.args.clone().unwrap();
+        let at = args.iter().position(|a| a == "--env-file").unwrap();
+        assert_eq!(args[at + 1], ENV_FILE);
+        assert_eq!(ENV_FILE, format!("{ENV_DIR}/{ENV_FILE_KEY}"));
+
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "env")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (ENV_DIR, Some(true))
+        );
+        let volume = p.volumes.unwrap().into_iter().find(|v| v.name == "env");
+        let secret = volume.unwrap().secret.unwrap();
+        assert_eq!(secret.secret_name, Some(env_secret_name("alice", "hello")));
+        assert_eq!(secret.default_mode, Some(0o440));
+        assert_eq!(secret.optional, Some(false));
+        let items = secret.items.unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("env.json", "env.json")
+        );
+        // Group-readable by the runtime: the pod's fsGroup is its group.
+        let psc = p.security_context.unwrap();
+        assert_eq!(psc.fs_group, Some(RUNTIME_UID));
+        assert_eq!(
+            c.security_context.as_ref().unwrap().run_as_group,
+            Some(RUNTIME_UID)
+        );
+    }
+
+    #[test]
+    fn no_env_means_no_names() {
+        let c = pod(&deployment(&KubeSettings::default(), &spec())).containers[0].clone();
+        assert_eq!(env_of(&c)["SKIFF_ENV_NAMES"], "");
+    }
+
+    fn annotations(d: &Deployment) -> BTreeMap<String, String> {
+        d.spec
+            .clone()
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+    }
+
+    #[test]
+    fn the_config_hash_changes_with_the_config_and_only_with_it() {
+        let settings = KubeSettings::default();
+        let one = configured_with(FunctionSettings::default(), b"config one");
+        let same = configured_with(FunctionSettings::default(), b"config one");
+        let other = configured_with(FunctionSettings::default(), b"config two");
+        let hash = |config: &VersionConfig, version| {
+            let d = deployment(
+                &settings,
+                &FunctionSpec {
+                    config,
+                    version,
+                    ..spec()
+                },
+            );
+            annotations(&d)[CONFIG_HASH_ANNOTATION].clone()
+        };
+        assert_eq!(hash(&one, 3), hash(&same, 3));
+        // A new version with the same configuration (a code deploy) keeps it.
+        assert_eq!(hash(&one, 3), hash(&one, 4));
+        assert_ne!(hash(&one, 3), hash(&other, 3));
+        assert_eq!(hash(&one, 3), one.fingerprint());
+    }
+
+    #[test]
+    fn settings_become_memory_heap_grace_and_annotations() {
+        let config = configured_with(
+            FunctionSettings {
+                memory_mb: Some(384),
+                timeout_secs: Some(90),
+                concurrency: Some(7),
+                ..FunctionSettings::default()
+            },
+            b"x",
+        );
+        let d = deployment(
+            &KubeSettings::default(),
+            &FunctionSpec {
+                config: &config,
+                ..spec()
+            },
+        );
+        let p = pod(&d);
+        let c = &p.containers[0];
+        let r = c.resources.clone().unwrap();
+        assert_eq!(r.limits.unwrap()["memory"], Quantity("384Mi".into()));
+        assert_eq!(r.requests.unwrap()["memory"], Quantity("384Mi".into()));
+        assert_eq!(env_of(c)["SKIFF_HEAP_MB"], "192");
+        assert_eq!(p.termination_grace_period_seconds, Some(95));
+        let a = annotations(&d);
+        assert_eq!(a[TIMEOUT_ANNOTATION], "90");
+        assert_eq!(a[CONCURRENCY_ANNOTATION], "7");
+
+        // Unset: the Kubernetes flags.
+        let defaults = KubeSettings::default();
+        let p = pod(&deployment(&defaults, &spec()));
+        let r = p.containers[0].resources.clone().unwrap();
+        assert_eq!(r.limits.unwrap()["memory"], Quantity(defaults.memory_limit));
+        assert_eq!(
+            r.requests.unwrap()["memory"],
+            Quantity(defaults.memory_request)
+        );
+        assert_eq!(p.termination_grace_period_seconds, Some(35));
     }
 
     #[test]
