@@ -17,9 +17,6 @@ pub const SECRET: &str = "testkit-secret-that-is-long-enough-0123456789";
 /// The function-secrets key test services share (`SKIFF_SECRETS_KEY`).
 pub const SECRETS_KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 
-/// The secrets key (`SKIFF_SECRETS_KEY`) of every service started here.
-pub const SECRETS_KEY: &str = "7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de";
-
 /// How long a service may take to listen (a first `skiff dev` copies Deno).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -75,7 +72,6 @@ impl Launch {
             .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LISTEN", "127.0.0.1:0")
-            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("NO_COLOR", "1")
     }
 
