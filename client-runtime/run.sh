@@ -121,6 +121,9 @@ done
 # reverse order, then the fixed options, in front of the Deno command line.
 set -- -- "$deno" "$@"
 if [ -d "${DENO_DIR:-}" ]; then set -- --rw "$DENO_DIR" "$@"; fi
+# The env file's directory, not the file: a mounted Secret reaches the file
+# through symlinks the kubelet swaps on update.
+if [ -n "${SKIFF_ENV_FILE:-}" ]; then set -- --ro "$(dirname -- "$SKIFF_ENV_FILE")" "$@"; fi
 set -- --ro "$SKIFF_CODE_DIR" --ro "$main" --rx "$deno" --rw "$SKIFF_TMP_DIR" \
   --chdir "$SKIFF_CODE_DIR" "$@"
 # shellcheck disable=SC2086 # word splitting of the fixed options is intended

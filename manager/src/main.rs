@@ -79,7 +79,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Render(args) => {
             print!(
                 "{}",
-                skiff_manager::kube::render::run(&cli.settings.kubernetes, &args)?
+                skiff_manager::kube::render::run_with_policy(
+                    &cli.settings.kubernetes,
+                    &cli.settings.policy,
+                    &args
+                )?
             );
         }
         Command::Checker { listen } => {

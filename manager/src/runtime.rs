@@ -107,13 +107,12 @@ async fn kubernetes(
     config: &crate::config::ManagerConfig,
     store: &skiff_core::store::Store,
 ) -> anyhow::Result<SharedRuntime> {
-    // TODO(i13, lead): hand the runtime the manager's secrets key and settings
-    // policy once ManagerConfig has them, or versions with secrets fail to
-    // apply ("no SKIFF_SECRETS_KEY"):
-    //   KubeRuntime::connect(..).await?
-    //       .with_function_config(Some(config.secrets_key.clone()), config.policy.clone())
+    // The key opens each version's secrets into its pod Secret; the policy
+    // turns its settings into resources and replica bounds.
     let runtime = Arc::new(
-        crate::kube::KubeRuntime::connect(store.clone(), config.kubernetes.clone()).await?,
+        crate::kube::KubeRuntime::connect(store.clone(), config.kubernetes.clone())
+            .await?
+            .with_function_config(Some(config.secrets_key.clone()), config.policy.clone()),
     );
     tracing::info!(
         namespace = %config.kubernetes.namespace,
