@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The token secret of every service started here.
 pub const SECRET: &str = "testkit-secret-that-is-long-enough-0123456789";
-
-/// The secrets key (`SKIFF_SECRETS_KEY`) of every service started here.
-pub const SECRETS_KEY: &str = "7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de";
+/// The function-secrets key test services share (`SKIFF_SECRETS_KEY`).
+pub const SECRETS_KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 
 /// How long a service may take to listen (a first `skiff dev` copies Deno).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -70,9 +69,9 @@ impl Launch {
     pub fn router(bin: &str, database_url: &str, data_dir: &Path) -> Launch {
         Launch::new(bin)
             .env("SKIFF_DATABASE_URL", database_url)
-            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LISTEN", "127.0.0.1:0")
+            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("NO_COLOR", "1")
     }
 
