@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rand::RngCore;
-use skiff_core::fnconfig::{Quotas, SettingsPolicy};
 use skiff_core::names::FunctionName;
 use skiff_core::secret::Secret;
-use skiff_core::secrets::SecretsKey;
 use skiff_core::store::Store;
 use skiff_core::store::StoreError;
 use skiff_core::tokens::MIN_SECRET_BYTES;
@@ -49,6 +47,9 @@ pub struct DevArgs {
     /// Path of the Deno binary [default: found on PATH]
     #[arg(long, env = "SKIFF_DENO")]
     pub deno: Option<PathBuf>,
+    /// Stop instances after this many idle seconds
+    #[arg(long, env = "SKIFF_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
     /// Key sealing function secrets [default: generated once into <data-dir>/secrets-key]
     #[arg(long, env = "SKIFF_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<Secret>,
@@ -58,74 +59,53 @@ pub struct DevArgs {
     /// The deploy pipeline's settings: registries, import hosts, limits (as for skiff-manager)
     #[command(flatten)]
     pub checker: skiff_manager::typecheck::settings::CheckerSettings,
-    /// Per-function setting defaults and maximums (as for both services)
+    /// Per-user quotas (SKIFF_QUOTA_*, as for skiff-manager)
     #[command(flatten)]
-    pub policy: SettingsPolicy,
-    /// Per-user quotas (as for both services)
-    #[command(flatten)]
-    pub quotas: Quotas,
+    pub quotas: skiff_core::fnconfig::Quotas,
 }
 
-/// Reads the token secret kept in the data dir, creating it (mode 0600) the first time.
+/// Reads the secret kept in the data dir, creating it (mode 0600) the first time.
 fn dev_secret(dir: &Path) -> anyhow::Result<Secret> {
     let path = dir.join("jwt-secret");
-    let kept = kept_file(
-        &path,
-        |s| s.len() >= MIN_SECRET_BYTES,
-        || {
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        },
-    )?;
-    kept.ok_or_else(|| {
-        anyhow::anyhow!(
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => return Ok(Secret::new(s.trim())),
+        Ok(_) => anyhow::bail!(
             "{} is too short; delete it to make a new one",
             path.display()
-        )
-    })
-}
-
-/// Reads the secrets key kept in the data dir, creating it (mode 0600) the
-/// first time. Losing this file loses every function secret of the dev
-/// database; the manager refuses to start with another key.
-fn dev_secrets_key(dir: &Path) -> anyhow::Result<Secret> {
-    let path = dir.join("secrets-key");
-    let kept = kept_file(
-        &path,
-        |s| SecretsKey::parse(s).is_ok(),
-        SecretsKey::generate_hex,
-    )?;
-    kept.ok_or_else(|| {
-        anyhow::anyhow!(
-            "{} does not hold a secrets key (64 hex digits); put the right key back",
-            path.display()
-        )
-    })
-}
-
-/// The trimmed content of `path` when `valid` (`None` when not), or a new
-/// value from `make` written there with mode 0600 when the file is missing.
-fn kept_file(
-    path: &Path,
-    valid: impl Fn(&str) -> bool,
-    make: impl FnOnce() -> String,
-) -> anyhow::Result<Option<Secret>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if valid(s.trim()) => return Ok(Some(Secret::new(s.trim()))),
-        Ok(_) => return Ok(None),
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    let hex = make();
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(hex.as_bytes())?;
-    Ok(Some(Secret::new(hex)))
+    Ok(Secret::new(hex))
+}
+
+/// The key that seals function secrets, made once and kept in the data dir
+/// (mode 0600), like the JWT secret.
+fn dev_secrets_key(dir: &Path) -> anyhow::Result<skiff_core::secrets::SecretsKey> {
+    let path = dir.join("secrets-key");
+    if !path.exists() {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(skiff_core::secrets::SecretsKey::generate_hex().as_bytes())?;
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    skiff_core::secrets::SecretsKey::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// The SQLite files hold password hashes: owner only.
@@ -178,11 +158,12 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         Some(s) => s,
         None => dev_secret(&data_dir)?,
     };
+    // Losing the kept key loses the dev database's secrets: the manager
+    // then refuses to start (WrongSecretsKey) rather than serve without them.
     let secrets_key = match &args.secrets_key {
-        Some(k) => k.clone(),
+        Some(k) => skiff_core::secrets::SecretsKey::parse(k.expose())?,
         None => dev_secrets_key(&data_dir)?,
     };
-    let secrets_key = SecretsKey::parse(secrets_key.expose())?;
     let sqlite_path = data_dir.join("skiff.db");
     let url = match &args.database_url {
         Some(u) => u.expose().to_owned(),
@@ -199,12 +180,8 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let mut rcfg = RouterConfig::new(data_dir.clone());
     rcfg.listen = args.router_addr;
     rcfg.deno = Some(deno.clone());
-    rcfg.idle_timeout = std::time::Duration::from_secs(args.policy.idle_timeout_secs.max(1));
-    rcfg.request_timeout = std::time::Duration::from_secs(args.policy.request_timeout_secs);
-    rcfg.function_concurrency =
-        usize::try_from(args.policy.function_concurrency).unwrap_or(usize::MAX);
-    rcfg.memory_mb = args.policy.memory_mb;
-    rcfg.policy = args.policy.clone();
+    rcfg.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
+    rcfg.policy.idle_timeout_secs = args.idle_timeout_secs.max(1);
     rcfg.quotas = args.quotas.clone();
     rcfg.secrets_key = Some(secrets_key.clone());
     let router = RouterApp::build(rcfg, store.clone()).await?;
@@ -225,8 +202,10 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     mcfg.deno = Some(deno.clone());
     mcfg.checker = args.checker.clone();
     mcfg.secrets_key = secrets_key;
-    mcfg.policy = args.policy.clone();
     mcfg.quotas = args.quotas.clone();
+    // What GET /func/<name>/config reports as the default is what the
+    // in-process router applies.
+    mcfg.policy.idle_timeout_secs = args.idle_timeout_secs.max(1);
     let notifier: SharedRuntime = Arc::new(InProcessRouter(router_handle.clone()));
     let manager = Application::build_with_runtime(mcfg, store.clone(), Some(notifier)).await?;
     let manager_port = manager.port();

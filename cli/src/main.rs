@@ -586,8 +586,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 out.push_str("\nversions:");
                 for ver in v["versions"].as_array().cloned().unwrap_or_default() {
+                    let live = if ver["live"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        " "
+                    };
                     out.push_str(&format!(
-                        "\n  v{:<5} {}  {} bytes  {}",
+                        "\n{live} v{:<5} {}  {} bytes  {}",
                         s(&ver["version"]),
                         s(&ver["created_at"]),
                         s(&ver["size"]),

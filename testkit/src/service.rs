@@ -69,9 +69,9 @@ impl Launch {
     pub fn router(bin: &str, database_url: &str, data_dir: &Path) -> Launch {
         Launch::new(bin)
             .env("SKIFF_DATABASE_URL", database_url)
-            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LISTEN", "127.0.0.1:0")
+            .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("NO_COLOR", "1")
     }
 
