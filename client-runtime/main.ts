@@ -1553,6 +1553,9 @@ async function probe(args: Args): Promise<never> {
     hidePathsUnder(Deno.cwd(), "./");
   } catch { /* no read access to it: nothing to hide */ }
   quietConsole();
+  // A module that reads its env at the top level loads at deploy too (it
+  // sees no values then: the probe is given none).
+  narrowDenoEnv(new Map());
   installHooks();
   let line: string;
   let loaded: { mod: Record<string, unknown> | undefined } | undefined;

@@ -405,3 +405,12 @@ Deno.test("--probe reports no_handler and module_failed, without host paths", as
   assert.equal(syntax.json.code, "module_failed");
   assert.match(String(syntax.json.message), /SyntaxError: .*fn\.ts:2:/);
 });
+
+Deno.test("--probe loads a module that reads its env at the top level (it sees none)", async () => {
+  const out = await probe({
+    source:
+      'const api = Deno.env.get("API_URL") ?? "none";\nexport default () => new Response(api);\n',
+  });
+  assert.equal(out.code, 0, out.stderr);
+  assert.deepEqual(out.json, { ok: true, shape: "default-function" });
+});

@@ -201,7 +201,11 @@ impl<S: Spawner> Functions<S> {
                 }
                 Action::Drain(i) => {
                     let me = me.clone();
-                    let grace = self.settings.drain_grace;
+                    let timeout = self.settings.defaults.effective(&f.settings).timeout;
+                    let grace = self
+                        .settings
+                        .drain_grace
+                        .max(timeout + Duration::from_secs(5));
                     tokio::spawn(async move {
                         let iid = i.0.id();
                         i.0.drain_and_stop(grace).await;

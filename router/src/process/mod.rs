@@ -3,6 +3,20 @@
 //! switched to a new version by starting the new instance before draining the
 //! old. Each function's instance life is one state machine (`machine.rs`) run
 //! by `driver.rs`; `spawner.rs` is what starts real instances.
+//!
+//! Per-function settings (issue #13), each the operator's default unless the
+//! live version sets it: the request timeout and concurrency apply on the
+//! request path (`proxy.rs`, `limits.rs`); here, the idle timeout, the memory
+//! cgroup limit and V8 heap (a function's own `memory_mb` gets half of it as
+//! heap, at least 32 MiB), and `min_instances` (≥ 1: started as soon as the
+//! version is live, restarted if it exits, never stopped for idleness).
+//! `max_instances` is honoured as an upper bound only: this runtime runs one
+//! instance per function version (scaling out is issue #17); the Kubernetes
+//! runtime enforces it with the HPA. Each user may run `SKIFF_QUOTA_INSTANCES`
+//! instances (or their own limit, `user_limits.rs`): at the quota, a start
+//! stops the user's least recently used idle instance, or is refused with
+//! `403 quota_exceeded` when none is idle (that start then fails fast for the
+//! one-second start back-off, like any failed start).
 
 mod command;
 pub mod driver;
@@ -52,11 +66,8 @@ impl ProcessRuntime {
             Settings {
                 defaults: cfg.function_defaults(),
                 user_limits,
-                // Long enough for the longest timeout a function may set.
-                drain_grace: cfg
-                    .request_timeout
-                    .max(Duration::from_secs(cfg.policy.max_request_timeout_secs))
-                    + Duration::from_secs(5),
+                // At least this; longer for a function with a longer timeout.
+                drain_grace: cfg.request_timeout + Duration::from_secs(5),
                 // In-flight requests of a deleted function finish, but briefly.
                 delete_grace: Duration::from_secs(2),
                 start_wait: cfg.start_timeout + Duration::from_secs(5),

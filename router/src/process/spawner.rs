@@ -120,9 +120,22 @@ impl DenoSpawner {
         // The version's env and secrets, read with its code on a cold start
         // (never on a warm request's path).
         let config = self.instance_config(f).await?;
-        let env = config
+        let mut env = config
             .open(&self.key, f.function_id)
             .map_err(StartError::Host)?;
+        // The manager checks names; a row written by other means must not
+        // widen the --allow-env list (a comma) or name a reserved variable.
+        env.retain(|(name, _)| {
+            let ok = skiff_core::fnconfig::check_env_name(name).is_ok();
+            if !ok {
+                tracing::warn!(
+                    function_id = f.function_id,
+                    version = f.version,
+                    "a stored env name breaks the name rules; not given to the function"
+                );
+            }
+            ok
+        });
         let settings = self.defaults.effective(&f.settings);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let spec = SpawnSpec {

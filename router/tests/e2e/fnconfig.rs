@@ -485,3 +485,29 @@ async fn idle_timeout_and_min_instances_are_per_function() {
         "the warm instance was stopped"
     );
 }
+
+/// A router given another key than the one the secrets are sealed with
+/// refuses to start, saying so, and prints neither key.
+#[tokio::test]
+async fn a_wrong_secrets_key_stops_the_router_at_start() {
+    let s = stack(TestBackend::Sqlite).await;
+    let t = s.token("alice").await;
+    s.deploy_live(&t, "alice", "f", &replies("f"), "f").await;
+    put_secret(&s, "alice", "f", "TOKEN", SECRET).await;
+    let other = "00".repeat(32);
+    let dir = crate::helpers::test_dir();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skiff-router"))
+        .env("SKIFF_DATABASE_URL", &s.db.url)
+        .env("SKIFF_SECRETS_KEY", &other)
+        .env("SKIFF_LISTEN", "127.0.0.1:0")
+        .env("SKIFF_DATA_DIR", dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SKIFF_SECRETS_KEY"), "no clear message: {err}");
+    let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains(&other) && !all.contains(crate::helpers::SECRETS_KEY));
+}
