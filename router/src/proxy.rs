@@ -197,6 +197,9 @@ fn switch_protocols(
     Ok(Response::from_parts(parts, crate::body::full("")))
 }
 
+/// How long a refusal for being over the user's rate is held (see `route`).
+const RATE_LIMITED_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub async fn handle(
     state: Arc<RouterState>,
     peer: Peer,
@@ -236,10 +239,13 @@ async fn route(
             .lookup(user, name)
             .ok_or(RouterError::NotFound)?;
         // First, so a user flooding past their rate costs the least possible.
-        state
-            .user_rate
-            .check(&function.user)
-            .map_err(RouterError::RateLimited)?;
+        if let Err(retry_after) = state.user_rate.check(&function.user) {
+            // A closed-loop flooder sends its next request as soon as it has
+            // the answer: holding the refusal briefly bounds its request rate
+            // by its connections, not by how fast the router can say no.
+            tokio::time::sleep(RATE_LIMITED_HOLD).await;
+            return Err(RouterError::RateLimited(retry_after));
+        }
         let tail_and_query = match uri.query() {
             Some(q) => PathAndQuery::try_from([tail, "?", q].concat()),
             None => PathAndQuery::try_from(tail),
