@@ -474,7 +474,7 @@ mod tests {
             "7",
             "--ws-max-secs",
             "60",
-            "--rps",
+            "--quota-rps",
             "7",
         ])
         .unwrap();

@@ -85,6 +85,8 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     );
     m.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     m.allow_signup = true;
+    // The router opens what the manager seals: one key for both.
+    m.secrets_key = secrets_key();
     let manager = Application::build(m).await.expect("manager");
     let manager_port = manager.port();
     tokio::spawn(manager.run_until_stopped());
