@@ -9,6 +9,7 @@ import time
 from .api import wait_http
 from .common import StepFailed, log
 from .procs import free_port
+from .services import NO_QUOTAS, SECRETS_KEY
 from .tools import loadgen_rate
 
 # Functions whose inclusive instructions per request the report shows.
@@ -60,6 +61,7 @@ def callgrind_router(run, stack, name, cg, secs, cmds):
     port = free_port()
     env = {"SKIFF_DATABASE_URL": f"sqlite://{stack.db}",
            "SKIFF_DATA_DIR": str(run.work / f"{name}-cg"),
+           "SKIFF_SECRETS_KEY": SECRETS_KEY, **NO_QUOTAS,
            "SKIFF_LISTEN": f"127.0.0.1:{port}", "SKIFF_DENO": run.deno, "RUST_LOG": "warn"}
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}/{name}.out",
             run.args.router]

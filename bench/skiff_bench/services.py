@@ -4,6 +4,22 @@ from .api import Api, wait_http
 from .common import REPO
 from .procs import free_port
 
+# The key every service of a run seals and opens function secrets with
+# (SKIFF_SECRETS_KEY; the bench functions have none, but both services need it).
+SECRETS_KEY = "b3" * 32
+
+# The per-user quotas out of the way: the bench measures the data path with one
+# user's functions at tens of thousands of requests per second and, in the
+# density phases, many functions and instances of one user. The noisy-neighbour
+# phase sets its own rate.
+NO_QUOTAS = {
+    "SKIFF_QUOTA_FUNCTIONS": "1000000",
+    "SKIFF_QUOTA_VERSIONS": "1000",
+    "SKIFF_QUOTA_ARTIFACT_BYTES": str(1 << 50),
+    "SKIFF_QUOTA_RPS": "1000000000",
+    "SKIFF_QUOTA_INSTANCES": "1000000",
+}
+
 
 def start_manager(run, name, db, router_port, deno, extra_env=None):
     """A manager on `db` whose public URL is the router's; returns its `Api`."""
@@ -11,6 +27,7 @@ def start_manager(run, name, db, router_port, deno, extra_env=None):
     env = {
         "SKIFF_DATABASE_URL": f"sqlite://{db}",
         "SKIFF_JWT_SECRET": "bench-secret-" + "x" * 40,
+        "SKIFF_SECRETS_KEY": SECRETS_KEY,
         "SKIFF_ALLOW_SIGNUP": "true",
         "SKIFF_LISTEN": f"127.0.0.1:{port}",
         "SKIFF_DATA_DIR": str(run.work / name),
@@ -21,6 +38,7 @@ def start_manager(run, name, db, router_port, deno, extra_env=None):
         "SKIFF_LOGIN_LIMIT_PER_ADDR": "100000",
         "SKIFF_REGISTER_LIMIT_PER_ADDR": "100000",
         "RUST_LOG": "warn",
+        **NO_QUOTAS,
         **(extra_env or {}),
     }
     p = run.procs.start(name, [run.args.manager], env=env)
@@ -35,10 +53,12 @@ def start_router(run, name, port, idle_secs, db, extra_env=None):
     env = {
         "SKIFF_DATABASE_URL": f"sqlite://{db}",
         "SKIFF_DATA_DIR": str(data),
+        "SKIFF_SECRETS_KEY": SECRETS_KEY,
         "SKIFF_LISTEN": f"127.0.0.1:{port}",
         "SKIFF_DENO": run.deno,
         "SKIFF_IDLE_TIMEOUT_SECS": str(idle_secs),
         "RUST_LOG": "warn",
+        **NO_QUOTAS,
         **(extra_env or {}),
     }
     p = run.procs.start(name, [run.args.router], env=env)
