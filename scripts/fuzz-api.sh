@@ -94,8 +94,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+secrets_key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 SKIFF_DATABASE_URL="sqlite://$work/skiff.db" \
     SKIFF_JWT_SECRET="$secret" \
+    SKIFF_SECRETS_KEY="$secrets_key" \
     SKIFF_ALLOW_SIGNUP=true \
     SKIFF_LISTEN=127.0.0.1:0 \
     SKIFF_DATA_DIR="$work/data" \
