@@ -106,7 +106,9 @@ def phase_cold_anatomy(run, stack):
                     str(bare), str(sock)]
         else:
             subst = {"{code_dir}": str(code), "{tmp_dir}": str(tmp), "{write_dirs}": str(tmp),
-                     "{heap_mb}": "128", "{deny_net}": deny, "{main}": str(code / "main.ts")}
+                     "{heap_mb}": "128", "{deny_net}": deny, "{main}": str(code / "main.ts"),
+                     # No env (the router's flags for a function without any).
+                     "{env}": "--deny-env", "{env_file}": ""}
             argv = [run.deno]
             for fl in flags:
                 for k, v in subst.items():
