@@ -309,7 +309,11 @@ async fn rollback_under_load_fails_no_request() {
     let s = stack_with(
         TestBackend::Sqlite,
         Opts {
-            tune_router: |r| r.client_share_percent = 100,
+            tune_router: |r| {
+                r.client_share_percent = 100;
+                // The load is what this test measures, not the per-user rate.
+                r.quotas.rps = 1_000_000;
+            },
             ..Opts::default()
         },
     )
