@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &s.data_dir,
                 &s.checker,
             )?;
+            checker.prewarm();
             let listener = skiff_manager::typecheck::remote::bind(&listen)?;
             tracing::info!(socket = %listen.display(), "skiff-manager checker answering");
             tokio::select! {

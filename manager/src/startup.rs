@@ -92,6 +92,7 @@ impl Application {
             &config.data_dir,
             &config.checker,
         )?;
+        checker.prewarm();
         let swept = crate::typecheck::sweep_stale_scratch(&config.data_dir);
         if swept > 0 {
             tracing::info!(

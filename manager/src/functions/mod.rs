@@ -108,6 +108,7 @@ impl Functions<'_> {
                 kind,
                 entry,
                 strict,
+                tenant: Some(owner.name.to_string()),
                 body: body.clone(),
             })
             .await?;

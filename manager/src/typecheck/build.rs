@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::imports::{self, Graph};
 use super::upload::{Project, UploadKind};
-use super::{CheckError, LocalChecker, Step};
+use super::{CheckError, LocalChecker, Step, warm};
 
 /// `deno info --json` output read at most.
 const MAX_GRAPH_BYTES: usize = 8 << 20;
@@ -53,6 +53,9 @@ pub struct BuildRequest {
     pub entry: Option<String>,
     /// `?check=strict`: type errors refuse the deploy.
     pub strict: bool,
+    /// Whose deploy it is: a warm checker serves one tenant only.
+    #[serde(default)]
+    pub tenant: Option<String>,
     #[serde(skip)]
     pub body: Vec<u8>,
 }
@@ -95,7 +98,17 @@ impl LocalChecker {
             .acquire()
             .await
             .context("build semaphore")?;
-        let dir = self.scratch().await?;
+        // A warm checker of this tenant's, held for the whole build: the
+        // build dir is made in its dir (all it may read), which lives as long
+        // as the lease.
+        let lease = req
+            .tenant
+            .as_deref()
+            .and_then(|t| self.inner.warm.lease(t, self));
+        let dir = match lease.as_ref().and_then(warm::Lease::dir) {
+            Some(parent) => self.scratch_in(parent).await?,
+            None => self.scratch().await?,
+        };
         let root = dir.path().to_owned();
         let limits = self.inner.archive_limits.clone();
         let project = tokio::task::spawn_blocking(move || Project::lay_out(&root, req, &limits))
@@ -105,15 +118,28 @@ impl LocalChecker {
         let p = dir.path();
         let src_url = format!("file://{}/src/", p.display());
         let entry_arg = format!("src/{}", project.entry);
+        // The warm worker's configuration is fixed: an upload that brings its
+        // own is checked the cold way.
+        let mut lease = match lease {
+            Some(l) if !project.has_own_config() => {
+                let src = p.join("src");
+                let own = tokio::task::spawn_blocking(move || warm::has_own_config(&src))
+                    .await
+                    .unwrap_or(true);
+                (!own).then_some(l)
+            }
+            _ => None,
+        };
 
-        // 1. The graph, offline. The type check starts at once beside it: when
-        // the graph turns out to need no download and no new mapping (most
-        // deploys), its answer stands and the deploy does not wait for it again.
+        // 1. The graph, offline. Without a warm checker the type check
+        // starts at once beside it: when the graph turns out to need no
+        // download and no new mapping (most deploys), its answer stands and
+        // the deploy does not wait for it again.
         project.write_config(p, &BTreeMap::new())?;
         let registries = self.registries().await?;
         let allow_import = registries.allow_import_flag();
         let heap = format!("--v8-flags=--max-old-space-size={}", self.heap_mb());
-        let early_check = {
+        let early_check = lease.is_none().then(|| {
             let me = self.clone();
             let (deno, dir) = (deno.clone(), p.to_owned());
             let args: Vec<String> = [
@@ -133,7 +159,7 @@ impl LocalChecker {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 me.run(&deno, &dir, &args, Step::Offline).await
             }))
-        };
+        });
         let info = self
             .run(
                 &deno,
@@ -210,30 +236,37 @@ impl LocalChecker {
         let mut check_args = vec!["check", "--quiet", &heap, &allow_import, "--config", CONFIG];
         check_args.extend(&lock_args);
         check_args.push(&entry_arg);
-        let (bundled, checked) = if found.bare.is_empty() && !found.remote {
-            let (bundled, checked) = tokio::join!(
-                self.run(&deno, p, &bundle_args, Step::Bundle),
-                early_check.join()
-            );
-            (bundled?, checked?)
-        } else {
-            drop(early_check);
-            let (bundled, checked) = tokio::join!(
-                self.run(&deno, p, &bundle_args, Step::Bundle),
-                self.run(&deno, p, &check_args, Step::Offline),
-            );
-            (bundled?, checked?)
+        let simple = found.bare.is_empty() && !found.remote;
+        let cold_check = || self.run(&deno, p, &check_args, Step::Offline);
+        let (bundled, warnings) = match (simple, early_check, lease.as_mut()) {
+            (true, Some(early), _) => {
+                let (bundled, checked) =
+                    tokio::join!(self.run(&deno, p, &bundle_args, Step::Bundle), early.join());
+                (bundled?, check_warnings(&checked?, p))
+            }
+            (true, None, Some(lease)) => {
+                let (bundled, warm) = tokio::join!(
+                    self.run(&deno, p, &bundle_args, Step::Bundle),
+                    warm_check(lease, &graph, &src_url, p)
+                );
+                let warnings = match warm {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "the warm type checker failed; checking with deno check");
+                        check_warnings(&cold_check().await?, p)
+                    }
+                };
+                (bundled?, warnings)
+            }
+            _ => {
+                let (bundled, checked) =
+                    tokio::join!(self.run(&deno, p, &bundle_args, Step::Bundle), cold_check(),);
+                (bundled?, check_warnings(&checked?, p))
+            }
         };
         if !bundled.status.success() {
             return Err(source_error(&diagnostics(&bundled, p)));
         }
-        let warnings = if checked.status.success() {
-            Vec::new()
-        } else if checked.status.code() == Some(super::HEAP_EXHAUSTED) {
-            vec!["type checking ran out of memory; the types were not checked".into()]
-        } else {
-            split_diagnostics(&diagnostics(&checked, p))
-        };
         if req_strict(&project) && !warnings.is_empty() {
             return Err(CheckError::Rejected(warnings.join("\n\n")));
         }
@@ -393,6 +426,53 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `deno check`'s answer as warnings.
+fn check_warnings(checked: &std::process::Output, dir: &Path) -> Vec<String> {
+    if checked.status.success() {
+        Vec::new()
+    } else if checked.status.code() == Some(super::HEAP_EXHAUSTED) {
+        vec!["type checking ran out of memory; the types were not checked".into()]
+    } else {
+        split_diagnostics(&diagnostics(checked, dir))
+    }
+}
+
+/// The type check by the tenant's warm checker: every module of the upload
+/// in the graph, opened together.
+async fn warm_check(
+    lease: &mut warm::Lease,
+    graph: &Graph,
+    src_url: &str,
+    dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut files = Vec::new();
+    for m in &graph.modules {
+        if !m.specifier.starts_with(src_url) || m.error.is_some() {
+            continue;
+        }
+        let path = url::Url::parse(&m.specifier)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .with_context(|| format!("a module that is not a file: {}", m.specifier))?;
+        let script = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| SCRIPT_EXTENSIONS.contains(&e));
+        if !script {
+            continue;
+        }
+        let text = tokio::fs::read_to_string(&path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        files.push(warm::SourceFile { path, text });
+    }
+    let checked = lease.check(&files).await?;
+    Ok(warm::warnings_from(&checked, &dir.join("src")))
+}
+
+/// Modules the type checker reads as code (JSON and Wasm imports are not).
+const SCRIPT_EXTENSIONS: &[&str] = &["ts", "tsx", "mts", "cts", "js", "jsx", "mjs", "cjs"];
+
 fn req_strict(p: &Project) -> bool {
     p.strict
 }
@@ -430,6 +510,23 @@ fn clean(text: &str, dir: &Path) -> String {
         .replace(&format!("{}/", dir.display()), "")
 }
 
+/// Adds one warning, cut to `MAX_WARNING_BYTES`, unless there are
+/// `MAX_WARNINGS` already.
+pub(super) fn push_warning(out: &mut Vec<String>, mut block: String) {
+    if block.is_empty() || out.len() >= MAX_WARNINGS {
+        return;
+    }
+    if block.len() > MAX_WARNING_BYTES {
+        let mut cut = MAX_WARNING_BYTES;
+        while !block.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        block.truncate(cut);
+        block.push('…');
+    }
+    out.push(block);
+}
+
 /// `deno check`'s output as one warning per diagnostic (`TS… [ERROR]: …`
 /// with its source line and location), without the summary lines.
 fn split_diagnostics(text: &str) -> Vec<String> {
@@ -438,19 +535,7 @@ fn split_diagnostics(text: &str) -> Vec<String> {
     let flush = |current: &mut String, out: &mut Vec<String>| {
         let block = current.trim().to_owned();
         current.clear();
-        if block.is_empty() || out.len() >= MAX_WARNINGS {
-            return;
-        }
-        let mut block = block;
-        if block.len() > MAX_WARNING_BYTES {
-            let mut cut = MAX_WARNING_BYTES;
-            while !block.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            block.truncate(cut);
-            block.push('…');
-        }
-        out.push(block);
+        push_warning(out, block);
     };
     for line in text.lines() {
         let summary = line.starts_with("error: Type checking failed")

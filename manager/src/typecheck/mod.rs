@@ -14,6 +14,7 @@ pub mod remote;
 pub mod sandbox;
 pub mod settings;
 pub mod upload;
+pub mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -165,6 +166,21 @@ impl TypeChecker {
         }
     }
 
+    /// Starts a warm type checker ahead of the first deploy (local checks only).
+    pub fn prewarm(&self) {
+        if let Kind::Local(c) = &self.kind {
+            c.prewarm();
+        }
+    }
+
+    /// The warm checkers (local checks only).
+    pub fn warm_status(&self) -> Option<warm::Status> {
+        match &self.kind {
+            Kind::Local(c) => Some(c.inner.warm.status()),
+            Kind::Remote(_) => None,
+        }
+    }
+
     /// What this host enforces for checks, or where they run.
     pub fn describe_sandbox(&self) -> String {
         match &self.kind {
@@ -213,6 +229,8 @@ struct Inner {
     bundler: tokio::sync::Mutex<bool>,
     archive_limits: crate::functions::archive::ArchiveLimits,
     max_artifact_bytes: usize,
+    /// Long-lived type checkers, one per recent tenant (`warm`).
+    warm: Arc<warm::WarmPool>,
 }
 
 impl LocalChecker {
@@ -254,6 +272,13 @@ impl LocalChecker {
             .prepare_deno_dir(&deno_dir)
             .with_context(|| format!("preparing {}", deno_dir.display()))?;
         sandbox.open_path_to(&scratch)?;
+        let swept = warm::sweep_stale(&scratch);
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed warm checkers' dirs left by a stopped manager"
+            );
+        }
         let mut registries = Registries::from_settings(settings);
         if let Some(ca) = &registries.ca {
             // A copy the checker's uid can read wherever the operator keeps
@@ -279,8 +304,20 @@ impl LocalChecker {
                 bundler: tokio::sync::Mutex::new(false),
                 archive_limits: settings.archive.limits(),
                 max_artifact_bytes: settings.max_artifact_bytes,
+                warm: warm::WarmPool::new(settings.check_warm),
             }),
         })
+    }
+
+    /// Starts a warm checker now, so the first deploy is not the one that
+    /// pays for it (a no-op when warm checks are off).
+    pub fn prewarm(&self) {
+        self.inner.warm.prewarm(self);
+    }
+
+    /// Where build dirs and warm checkers' dirs are made.
+    fn scratch_root(&self) -> &Path {
+        &self.inner.scratch
     }
 
     /// What this host enforces for checks (`skiff-manager --check-sandbox`).
@@ -308,7 +345,12 @@ impl LocalChecker {
 
     /// A fresh, empty scratch dir for one build.
     async fn scratch(&self) -> Result<tempfile::TempDir, CheckError> {
-        let scratch = self.inner.scratch.clone();
+        self.scratch_in(&self.inner.scratch).await
+    }
+
+    /// A fresh, empty scratch dir under `parent`.
+    async fn scratch_in(&self, parent: &Path) -> Result<tempfile::TempDir, CheckError> {
+        let scratch = parent.to_owned();
         let dir = tokio::task::spawn_blocking(move || -> anyhow::Result<tempfile::TempDir> {
             std::fs::create_dir_all(&scratch)
                 .with_context(|| format!("creating {}", scratch.display()))?;
@@ -320,6 +362,13 @@ impl LocalChecker {
         .await
         .context("preparing a build")??;
         Ok(dir)
+    }
+
+    /// Hands a dir and what it holds to the checker's uid.
+    async fn hand_over_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        self.hand_over(dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Hands the laid-out scratch dir to the checker's uid.
@@ -520,6 +569,60 @@ impl LocalChecker {
             )),
             Some(_) => Ok(out),
         }
+    }
+}
+
+impl LocalChecker {
+    /// Starts `deno ARGS` through the launcher as a long-lived process with
+    /// piped stdin/stdout: the checker's offline policy on `dir`, its own
+    /// cgroup `name`, and `cpu_secs` over its life. Returns the child, its
+    /// cgroup and the cgroup's memory limit.
+    async fn spawn_sandboxed(
+        &self,
+        deno: &Path,
+        dir: &Path,
+        args: &[&str],
+        name: &str,
+        cpu_secs: u64,
+    ) -> anyhow::Result<(
+        tokio::process::Child,
+        Option<skiff_sandbox::cgroups::CgroupDirs>,
+        u64,
+    )> {
+        let sandbox = &self.inner.sandbox;
+        let cgroup = sandbox.cgroup(name);
+        let cgroups = cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default();
+        let mut policy = sandbox.policy(dir, &self.inner.deno_dir, deno, cgroups);
+        policy.limits.cpu_secs = Some(cpu_secs);
+        let registry_env = self
+            .inner
+            .learned
+            .get()
+            .map(Registries::registry_env)
+            .unwrap_or_default();
+        let child = tokio::process::Command::new(&sandbox.launcher)
+            .args(policy.to_args(deno, args))
+            .current_dir(dir)
+            .env_clear()
+            .env("DENO_DIR", &self.inner.deno_dir)
+            .env("NO_COLOR", "1")
+            .env("DENO_NO_UPDATE_CHECK", "1")
+            .env(
+                "DENO_V8_FLAGS",
+                format!("--max-old-space-size={}", self.heap_mb()),
+            )
+            .env("HOME", dir)
+            .envs(registry_env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", sandbox.launcher.display()))?;
+        Ok((child, cgroup, sandbox.memory_bytes))
     }
 }
 

@@ -10,6 +10,7 @@ pub const DEFAULT_CHECK_MEMORY_MB: u32 = 1024;
 /// The common public module hosts.
 pub const DEFAULT_IMPORT_HOSTS: &str = "deno.land,esm.sh,cdn.jsdelivr.net,esm.town";
 pub const DEFAULT_MAX_ARTIFACT_BYTES: usize = 20 << 20;
+pub const DEFAULT_CHECK_WARM: usize = 2;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckerSettings {
@@ -23,6 +24,10 @@ pub struct CheckerSettings {
     /// Memory limit of one deploy-time check, in MiB (cgroup when available; V8 heap cap always)
     #[arg(long, env = "SKIFF_CHECK_MEMORY_MB", default_value_t = DEFAULT_CHECK_MEMORY_MB)]
     pub check_memory_mb: u32,
+    /// Long-lived type checkers kept warm (each ~200 MB, one tenant's deploys only; a spare is
+    /// started ahead for the next tenant); 0 = every deploy starts its own `deno check`
+    #[arg(long, env = "SKIFF_CHECK_WARM", default_value_t = DEFAULT_CHECK_WARM)]
+    pub check_warm: usize,
     /// The sandbox launcher binary [default: `skiff-sandbox` next to this binary, else on PATH]
     #[arg(long, env = "SKIFF_SANDBOX")]
     pub sandbox: Option<PathBuf>,

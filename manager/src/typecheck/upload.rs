@@ -208,6 +208,11 @@ impl Project {
 
     /// Writes `skiff.json`: the upload's mappings, then `extra` for names
     /// they leave open, and the ambient types of legacy handlers.
+    /// Whether the upload brought mappings or compiler options of its own.
+    pub fn has_own_config(&self) -> bool {
+        !self.imports.is_empty() || self.scopes.is_some() || !self.compiler_options.is_empty()
+    }
+
     pub fn write_config(
         &self,
         root: &Path,

@@ -58,7 +58,12 @@ impl Default for Options {
             allow_signup: true,
             max_source_bytes: 1024 * 1024,
             login_limit_per_user: 1000,
-            checker: CheckerSettings::default(),
+            // Warm checkers (a ~200 MB `deno lsp` each) only where a test
+            // asks for them: dozens of apps run at once here.
+            checker: CheckerSettings {
+                check_warm: 0,
+                ..CheckerSettings::default()
+            },
             login_limit_per_user_addr: 1000,
             login_limit_per_addr: 10_000,
             register_limit_per_addr: 10_000,

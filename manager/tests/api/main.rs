@@ -11,3 +11,4 @@ mod rate_limits;
 mod remote_checker;
 mod request_log;
 mod uploads;
+mod warm_checker;

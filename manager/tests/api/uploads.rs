@@ -14,7 +14,7 @@ skiff_testkit::on_both_backends!(
 
 /// A tar.gz of `(path, content)` entries, written by hand where the tar
 /// crate would refuse (`..`, absolute paths) so the server sees them as sent.
-fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut tar = Vec::new();
     for (path, data) in entries {
         let mut h = [0u8; 512];
@@ -40,7 +40,7 @@ fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-async fn deploy_archive(
+pub(crate) async fn deploy_archive(
     app: &TestApp,
     token: &str,
     name: &str,

@@ -87,6 +87,8 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     m.allow_signup = true;
     // The router opens what the manager seals: one key for both.
     m.secrets_key = secrets_key();
+    // No warm type checkers (a `deno lsp` each) for the dozens of stacks here.
+    m.checker.check_warm = 0;
     let manager = Application::build(m).await.expect("manager");
     let manager_port = manager.port();
     tokio::spawn(manager.run_until_stopped());
