@@ -4,6 +4,7 @@ mod api;
 mod config_file;
 mod dev;
 mod pack;
+mod stats;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -97,6 +98,13 @@ main.js, index.js at the directory's top."
     /// A function's secrets (values are write-only): `secret set NAME K` reads the value from stdin
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// A function's calls, errors, cold starts and latency over a window, with a chart
+    Stats {
+        name: String,
+        /// How far back: 15m, 1h, 24h, 7d…
+        #[arg(long, default_value = "1h")]
+        window: String,
+    },
     /// Run manager + router locally on SQLite with the process runtime
     Dev(Box<dev::DevArgs>),
 }
@@ -708,6 +716,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?
                 .json()?;
             changed(j, &v, "rolled back");
+        }
+        Command::Stats { name, window } => {
+            let v = api
+                .ok(
+                    "GET",
+                    &format!("/func/{}/stats?window={}", seg(name), seg(window)),
+                    None,
+                    true,
+                )?
+                .json()?;
+            print(j, &v, || stats::render(name, window, &v));
         }
         Command::Env(cmd) => run_env(&api, j, cmd)?,
         Command::Secret(cmd) => run_secret(&api, j, cmd)?,
