@@ -405,6 +405,46 @@ mod tests {
     }
 
     #[test]
+    fn failed_requests_count_what_they_say_about_the_service() {
+        let m = Metrics::new(false);
+        observe_error(
+            &m,
+            Some("/login"),
+            &ApiError::RateLimited { retry_after: 3 },
+        );
+        observe_error(
+            &m,
+            Some("/register"),
+            &ApiError::RateLimited { retry_after: 3 },
+        );
+        observe_error(&m, None, &ApiError::RateLimited { retry_after: 3 });
+        observe_error(&m, Some("/func"), &StoreError::Deadlock.into());
+        observe_error(&m, Some("/func"), &StoreError::NotFound("x".into()).into());
+        let other = ApiError::from(StoreError::Database(sqlx_error()));
+        observe_error(&m, Some("/func"), &other);
+        observe_error(
+            &m,
+            Some("/func"),
+            &ApiError::Internal(anyhow::anyhow!("not the database")),
+        );
+        let text = m.encode_text();
+        for line in [
+            "skiff_manager_rate_limited_requests_total{endpoint=\"login\"} 1",
+            "skiff_manager_rate_limited_requests_total{endpoint=\"register\"} 1",
+            "skiff_manager_rate_limited_requests_total{endpoint=\"other\"} 1",
+            "skiff_manager_database_errors_total{kind=\"busy\"} 1",
+            "skiff_manager_database_errors_total{kind=\"other\"} 1",
+            "skiff_manager_database_errors_total{kind=\"unavailable\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    fn sqlx_error() -> sqlx::Error {
+        sqlx::Error::RowNotFound
+    }
+
+    #[test]
     fn the_listen_setting_takes_an_address_or_off() {
         assert_eq!("off".parse::<MetricsListen>().unwrap(), MetricsListen(None));
         assert_eq!("".parse::<MetricsListen>().unwrap(), MetricsListen(None));
