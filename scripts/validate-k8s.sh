@@ -9,10 +9,18 @@
 #   `skiff-manager render` for the shortest names (1-char function), the
 #   longest (32-char user, 40-char function), and a function with env and
 #   settings (its env Secret, memory, autoscaler bounds);
+# - the optional kustomize components (k8s/components/*): each one built into
+#   the base with `kubectl kustomize` (or `kustomize build`) and the whole
+#   output validated as above (a ServiceMonitor is a CRD: kubernetes-validate
+#   has no schema for it and only warns; manager/tests/kube/monitoring.rs
+#   checks its fields against the Services); skipped, loudly, without kustomize;
+# - the Grafana dashboard (k8s/grafana/*.json) parses as JSON (the same test
+#   checks every metric it queries is exported);
 # - hadolint: every Dockerfile in Dockerfiles/;
-# - checkov: k8s/ and the render output (framework kubernetes) and Dockerfiles/
-#   (framework dockerfile), zero failed checks. A skip is written next to its
-#   object (a `checkov.io/skipN: CKV_…=reason` annotation) with its reason.
+# - checkov: k8s/ (components included) and the render output (framework
+#   kubernetes) and Dockerfiles/ (framework dockerfile), zero failed checks. A
+#   skip is written next to its object (a `checkov.io/skipN: CKV_…=reason`
+#   annotation) with its reason.
 #
 # Exits non-zero if anything fails; prints each tool's verdict.
 set -uo pipefail
@@ -81,6 +89,39 @@ for f in k8s/*.yaml; do
 done
 step "kubernetes-validate k8s/" kubernetes-validate --strict --quiet "${manifests[@]}"
 step "kubernetes-validate render output" kubernetes-validate --strict --quiet "$work"/render/*.yaml
+
+# --- optional components, each built into the base ---
+kustomize_build() { # kustomize_build DIR > YAML
+    if command -v kubectl >/dev/null 2>&1; then
+        kubectl kustomize "$1"
+    else
+        kustomize build "$1"
+    fi
+}
+component_builds() { # component_builds NAME: the base with k8s/components/NAME, validated
+    local dir="$work/with-$1"
+    cp -r k8s "$dir"
+    cp "$dir/secrets.env.example" "$dir/secrets.env"
+    printf '\ncomponents:\n  - components/%s\n' "$1" >>"$dir/kustomization.yaml"
+    kustomize_build "$dir" >"$dir.yaml" || return 1
+    grep -q '^kind: ServiceMonitor$' "$dir.yaml" || [ "$1" != servicemonitor ] || {
+        echo "the built output has no ServiceMonitor" >&2
+        return 1
+    }
+    kubernetes-validate --strict --quiet "$dir.yaml"
+}
+if command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1; then
+    for c in k8s/components/*/; do
+        step "component $(basename "$c") builds and validates" component_builds "$(basename "$c")"
+    done
+else
+    echo "SKIPPED: the kustomize components (no kubectl or kustomize on PATH)" >&2
+fi
+
+# --- Grafana dashboards ---
+for f in k8s/grafana/*.json; do
+    step "dashboard $f is JSON" python3 -m json.tool "$f" /dev/null
+done
 
 # --- Dockerfiles ---
 for f in Dockerfiles/*.Dockerfile; do

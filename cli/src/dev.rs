@@ -1,5 +1,6 @@
 //! `skiff dev`: the manager and the router in one process, on SQLite in the data
-//! dir, with the process runtime. Stops cleanly on Ctrl-C or SIGTERM.
+//! dir, with the process runtime, and both services' metrics on one address
+//! (`dev_metrics`). Stops cleanly on Ctrl-C or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use skiff_core::secret::Secret;
 use skiff_core::store::Store;
 use skiff_core::store::StoreError;
 use skiff_core::tokens::MIN_SECRET_BYTES;
-use skiff_manager::config::{ManagerConfig, normalise_public_url};
+use skiff_manager::config::{ManagerConfig, MetricsListen, normalise_public_url};
 use skiff_manager::runtime::{FunctionRuntime, RuntimeFuture, RuntimeStatus, SharedRuntime};
 use skiff_manager::startup::Application;
 use skiff_router::config::RouterConfig;
@@ -31,6 +32,9 @@ pub struct DevArgs {
     /// Address of the router (functions are at /fn/<user>/<name>)
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub router_addr: SocketAddr,
+    /// Address serving both services' Prometheus metrics at /metrics, or `off`
+    #[arg(long, env = "SKIFF_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: MetricsListen,
     /// Database URL [default: sqlite://<data-dir>/skiff.db]
     #[arg(long, env = "SKIFF_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
@@ -62,6 +66,8 @@ pub struct DevArgs {
     /// Per-user quotas (SKIFF_QUOTA_*, as for skiff-manager)
     #[command(flatten)]
     pub quotas: skiff_core::fnconfig::Quotas,
+    #[command(flatten)]
+    pub log: skiff_core::telemetry::LogArgs,
 }
 
 /// Reads the secret kept in the data dir, creating it (mode 0600) the first time.
@@ -138,6 +144,23 @@ impl FunctionRuntime for InProcessRouter {
     }
 }
 
+/// The router's metrics text, which `--metrics-addr` joins to the manager's.
+/// MERGE (i14-router): `Some(Box::new(move || handle.metrics().render()))`
+/// on a clone of the handle, and `rcfg.metrics_listen = None` above (the
+/// router's own listener would take 9464, this address's default).
+fn router_metrics(_handle: &RouterHandle) -> Option<crate::dev_metrics::Render> {
+    None
+}
+
+/// Stops the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -147,7 +170,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
-    skiff_manager::telemetry::init();
+    skiff_core::telemetry::init(args.log.log_format);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -210,8 +233,24 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let manager = Application::build_with_runtime(mcfg, store.clone(), Some(notifier)).await?;
     let manager_port = manager.port();
     let manager_handle = manager.server().handle();
+    // Bound once both services are built (a wrong secrets key stops the start
+    // before anything listens here).
+    let metrics_listener = match args.metrics_addr.0 {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     if let Some(f) = &args.ready_file {
-        skiff_core::ready::announce_named(f, &[("manager", manager_port), ("router", router_port)])
+        let mut ports = vec![("manager", manager_port), ("router", router_port)];
+        ports.extend(metrics_addr.map(|a| ("metrics", a.port())));
+        skiff_core::ready::announce_named(f, &ports)
             .with_context(|| format!("writing the ready file {}", f.display()))?;
     }
 
@@ -222,9 +261,22 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         args.router_addr.ip()
     );
     println!("  Public:  {public_url}");
+    if let Some(addr) = metrics_addr {
+        println!("  Metrics: http://{addr}/metrics");
+    }
     println!("  Data:    {}", data_dir.display());
     println!("Press Ctrl-C to stop.");
 
+    let _metrics_task = metrics_listener.map(|listener| {
+        let sources = crate::dev_metrics::Sources {
+            manager: manager.metrics(),
+            router: router_metrics(&router_handle),
+        };
+        AbortOnDrop(tokio::spawn(crate::dev_metrics::serve(
+            listener,
+            Arc::new(sources),
+        )))
+    });
     let mut manager_task = tokio::spawn(manager.run_until_stopped());
     let mut router_task = tokio::spawn(router.run_until_stopped());
     tokio::select! {

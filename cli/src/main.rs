@@ -3,6 +3,7 @@
 mod api;
 mod config_file;
 mod dev;
+mod dev_metrics;
 mod pack;
 mod stats;
 

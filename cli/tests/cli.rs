@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use skiff_testkit::{Launch, Service};
+use skiff_testkit::{ApiClient, Launch, Scrape, Service};
 
 /// `skiff dev` (manager and router on SQLite) on port 0, and a scratch dir
 /// for the command's config and files.
@@ -298,4 +298,62 @@ async fn env_secrets_versions_and_rollback() {
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
+}
+
+/// `skiff dev` with a deploy and two calls behind it, and its metrics scraped.
+async fn dev_after_traffic() -> (Service, tempfile::TempDir, Scrape) {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Launch::dev(env!("CARGO_BIN_EXE_skiff"), &dir.path().join("data"))
+        .start()
+        .await;
+    let api = ApiClient::new(dev.url_of("manager"));
+    let token = api.token("alice").await;
+    api.deploy_ok(
+        &token,
+        "hello",
+        "export default () => new Response('hi');\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let r = api.call(&dev.url_of("router"), "alice", "hello", "/").await;
+        assert_eq!(r.status(), 200);
+    }
+    let metrics = Scrape::get(&format!("{}/metrics", dev.url_of("metrics"))).await;
+    (dev, dir, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dev_serves_the_metrics_on_its_own_address() {
+    let (dev, _dir, m) = dev_after_traffic().await;
+    assert_eq!(m.value("skiff_deploys_total{result=\"ok\"}"), 1.0);
+    assert_eq!(m.value("skiff_logins_total{result=\"ok\"}"), 1.0);
+    assert_eq!(m.value("skiff_deploy_duration_seconds_count"), 1.0);
+    // The address is printed with the others.
+    let printed = format!("Metrics: {}/metrics", dev.url_of("metrics"));
+    assert!(dev.log().contains(&printed), "{}", dev.log());
+    // Neither public port serves them.
+    let client = reqwest::Client::new();
+    for url in [
+        format!("{}/metrics", dev.url_of("manager")),
+        format!("{}/metrics", dev.url_of("router")),
+    ] {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "the router's families join at the merge with i14-router (cli/src/dev.rs, router_metrics)"]
+async fn dev_metrics_hold_the_routers_families_too() {
+    let (_dev, _dir, m) = dev_after_traffic().await;
+    assert!(m.has_family("skiff_deploys_total"), "{}", m.text);
+    assert!(m.has_family("skiff_requests_total"), "{}", m.text);
+    assert_eq!(
+        m.value("skiff_requests_total{user=\"alice\",function=\"hello\",status=\"200\"}"),
+        2.0
+    );
+    assert_eq!(
+        m.value("skiff_cold_starts_total{user=\"alice\",function=\"hello\"}"),
+        1.0
+    );
 }

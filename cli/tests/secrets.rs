@@ -319,6 +319,7 @@ async fn secret_stays_inside_the_function(
             "127.0.0.1:0",
         ])
         .args(["--router-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .env("SKIFF_SECRETS_KEY", &wrong)
         .stdin(Stdio::null());
         if let Some(url) = url {

@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod settings;
 pub mod signals;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod tokens;
 pub mod trusted_proxies;

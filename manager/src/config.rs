@@ -16,6 +16,7 @@ use skiff_core::tokens::MIN_SECRET_BYTES;
 use skiff_core::trusted_proxies::TrustedProxies;
 
 use crate::kube::settings::{KubeSettings, KubeSettingsError};
+pub use crate::metrics::MetricsListen;
 use crate::typecheck::settings::CheckerSettings;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +49,9 @@ pub struct ManagerSettings {
     /// Address to bind
     #[arg(long, env = "SKIFF_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus /metrics listener (its own port, never the API's), or `off`
+    #[arg(long, env = "SKIFF_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
+    pub metrics_listen: MetricsListen,
     /// Where function files, instance temp dirs and logs live
     #[arg(long, env = "SKIFF_DATA_DIR", default_value = "./.skiff")]
     pub data_dir: PathBuf,
@@ -105,6 +109,9 @@ pub struct ManagerConfig {
     pub allow_signup: bool,
     pub deno: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served; `None`: nowhere (the metrics are
+    /// still kept, for an embedder such as `skiff dev` to serve).
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub max_source_bytes: usize,
     pub token_ttl_secs: i64,
@@ -221,6 +228,7 @@ impl ManagerSettings {
             allow_signup: self.allow_signup,
             deno: self.deno,
             listen: self.listen,
+            metrics_listen: self.metrics_listen.0,
             data_dir: self.data_dir,
             max_source_bytes: self.max_source_bytes,
             token_ttl_secs: self.token_ttl_secs,
@@ -311,7 +319,9 @@ pub fn normalise_public_url(url: &str) -> Result<String, ConfigError> {
 
 impl ManagerConfig {
     /// The declared defaults (as `skiff-manager` with no flag and no
-    /// environment), for embedding (`skiff dev`, tests). The secrets key is a
+    /// environment), for embedding (`skiff dev`, tests), but no metrics
+    /// listener: several embedded managers would meet on its fixed port, and
+    /// `skiff dev` serves the metrics itself. The secrets key is a
     /// fresh random one: whoever embeds the manager with a database that
     /// outlives the process sets `secrets_key` (as `skiff dev` does), or the
     /// next start refuses the database (`WrongSecretsKey`), loudly.
@@ -321,12 +331,14 @@ impl ManagerConfig {
             ..ManagerSettings::defaults()
         };
         let public_url = settings.public_url.clone();
-        settings.build(
+        let mut config = settings.build(
             Secret::new(database_url),
             jwt_secret,
             public_url,
             random_secrets_key(),
-        )
+        );
+        config.metrics_listen = None;
+        config
     }
 
     /// The public URL of a function.
@@ -371,7 +383,13 @@ mod tests {
             deno: None,
             ..parsed
         };
-        let from_flags = parsed.into_config().unwrap();
+        let mut from_flags = parsed.into_config().unwrap();
+        assert_eq!(
+            from_flags.metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
+        // The one difference: an embedder opts into the metrics listener.
+        from_flags.metrics_listen = None;
         let embedded = ManagerConfig::new("sqlite://x", Secret::new(SECRET), "./.skiff".into());
         assert_eq!(format!("{from_flags:?}"), format!("{embedded:?}"));
         assert_eq!(embedded.public_url, "http://localhost:8000");

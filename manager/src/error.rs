@@ -62,7 +62,7 @@ impl ApiError {
         Self::NotFound("no such function".into())
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. }
             | Self::Forbidden { code, .. }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod functions;
 pub mod kube;
+pub mod metrics;
 pub mod passwords;
 pub mod rate_limit;
 pub mod request_log;

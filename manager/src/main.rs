@@ -10,6 +10,8 @@ use skiff_manager::{secrets_cli, telemetry, users_cli};
 struct Cli {
     #[command(flatten)]
     settings: ManagerSettings,
+    #[command(flatten)]
+    log: telemetry::LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
     /// Print which sandbox layers this host enforces for deploy-time checks, then exit
@@ -121,8 +123,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    telemetry::init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    telemetry::init_with(cli.log.log_format);
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("skiff-manager: {e:#}");

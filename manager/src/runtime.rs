@@ -95,17 +95,19 @@ pub async fn after_delete(runtime: Option<&SharedRuntime>, user: &str, function:
 pub async fn from_config(
     config: &crate::config::ManagerConfig,
     store: &skiff_core::store::Store,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<Option<SharedRuntime>> {
     if config.runtime != crate::config::RuntimeKind::Kubernetes {
         return Ok(None);
     }
-    kubernetes(config, store).await.map(Some)
+    kubernetes(config, store, metrics).await.map(Some)
 }
 
 #[cfg(feature = "kubernetes")]
 async fn kubernetes(
     config: &crate::config::ManagerConfig,
     store: &skiff_core::store::Store,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<SharedRuntime> {
     // The key opens each version's secrets into its pod Secret; the policy
     // turns its settings into resources and replica bounds.
@@ -119,7 +121,7 @@ async fn kubernetes(
         every_secs = config.kubernetes.reconcile_secs,
         "Kubernetes runtime: reconciling functions"
     );
-    crate::kube::reconcile::spawn(runtime.clone());
+    crate::kube::reconcile::spawn_observed(runtime.clone(), Some(metrics.clone()));
     Ok(runtime)
 }
 
@@ -127,6 +129,7 @@ async fn kubernetes(
 async fn kubernetes(
     _config: &crate::config::ManagerConfig,
     _store: &skiff_core::store::Store,
+    _metrics: &Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<SharedRuntime> {
     anyhow::bail!(
         "SKIFF_RUNTIME=kubernetes: this build has no Kubernetes runtime (the `kubernetes` feature)"

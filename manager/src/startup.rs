@@ -2,9 +2,10 @@
 //! applies migrations, binds the listener (port 0 works, for tests) and wires the
 //! routes; `run_until_stopped` serves until the server is stopped.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::{App, HttpServer, error::InternalError, web};
 use anyhow::Context;
 use skiff_core::store::Store;
@@ -13,6 +14,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::ManagerConfig;
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::passwords;
 use crate::request_log::RequestSpan;
 use crate::routes;
@@ -24,6 +26,8 @@ pub struct Application {
     server: Server,
     store: Store,
     state: web::Data<AppState>,
+    /// `GET /metrics` on its own listener, when `SKIFF_METRICS_LISTEN` is on.
+    metrics_server: Option<(Server, SocketAddr)>,
 }
 
 /// Connects to the database named in the configuration and migrates it.
@@ -44,8 +48,11 @@ impl Application {
     /// Builds on an already connected, migrated store, with the runtime the
     /// configuration names.
     pub async fn build_with_store(config: ManagerConfig, store: Store) -> anyhow::Result<Self> {
-        let runtime = crate::runtime::from_config(&config, &store).await?;
-        Self::build_with_runtime(config, store, runtime).await
+        let metrics = Arc::new(Metrics::new(
+            config.runtime == crate::config::RuntimeKind::Kubernetes,
+        ));
+        let runtime = crate::runtime::from_config(&config, &store, &metrics).await?;
+        Self::build_with_metrics(config, store, runtime, metrics).await
     }
 
     /// Builds with a given runtime: `skiff dev` passes one that tells its
@@ -54,6 +61,16 @@ impl Application {
         config: ManagerConfig,
         store: Store,
         runtime: Option<crate::runtime::SharedRuntime>,
+    ) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new(false));
+        Self::build_with_metrics(config, store, runtime, metrics).await
+    }
+
+    async fn build_with_metrics(
+        config: ManagerConfig,
+        store: Store,
+        runtime: Option<crate::runtime::SharedRuntime>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let store = store.with_quotas(config.quotas.clone());
         // A wrong key must stop the start: serving with it would hand
@@ -91,7 +108,8 @@ impl Application {
             config.deno.clone(),
             &config.data_dir,
             &config.checker,
-        )?;
+        )?
+        .with_metrics(metrics.clone());
         checker.prewarm();
         let swept = crate::typecheck::sweep_stale_scratch(&config.data_dir);
         if swept > 0 {
@@ -104,12 +122,38 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
+        let metrics_server = config
+            .metrics_listen
+            .map(|addr| metrics::serve(addr, metrics.clone()))
+            .transpose()?;
+        if let Some((_, addr)) = &metrics_server {
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        }
         let state = web::Data::new(
-            AppState::new(store.clone(), tokens, checker, config).with_runtime(runtime),
+            AppState::new(store.clone(), tokens, checker, config)
+                .with_runtime(runtime)
+                .with_metrics(metrics.clone()),
         );
         let app_state = state.clone();
         let server = HttpServer::new(move || {
+            let observed = metrics.clone();
             App::new()
+                // What a failed request says about the service (limits, database).
+                .wrap_fn(move |req, srv| {
+                    let metrics = observed.clone();
+                    let answer = srv.call(req);
+                    async move {
+                        let res = answer.await?;
+                        if let Some(e) = res.response().error().and_then(|e| e.as_error()) {
+                            metrics::observe_error(
+                                &metrics,
+                                res.request().match_pattern().as_deref(),
+                                e,
+                            );
+                        }
+                        Ok(res)
+                    }
+                })
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(app_state.clone())
                 .app_data(json_config())
@@ -125,6 +169,7 @@ impl Application {
             server,
             store,
             state,
+            metrics_server,
         })
     }
 
@@ -145,8 +190,27 @@ impl Application {
         self.state.clone()
     }
 
+    /// The metrics (`skiff dev` serves them with the router's).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics.clone()
+    }
+
+    /// Where `GET /metrics` answers, when `SKIFF_METRICS_LISTEN` is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Serves until the API server stops; the metrics listener stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some((metrics, _)) = self.metrics_server else {
+            return self.server.await;
+        };
+        let metrics_handle = metrics.handle();
+        let metrics_task = tokio::spawn(metrics);
+        let served = self.server.await;
+        metrics_handle.stop(false).await;
+        let _ = metrics_task.await;
+        served
     }
 }
 

@@ -1,5 +1,6 @@
 //! What every handler can reach: the store, the token keys, the type checker,
-//! the account rate limits, the configuration, and the functions service.
+//! the account rate limits, the configuration, the metrics, and the functions
+//! service.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use skiff_core::tokens::TokenKeys;
 use crate::config::ManagerConfig;
 use crate::functions::Functions;
 use crate::functions::logs::{FileLogs, SharedLogs};
+use crate::metrics::Metrics;
 use crate::rate_limit::AccountLimits;
 use crate::runtime::SharedRuntime;
 use crate::typecheck::TypeChecker;
@@ -25,6 +27,8 @@ pub struct AppState {
     /// Where functions' output is read: the data dir's files, unless the
     /// runtime keeps it elsewhere (Kubernetes: the pods).
     pub logs: SharedLogs,
+    /// What `GET /metrics` shows (on its own listener).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -35,6 +39,9 @@ impl AppState {
         config: ManagerConfig,
     ) -> Self {
         Self {
+            metrics: Arc::new(Metrics::new(
+                config.runtime == crate::config::RuntimeKind::Kubernetes,
+            )),
             limits: AccountLimits::new(&config),
             logs: Arc::new(FileLogs::new(&config.data_dir)),
             store,
@@ -43,6 +50,11 @@ impl AppState {
             config,
             runtime: None,
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn with_runtime(mut self, runtime: Option<SharedRuntime>) -> Self {

@@ -1,13 +1,13 @@
-//! Logging set-up shared by the binaries: `RUST_LOG` filters, default `info`.
+//! The manager's log: `skiff_core::telemetry` (`RUST_LOG`, `SKIFF_LOG_FORMAT`).
 
-use tracing_subscriber::EnvFilter;
+pub use skiff_core::telemetry::{LogArgs, LogFormat};
 
+/// The log in `format`.
+pub fn init_with(format: LogFormat) {
+    skiff_core::telemetry::init(format);
+}
+
+/// The text log (embedders and tests).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        // Fields may quote a function's output: one line each, no terminal controls.
-        .fmt_fields(skiff_core::logs::neutral_fields())
-        .try_init();
+    init_with(LogFormat::Text);
 }

@@ -2,7 +2,6 @@ use clap::Parser;
 use skiff_core::store::Store;
 use skiff_router::RouterApp;
 use skiff_router::config::RouterSettings;
-use tracing_subscriber::EnvFilter;
 
 /// Skiff router: /fn/<user>/<name>/... to the function's instance.
 #[derive(Parser)]
@@ -10,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(flatten)]
     settings: RouterSettings,
+    #[command(flatten)]
+    log: skiff_core::telemetry::LogArgs,
     /// Print which sandbox layers this host enforces for function instances, then exit
     #[arg(long)]
     check_sandbox: bool,
@@ -38,14 +39,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        // Fields may quote a function's output: one line each, no terminal controls.
-        .fmt_fields(skiff_core::logs::neutral_fields())
-        .try_init();
     let cli = Cli::parse();
+    skiff_core::telemetry::init(cli.log.log_format);
     if cli.check_sandbox {
         return match skiff_router::process::sandbox::check(&cli.settings.sandbox_config()) {
             Ok(text) => {

@@ -7,7 +7,8 @@
 //! - [`Service`]: the real `skiff-manager`, `skiff-router` or `skiff dev`
 //!   binary on port 0; the port comes from its ready file, never from its log;
 //! - [`ApiClient`]: the calls a user makes (register, login, deploy, delete,
-//!   read a function and its logs, call it through the router).
+//!   read a function and its logs, call it through the router);
+//! - [`Scrape`]: a `/metrics` answer, series by series.
 //!
 //! A dev-dependency only. It depends on `skiff-core`, so core's own *unit*
 //! tests cannot use it (the types would be those of a second copy of core);
@@ -17,11 +18,13 @@
 mod api;
 mod db;
 mod mariadb;
+mod prometheus;
 mod service;
 
 pub use api::{ApiClient, PASSWORD, status_and_code};
 pub use db::{MYSQL_ENV, TestBackend, TestDb, mysql_server_url};
 pub use mariadb::PrivateMariaDb;
+pub use prometheus::Scrape;
 pub use service::{Launch, SECRET, SECRETS_KEY, Service};
 
 /// Runs each listed `async fn(TestBackend)` once per backend, as tests

@@ -55,6 +55,8 @@ impl Launch {
             .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
             .env("SKIFF_ALLOW_SIGNUP", "true")
             .env("SKIFF_LISTEN", "127.0.0.1:0")
+            // Its own port too: managers of tests running side by side.
+            .env("SKIFF_METRICS_LISTEN", "127.0.0.1:0")
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_PUBLIC_URL", "http://fn.example.test")
             .env("SKIFF_LOGIN_LIMIT_PER_USER", "100000")
@@ -75,13 +77,14 @@ impl Launch {
             .env("NO_COLOR", "1")
     }
 
-    /// `skiff dev` on `data_dir` (its own SQLite there), both listeners on
-    /// port 0, none of the test's service settings.
+    /// `skiff dev` on `data_dir` (its own SQLite there), every listener
+    /// (API, router, metrics) on port 0, none of the test's service settings.
     pub fn dev(bin: &str, data_dir: &Path) -> Launch {
         let mut l = Launch::new(bin).env("NO_COLOR", "1");
         l.args = ["dev", "--data-dir", &data_dir.display().to_string()]
             .into_iter()
             .chain(["--api-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0"])
+            .chain(["--metrics-addr", "127.0.0.1:0"])
             .map(str::to_owned)
             .collect();
         l.unset = &[
@@ -92,7 +95,7 @@ impl Launch {
             "SKIFF_DATA_DIR",
             "SKIFF_ALLOW_SIGNUP",
         ];
-        l.names = &["manager", "router"];
+        l.names = &["manager", "router", "metrics"];
         l
     }
 

@@ -97,8 +97,24 @@ pub async fn login(
     state: web::Data<AppState>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let Credentials { username, password } = body.into_inner();
-    let client = client_key(&req, &state);
+    let answer = check_login(&req, &state, body.into_inner()).await;
+    state.metrics.login(match &answer {
+        Ok(_) => "ok",
+        Err(ApiError::Unauthorized(_)) => "bad_credentials",
+        Err(ApiError::RateLimited { .. }) => "rate_limited",
+        Err(ApiError::Unavailable { .. }) => "unavailable",
+        Err(_) => "error",
+    });
+    answer
+}
+
+async fn check_login(
+    req: &HttpRequest,
+    state: &AppState,
+    credentials: Credentials,
+) -> Result<HttpResponse, ApiError> {
+    let Credentials { username, password } = credentials;
+    let client = client_key(req, state);
     state
         .limits
         .login_attempt(&username, client)

@@ -157,6 +157,23 @@ pub async fn deploy(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let answer = deploy_upload(target, params, &state, req, payload).await;
+    let result = match &answer {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    state.metrics.deploy_finished(result, started.elapsed());
+    answer
+}
+
+async fn deploy_upload(
+    target: NamedInQuery,
+    params: web::Query<DeployParams>,
+    state: &AppState,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let NamedInQuery { owner, name } = target;
     let DeployParams { entry, check } = params.into_inner();
     let strict = match check.as_deref() {

@@ -16,7 +16,10 @@
 //!    time and says which handler shape it found, offline.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -77,6 +80,46 @@ pub struct Built {
     pub shape: String,
 }
 
+/// How long a build's steps took (`metrics::BUILD_STEPS` names them), for
+/// the manager's metrics; the checker process sends them with its answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StepTimes {
+    /// `(step, seconds)`, in the order the steps ended.
+    #[serde(default)]
+    pub steps: Vec<(String, f64)>,
+    /// The whole build, with any wait for a free slot.
+    #[serde(default)]
+    pub total_secs: Option<f64>,
+}
+
+/// Collects the steps' times; shared with a step that runs on its own task.
+#[derive(Clone, Default)]
+struct StepClock(Arc<Mutex<Vec<(String, f64)>>>);
+
+impl StepClock {
+    /// Runs `step` and records how long it took (also when it failed).
+    async fn time<T>(&self, step: &'static str, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = work.await;
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((step.to_owned(), started.elapsed().as_secs_f64()));
+        out
+    }
+
+    fn finish(&self, total: Duration) -> StepTimes {
+        StepTimes {
+            steps: self
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            total_secs: Some(total.as_secs_f64()),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ProbeAnswer {
     ok: bool,
@@ -91,6 +134,18 @@ struct ProbeAnswer {
 impl LocalChecker {
     /// Builds the upload; errors name what the author must fix.
     pub async fn build(&self, req: BuildRequest) -> Result<Built, CheckError> {
+        self.build_timed(req).await.0
+    }
+
+    /// [`Self::build`], and how long its steps took (those that ran).
+    pub async fn build_timed(&self, req: BuildRequest) -> (Result<Built, CheckError>, StepTimes) {
+        let clock = StepClock::default();
+        let started = Instant::now();
+        let result = self.build_steps(req, &clock).await;
+        (result, clock.finish(started.elapsed()))
+    }
+
+    async fn build_steps(&self, req: BuildRequest, clock: &StepClock) -> Result<Built, CheckError> {
         let deno = self.usable_deno().await?;
         let _permit = self
             .inner
@@ -141,6 +196,7 @@ impl LocalChecker {
         let heap = format!("--v8-flags=--max-old-space-size={}", self.heap_mb());
         let early_check = lease.is_none().then(|| {
             let me = self.clone();
+            let clock = clock.clone();
             let (deno, dir) = (deno.clone(), p.to_owned());
             let args: Vec<String> = [
                 "check",
@@ -157,24 +213,29 @@ impl LocalChecker {
             .collect();
             AbortOnDrop::new(tokio::spawn(async move {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                me.run(&deno, &dir, &args, Step::Offline).await
+                clock
+                    .time("check", me.run(&deno, &dir, &args, Step::Offline))
+                    .await
             }))
         });
-        let info = self
-            .run(
-                &deno,
-                p,
-                &[
-                    "info",
-                    "--json",
-                    "--no-remote",
-                    "--no-npm",
-                    "--no-lock",
-                    "--config",
-                    CONFIG,
-                    &entry_arg,
-                ],
-                Step::Offline,
+        let info = clock
+            .time(
+                "graph",
+                self.run(
+                    &deno,
+                    p,
+                    &[
+                        "info",
+                        "--json",
+                        "--no-remote",
+                        "--no-npm",
+                        "--no-lock",
+                        "--config",
+                        CONFIG,
+                        &entry_arg,
+                    ],
+                    Step::Offline,
+                ),
             )
             .await?;
         if !info.status.success() {
@@ -210,7 +271,9 @@ impl LocalChecker {
 
         // 2. Resolve and pin, through the egress proxy.
         let lock = if found.remote {
-            self.resolve(&deno, p, &entry_arg, &allow_import).await?;
+            clock
+                .time("resolve", self.resolve(&deno, p, &entry_arg, &allow_import))
+                .await?;
             true
         } else {
             false
@@ -237,17 +300,19 @@ impl LocalChecker {
         check_args.extend(&lock_args);
         check_args.push(&entry_arg);
         let simple = found.bare.is_empty() && !found.remote;
-        let cold_check = || self.run(&deno, p, &check_args, Step::Offline);
+        let cold_check = || clock.time("check", self.run(&deno, p, &check_args, Step::Offline));
         let (bundled, warnings) = match (simple, early_check, lease.as_mut()) {
             (true, Some(early), _) => {
-                let (bundled, checked) =
-                    tokio::join!(self.run(&deno, p, &bundle_args, Step::Bundle), early.join());
+                let (bundled, checked) = tokio::join!(
+                    clock.time("bundle", self.run(&deno, p, &bundle_args, Step::Bundle)),
+                    early.join()
+                );
                 (bundled?, check_warnings(&checked?, p))
             }
             (true, None, Some(lease)) => {
                 let (bundled, warm) = tokio::join!(
-                    self.run(&deno, p, &bundle_args, Step::Bundle),
-                    warm_check(lease, &graph, &src_url, p)
+                    clock.time("bundle", self.run(&deno, p, &bundle_args, Step::Bundle)),
+                    clock.time("check", warm_check(lease, &graph, &src_url, p))
                 );
                 let warnings = match warm {
                     Ok(w) => w,
@@ -259,8 +324,10 @@ impl LocalChecker {
                 (bundled?, warnings)
             }
             _ => {
-                let (bundled, checked) =
-                    tokio::join!(self.run(&deno, p, &bundle_args, Step::Bundle), cold_check(),);
+                let (bundled, checked) = tokio::join!(
+                    clock.time("bundle", self.run(&deno, p, &bundle_args, Step::Bundle)),
+                    cold_check(),
+                );
                 (bundled?, check_warnings(&checked?, p))
             }
         };
@@ -272,7 +339,7 @@ impl LocalChecker {
         }
 
         // 4. Load it as the runtime will.
-        let shape = self.probe(&deno, p).await?;
+        let shape = clock.time("probe", self.probe(&deno, p)).await?;
         let artifact_path = p.join(ARTIFACT);
         let max = self.inner.max_artifact_bytes;
         let (artifact, lock) = tokio::task::spawn_blocking({

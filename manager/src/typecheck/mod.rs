@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
-pub use build::{BuildRequest, Built};
+pub use build::{BuildRequest, Built, StepTimes};
 use registries::Registries;
 use sandbox::CheckerSandbox;
 use settings::CheckerSettings;
@@ -125,6 +125,8 @@ const UPLOAD_CODES: &[&str] = &[
 #[derive(Clone)]
 pub struct TypeChecker {
     kind: Kind,
+    /// Where each build's step times go (`None`: not recorded).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 #[derive(Clone)]
@@ -154,16 +156,27 @@ impl TypeChecker {
                     Duration::from_secs(settings.check_timeout_secs),
                     settings.max_artifact_bytes,
                 )),
+                metrics: None,
             });
         }
         Ok(LocalChecker::relocating(deno, explicit, data_dir, settings)?.into())
     }
 
+    /// Records each build's step times in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub async fn build(&self, req: BuildRequest) -> Result<Built, CheckError> {
-        match &self.kind {
-            Kind::Local(c) => c.build(req).await,
-            Kind::Remote(c) => c.build(req).await,
+        let (result, times) = match &self.kind {
+            Kind::Local(c) => c.build_timed(req).await,
+            Kind::Remote(c) => c.build_timed(req).await,
+        };
+        if let Some(m) = &self.metrics {
+            m.build_timed(&times);
         }
+        result
     }
 
     /// Starts a warm type checker ahead of the first deploy (local checks only).
@@ -197,6 +210,7 @@ impl From<LocalChecker> for TypeChecker {
     fn from(c: LocalChecker) -> Self {
         Self {
             kind: Kind::Local(c),
+            metrics: None,
         }
     }
 }

@@ -15,42 +15,66 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{BuildRequest, Built, CheckError, LocalChecker};
+use super::{BuildRequest, Built, CheckError, LocalChecker, StepTimes};
 
 /// The request line read at most.
 const MAX_REQUEST_LINE: usize = 4096;
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// The checker's answer; `times` (the steps' durations, for the manager's
+/// metrics) may be missing from an older checker's answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Answer {
-    Built { built: Built },
-    Failed { code: String, message: String },
+    Built {
+        built: Built,
+        #[serde(default)]
+        times: StepTimes,
+    },
+    Failed {
+        code: String,
+        message: String,
+        #[serde(default)]
+        times: StepTimes,
+    },
 }
 
-impl From<Result<Built, CheckError>> for Answer {
-    fn from(r: Result<Built, CheckError>) -> Self {
+impl Answer {
+    /// A refusal before any step ran.
+    fn refused(code: &str, message: String) -> Self {
+        Answer::Failed {
+            code: code.into(),
+            message,
+            times: StepTimes::default(),
+        }
+    }
+
+    pub fn new(r: Result<Built, CheckError>, times: StepTimes) -> Self {
         match r {
-            Ok(built) => Answer::Built { built },
+            Ok(built) => Answer::Built { built, times },
             Err(CheckError::Internal(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "a build failed inside the checker");
                 Answer::Failed {
                     code: "checker_unavailable".into(),
                     message: "the checker failed; its log says why".into(),
+                    times,
                 }
             }
             Err(e) => Answer::Failed {
                 code: e.code().into(),
                 message: e.to_string(),
+                times,
             },
         }
     }
-}
 
-impl From<Answer> for Result<Built, CheckError> {
-    fn from(a: Answer) -> Self {
-        match a {
-            Answer::Built { built } => Ok(built),
-            Answer::Failed { code, message } => Err(CheckError::from_code(&code, message)),
+    pub fn into_parts(self) -> (Result<Built, CheckError>, StepTimes) {
+        match self {
+            Answer::Built { built, times } => (Ok(built), times),
+            Answer::Failed {
+                code,
+                message,
+                times,
+            } => (Err(CheckError::from_code(&code, message)), times),
         }
     }
 }
@@ -88,7 +112,19 @@ impl RemoteChecker {
         &self.socket
     }
 
+    /// The build and its steps' times as the checker measured them.
+    pub async fn build_timed(&self, req: BuildRequest) -> (Result<Built, CheckError>, StepTimes) {
+        match self.exchange(req).await {
+            Ok(answer) => answer.into_parts(),
+            Err(e) => (Err(e), StepTimes::default()),
+        }
+    }
+
     pub async fn build(&self, req: BuildRequest) -> Result<Built, CheckError> {
+        self.build_timed(req).await.0
+    }
+
+    async fn exchange(&self, req: BuildRequest) -> Result<Answer, CheckError> {
         let exchange = async {
             let mut s = UnixStream::connect(&self.socket).await?;
             let mut head = serde_json::to_vec(&req).map_err(std::io::Error::other)?;
@@ -106,7 +142,7 @@ impl RemoteChecker {
             Err(_) => return Err(unreachable(&self.socket, &"no answer in time")),
         };
         match serde_json::from_slice::<Answer>(&buf) {
-            Ok(a) => a.into(),
+            Ok(a) => Ok(a),
             Err(e) => Err(unreachable(
                 &self.socket,
                 &format!("unreadable answer: {e}"),
@@ -151,22 +187,17 @@ async fn answer(
             match serde_json::from_slice::<BuildRequest>(&buf[..n]) {
                 Ok(mut req) if buf.len() - n - 1 <= max_bytes => {
                     req.body = buf[n + 1..].to_vec();
-                    checker.build(req).await.into()
+                    let (result, times) = checker.build_timed(req).await;
+                    Answer::new(result, times)
                 }
-                Ok(_) => Answer::Failed {
-                    code: "payload_too_large".into(),
-                    message: format!("the upload is larger than {max_bytes} bytes"),
-                },
-                Err(e) => Answer::Failed {
-                    code: "bad_upload".into(),
-                    message: format!("unreadable build request: {e}"),
-                },
+                Ok(_) => Answer::refused(
+                    "payload_too_large",
+                    format!("the upload is larger than {max_bytes} bytes"),
+                ),
+                Err(e) => Answer::refused("bad_upload", format!("unreadable build request: {e}")),
             }
         }
-        _ => Answer::Failed {
-            code: "bad_upload".into(),
-            message: "no build request line".into(),
-        },
+        _ => Answer::refused("bad_upload", "no build request line".into()),
     };
     let body = serde_json::to_vec(&answer).unwrap_or_else(|_| {
         b"{\"result\":\"failed\",\"code\":\"checker_unavailable\",\"message\":\"\"}".to_vec()

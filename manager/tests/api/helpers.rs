@@ -32,6 +32,8 @@ pub struct TestApp {
     pub state: actix_web::web::Data<AppState>,
     /// The database's URL (a second manager, or the binary, on the same one).
     pub db_url: String,
+    /// `http://<metrics listener>/metrics`.
+    pub metrics_url: String,
     _db: TestDb,
 }
 
@@ -88,6 +90,7 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
     let mut config =
         ManagerConfig::new(&db.url, Secret::new(SECRET), data_dir.path().to_path_buf());
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.public_url = "http://fn.example.test".into();
     config.allow_signup = opts.allow_signup;
     config.max_source_bytes = opts.max_source_bytes;
@@ -104,6 +107,7 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
     let client = reqwest::Client::new();
     let api = ApiClient::with_http(format!("http://127.0.0.1:{}", app.port()), client.clone());
     let state = app.state();
+    let metrics_url = format!("http://{}/metrics", app.metrics_addr().unwrap());
     tokio::spawn(app.run_until_stopped());
     let store = db.store().await;
     TestApp {
@@ -113,6 +117,7 @@ pub async fn spawn_app_with(backend: TestBackend, opts: Options) -> TestApp {
         data_dir,
         state,
         db_url: db.url.clone(),
+        metrics_url,
         _db: db,
     }
 }

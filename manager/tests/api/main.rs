@@ -7,6 +7,7 @@ mod config;
 mod functions;
 mod helpers;
 mod hostile;
+mod metrics;
 mod rate_limits;
 mod remote_checker;
 mod request_log;

@@ -85,6 +85,19 @@ async fn deploys_are_checked_by_a_separate_checker_process() {
         )
         .await;
     assert_eq!(code_of(r).await, (400, "import_not_allowed".into()));
+    // The checker timed its steps and sent the times back: the manager's
+    // metrics have every build (two built, one without a handler, one refused
+    // import), and the probes of the three that got that far.
+    let m = skiff_testkit::Scrape::get(&app.metrics_url).await;
+    assert_eq!(m.value("skiff_check_duration_seconds_count"), 4.0);
+    assert_eq!(
+        m.value("skiff_check_step_duration_seconds_count{step=\"graph\"}"),
+        4.0
+    );
+    assert_eq!(
+        m.value("skiff_check_step_duration_seconds_count{step=\"probe\"}"),
+        3.0
+    );
     // The checks ran in the checker's data dir, not the manager's.
     assert!(checker_data.join("deno-cache").exists());
     assert!(!app.data_dir.path().join("deno-cache").exists());

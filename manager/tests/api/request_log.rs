@@ -1,16 +1,20 @@
 //! What the manager logs, read from the real `skiff-manager` binary's output
 //! (its own logging set-up, at `RUST_LOG=debug`): secrets a client put in a
 //! query string, a header or a body never appear; paths and the real client
-//! address do.
+//! address do. With `SKIFF_LOG_FORMAT=json` every line is one JSON object,
+//! and a function's secrets, the password and the token are in none.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use skiff_testkit::{Launch, Service, TestBackend, TestDb};
+use skiff_testkit::{ApiClient, Launch, Scrape, Service, TestBackend, TestDb};
 
 use crate::helpers::{SECRET, client_from};
 
-skiff_testkit::on_both_backends!(secrets_in_urls_headers_and_bodies_never_reach_the_log);
+skiff_testkit::on_both_backends!(
+    secrets_in_urls_headers_and_bodies_never_reach_the_log,
+    json_logs_are_one_object_per_line_and_hold_no_secret,
+);
 
 /// The running binary (killed when dropped) and everything it printed.
 struct LoggedManager {
@@ -19,11 +23,17 @@ struct LoggedManager {
 
 impl LoggedManager {
     async fn start(db: &TestDb, data_dir: &std::path::Path) -> LoggedManager {
+        Self::start_in(db, data_dir, "text").await
+    }
+
+    /// With `SKIFF_LOG_FORMAT=format`.
+    async fn start_in(db: &TestDb, data_dir: &std::path::Path, format: &str) -> LoggedManager {
         let service = Launch::manager(env!("CARGO_BIN_EXE_skiff-manager"), &db.url, data_dir)
             .clean_env()
             .env("SKIFF_JWT_SECRET", SECRET)
             .env("SKIFF_TRUSTED_PROXIES", "127.0.0.1/32")
             .env("RUST_LOG", "debug")
+            .env("SKIFF_LOG_FORMAT", format)
             .start()
             .await;
         LoggedManager { service }
@@ -204,4 +214,80 @@ async fn secrets_in_urls_headers_and_bodies_never_reach_the_log(b: TestBackend) 
         "{log}"
     );
     assert!(!log.contains("203.0.113.66"), "a forged address is logged");
+}
+
+async fn json_logs_are_one_object_per_line_and_hold_no_secret(b: TestBackend) {
+    let db = TestDb::new(b).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let m = LoggedManager::start_in(&db, data_dir.path(), "json").await;
+    let api = ApiClient::new(m.service.url());
+    let password = "json log password 7f3a9c";
+    let secret = "sk-live-5e3c8f0a9b1d2e4f";
+    let token = api.token_as("alice", password).await;
+    let source = "export default () => new Response(Deno.env.get('API_KEY') ? 'set' : 'unset');\n";
+    api.deploy_ok(&token, "hello", source).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(m.url("/func/hello/secrets/API_KEY"))
+        .bearer_auth(&token)
+        .body(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .patch(m.url("/func/hello/config"))
+        .bearer_auth(&token)
+        .json(&json!({"env": {"MODE": "production"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let config: Value = api
+        .get(&token, "/func/hello/config")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["secrets"], json!(["API_KEY"]));
+    let r = http.get(m.url("/the-end")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let log = m
+        .wait_for(|log| log.contains("/the-end").then(|| log.to_owned()))
+        .await;
+
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect();
+    for e in &events {
+        assert!(e["timestamp"].is_string() && e["level"].is_string(), "{e}");
+    }
+    for kept in [secret, password, &token, token.rsplit('.').next().unwrap()] {
+        assert!(
+            !log.contains(kept),
+            "{kept:?} is in the manager's log:\n{log}"
+        );
+    }
+    // The request lines are there, as fields a log pipeline can filter on.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.to_string().contains("/func/hello/secrets/API_KEY")),
+        "{log}"
+    );
+    // The binary's metrics listener (SKIFF_METRICS_LISTEN, port 0 here)
+    // counted the deploy; its address is in the start-up event.
+    let addr = events
+        .iter()
+        .find_map(|e| {
+            let message = e["fields"]["message"].as_str()?;
+            message
+                .starts_with("metrics at")
+                .then(|| e["fields"]["addr"].as_str())?
+        })
+        .unwrap_or_else(|| panic!("no metrics address in:\n{log}"));
+    let metrics = Scrape::get(&format!("http://{addr}/metrics")).await;
+    assert_eq!(metrics.value("skiff_deploys_total{result=\"ok\"}"), 1.0);
+    assert_eq!(metrics.value("skiff_logins_total{result=\"ok\"}"), 1.0);
 }

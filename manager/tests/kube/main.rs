@@ -6,6 +6,7 @@
 
 mod harness;
 mod manager_pod;
+mod monitoring;
 
 mod api;
 mod config;

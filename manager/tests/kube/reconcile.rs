@@ -2,12 +2,14 @@
 //! put back, objects of functions that are gone are deleted, and a deploy the
 //! manager never applied (killed after the commit) converges.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_core::names::FunctionName;
 use skiff_core::naming::object_name;
 use skiff_core::store::RuntimePhase;
-use skiff_manager::kube::{ReconcileReport, reconcile};
+use skiff_manager::kube::{KubeSettings, ReconcileReport, reconcile};
+use skiff_manager::metrics::Metrics;
 use skiff_manager::runtime::FunctionRuntime;
 use skiff_testkit::TestBackend;
 
@@ -170,4 +172,73 @@ async fn a_deploy_never_applied_converges_on_the_next_pass(b: TestBackend) {
         .unwrap()
         .unwrap();
     assert_eq!((status.state.as_str(), status.error), ("ready", None));
+}
+
+/// The value of `series` in the metrics' text (`None`: absent).
+fn series(metrics: &Metrics, series: &str) -> Option<f64> {
+    metrics.encode_text().lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().unwrap())
+    })
+}
+
+/// Waits (bounded) until `series` reaches `value`.
+async fn until(metrics: &Metrics, name: &str, value: f64) {
+    for _ in 0..250 {
+        if series(metrics, name) == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} never reached {value}:\n{}", metrics.encode_text());
+}
+
+#[tokio::test]
+async fn each_pass_is_in_the_metrics() {
+    let mut env = env(
+        TestBackend::Sqlite,
+        KubeSettings {
+            reconcile_secs: 1,
+            ..settings()
+        },
+    )
+    .await;
+    env.store_version("hello", HELLO_V1).await;
+    let metrics = Arc::new(Metrics::new(true));
+    let runner = reconcile::spawn_observed(env.runtime.clone(), Some(metrics.clone()));
+
+    // First pass: the API refuses the listing; the function is applied all the
+    // same, but the pass did not reconcile everything (orphans are unknown).
+    let seen = env
+        .api
+        .answer(Reply::Fail(403, "Forbidden", "deployments is forbidden"))
+        .await;
+    assert_eq!(seen.path, Kind::Deployment.collection());
+    env.api.expect_version("alice", "hello", 1).await;
+    until(
+        &metrics,
+        "skiff_reconcile_runs_total{result=\"failed\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        series(&metrics, "skiff_reconcile_functions{outcome=\"applied\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&metrics, "skiff_reconcile_last_success_timestamp_seconds"),
+        Some(0.0)
+    );
+
+    // The next pass goes through.
+    expect_listings(&mut env, vec![alice("hello")], vec![alice("hello")]).await;
+    env.api.expect_version("alice", "hello", 1).await;
+    until(&metrics, "skiff_reconcile_runs_total{result=\"ok\"}", 1.0).await;
+    runner.abort();
+    let last = series(&metrics, "skiff_reconcile_last_success_timestamp_seconds").unwrap();
+    assert!(last > 1.7e9, "{last}");
+    assert_eq!(
+        series(&metrics, "skiff_reconcile_duration_seconds_count"),
+        Some(2.0)
+    );
 }
