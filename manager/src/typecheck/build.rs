@@ -312,10 +312,16 @@ impl LocalChecker {
             (true, None, Some(lease)) => {
                 let (bundled, warm) = tokio::join!(
                     clock.time("bundle", self.run(&deno, p, &bundle_args, Step::Bundle)),
-                    clock.time("check", warm_check(lease, &graph, &src_url, p))
+                    clock.time(
+                        "check",
+                        warm_check(lease, &graph, &src_url, p, self.inner.timeout)
+                    )
                 );
                 let warnings = match warm {
                     Ok(w) => w,
+                    Err(e @ warm::WarmError::Timeout(_)) => {
+                        return Err(CheckError::Rejected(e.to_string()));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "the warm type checker failed; checking with deno check");
                         check_warnings(&cold_check().await?, p)
@@ -511,7 +517,17 @@ async fn warm_check(
     graph: &Graph,
     src_url: &str,
     dir: &Path,
-) -> anyhow::Result<Vec<String>> {
+    limit: std::time::Duration,
+) -> Result<Vec<String>, warm::WarmError> {
+    let files = graph_files(graph, src_url)
+        .await
+        .map_err(warm::WarmError::Failed)?;
+    let checked = lease.check(&files, limit).await?;
+    Ok(warm::warnings_from(&checked, &dir.join("src")))
+}
+
+/// The upload's own script modules in the graph, read.
+async fn graph_files(graph: &Graph, src_url: &str) -> anyhow::Result<Vec<warm::SourceFile>> {
     let mut files = Vec::new();
     for m in &graph.modules {
         if !m.specifier.starts_with(src_url) || m.error.is_some() {
@@ -533,8 +549,7 @@ async fn warm_check(
             .with_context(|| format!("reading {}", path.display()))?;
         files.push(warm::SourceFile { path, text });
     }
-    let checked = lease.check(&files).await?;
-    Ok(warm::warnings_from(&checked, &dir.join("src")))
+    Ok(files)
 }
 
 /// Modules the type checker reads as code (JSON and Wasm imports are not).

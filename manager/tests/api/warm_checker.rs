@@ -256,3 +256,59 @@ async fn a_tenants_warm_checker_is_its_own_and_sandboxed() {
         }
     }
 }
+
+/// A source whose types take longer than the operator's check timeout gets
+/// the same answer from a warm checker as from `deno check` (the warm
+/// timeout is the verdict: no second, cold try), and the worker is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_check_keeps_the_operators_timeout() {
+    let app = spawn_app_with(
+        TestBackend::Sqlite,
+        Options {
+            checker: CheckerSettings {
+                check_warm: 2,
+                check_timeout_secs: 2,
+                ..CheckerSettings::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let t = app.token("alice").await;
+    wait_for_spare(&app).await;
+    let r = app
+        .client
+        .post(app.url("/func?name=slow"))
+        .bearer_auth(&t)
+        .body(crate::checker_sandbox::slow_types())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "type_check_failed", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 2 s")),
+        "{body}"
+    );
+    let s = status(&app);
+    assert_eq!(
+        s.failed, 1,
+        "the warm worker was the one that timed out: {s:?}"
+    );
+    assert!(
+        !s.idle.iter().any(|w| w.tenant.as_deref() == Some("alice")),
+        "the timed-out worker is not kept: {s:?}"
+    );
+    // the next deploy works (warm or cold)
+    let (st, body) = deploy(
+        &app,
+        &t,
+        "fine",
+        &Upload::Module("main.ts", "export default () => new Response(\"ok\");\n"),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+}

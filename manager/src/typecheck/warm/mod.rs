@@ -44,7 +44,8 @@ const IDLE_STOP: Duration = Duration::from_secs(5 * 60);
 const EVICT_AFTER: Duration = Duration::from_secs(30);
 /// Starting and warming a worker (the first check builds the whole program).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// One warm check; past it the worker is killed and `deno check` runs.
+/// One warm check at most (the operator's check timeout when shorter); past
+/// it the worker is killed and the source's check has timed out.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 /// CPU seconds over a worker's whole life (its rlimit); recycling comes first.
 const WORKER_CPU_SECS: u64 = 1800;
@@ -129,6 +130,17 @@ struct Worker {
     tenant: Option<String>,
     checks: u64,
     last_used: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    /// The check ran past its limit: the source's verdict, as `deno check`'s
+    /// timeout would be (no second try that would double the wait).
+    #[error("type checking took longer than {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The worker failed; `deno check` answers instead.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
 }
 
 /// A worker lent to one build; back to the pool on drop unless it failed.
@@ -311,19 +323,23 @@ impl Lease {
     }
 
     /// Diagnostics of each file, the graph's files all open at once (so each
-    /// sees the others as they are). On any failure the worker is retired.
-    pub async fn check(&mut self, files: &[SourceFile]) -> anyhow::Result<Vec<FileDiagnostics>> {
+    /// sees the others as they are), within `limit` (capped at
+    /// `CHECK_TIMEOUT`). On any failure the worker is retired.
+    pub async fn check(
+        &mut self,
+        files: &[SourceFile],
+        limit: Duration,
+    ) -> Result<Vec<FileDiagnostics>, WarmError> {
         let Some(w) = self.worker.as_mut() else {
-            anyhow::bail!("the lease has no worker");
+            return Err(WarmError::Failed(anyhow::anyhow!(
+                "the lease has no worker"
+            )));
         };
         w.checks += 1;
-        let out = tokio::time::timeout(CHECK_TIMEOUT, w.check(files)).await;
-        let out = match out {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!(
-                "the warm check took over {} s",
-                CHECK_TIMEOUT.as_secs()
-            )),
+        let limit = limit.min(CHECK_TIMEOUT);
+        let out = match tokio::time::timeout(limit, w.check(files)).await {
+            Ok(r) => r.map_err(WarmError::Failed),
+            Err(_) => Err(WarmError::Timeout(limit)),
         };
         if let Some(pool) = self.pool.upgrade() {
             let counter = if out.is_ok() {
