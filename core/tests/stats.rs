@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use skiff_core::names::{FunctionName, UserName};
-use skiff_core::store::{
-    LatencyHistogram, MINUTE_MS, MinuteStats, StatsRow, Store, minute_of,
-};
+use skiff_core::store::{LatencyHistogram, MINUTE_MS, MinuteStats, StatsRow, Store, minute_of};
 use skiff_core::time::now_millis;
 use skiff_testkit::{TestBackend, TestDb};
 
@@ -26,9 +24,14 @@ async fn with_function(b: TestBackend) -> (TestDb, Store, i64, i64) {
     let s = db.store().await;
     let alice = UserName::parse("alice").unwrap();
     let a = s.create_user(&alice, "h").await.unwrap();
-    s.deploy(a.id, &alice, &f(), b"export default () => new Response('x')")
-        .await
-        .unwrap();
+    s.deploy(
+        a.id,
+        &alice,
+        &f(),
+        b"export default () => new Response('x')",
+    )
+    .await
+    .unwrap();
     let id = s
         .live_function("alice", "f")
         .await
@@ -133,7 +136,10 @@ async fn percentiles_come_from_the_merged_buckets(b: TestBackend) {
     )
     .await
     .unwrap();
-    let st = s.function_stats_between(id, m - MINUTE_MS, m).await.unwrap();
+    let st = s
+        .function_stats_between(id, m - MINUTE_MS, m)
+        .await
+        .unwrap();
     assert_eq!(st.invocations, 100);
     let near = |got: Option<f64>, want: f64| {
         let got = got.unwrap();
@@ -191,12 +197,24 @@ async fn rows_of_deleted_functions_are_gone_and_not_written(b: TestBackend) {
         .unwrap();
     let alice = UserName::parse("alice").unwrap();
     assert!(s.delete_function(uid, &alice, &f()).await.unwrap());
-    assert_eq!(s.function_stats_between(id, m, m).await.unwrap().invocations, 0);
+    assert_eq!(
+        s.function_stats_between(id, m, m)
+            .await
+            .unwrap()
+            .invocations,
+        0
+    );
     // A router that had not heard of the delete yet flushes: nothing is written.
     s.write_stats(1, &[row(id, m, minute(1, 0, 0, 1.0))])
         .await
         .unwrap();
-    assert_eq!(s.function_stats_between(id, m, m).await.unwrap().invocations, 0);
+    assert_eq!(
+        s.function_stats_between(id, m, m)
+            .await
+            .unwrap()
+            .invocations,
+        0
+    );
     // The same name again is a new function with its own statistics.
     s.deploy(uid, &alice, &f(), b"export default () => new Response('y')")
         .await

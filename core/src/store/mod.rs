@@ -27,8 +27,8 @@ pub use functions::{
 };
 pub use k8s_state::{RuntimePhase, RuntimeState, RuntimeTarget};
 pub use stats::{
-    FunctionStats, LATENCY_BUCKETS, LatencyHistogram, MINUTE_MS, MinuteStats, RETENTION, SeriesPoint,
-    StatsRow, bucket_upper_ms, latency_bucket, minute_of,
+    FunctionStats, LATENCY_BUCKETS, LatencyHistogram, MINUTE_MS, MinuteStats, RETENTION,
+    SeriesPoint, StatsRow, bucket_upper_ms, latency_bucket, minute_of,
 };
 pub use users::User;
 

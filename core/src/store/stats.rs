@@ -271,8 +271,9 @@ impl Store {
             return Ok(None);
         };
         let function_id: i64 = row.try_get("id")?;
-        let minutes = i64::try_from(window.clamp(Duration::from_secs(60), RETENTION).as_secs() / 60)
-            .unwrap_or(1);
+        let minutes =
+            i64::try_from(window.clamp(Duration::from_secs(60), RETENTION).as_secs() / 60)
+                .unwrap_or(1);
         let last = minute_of(now_millis());
         let first = last - (minutes - 1) * MINUTE_MS;
         self.function_stats_between(function_id, first, last)
@@ -346,16 +347,15 @@ impl Store {
         before_millis: i64,
         max_functions: i64,
     ) -> Result<u64, StoreError> {
-        let ids: Vec<i64> = sqlx::query(
-            "SELECT DISTINCT function_id FROM function_stats WHERE minute < ? LIMIT ?",
-        )
-        .bind(before_millis)
-        .bind(max_functions)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("function_id"))
-        .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> =
+            sqlx::query("SELECT DISTINCT function_id FROM function_stats WHERE minute < ? LIMIT ?")
+                .bind(before_millis)
+                .bind(max_functions)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get("function_id"))
+                .collect::<Result<_, _>>()?;
         let mut deleted = 0;
         for id in ids {
             let done = retrying(|| async move {
