@@ -1,8 +1,8 @@
 //! Bounded per-function logs: the router appends instance output as
 //! `<RFC 3339 time> <stream> | <line>` (streams `stdout`, `stderr`, `skiff`
-//! for the router's own notes, `access` for its access log), rotating `<name>.log` to `<name>.log.1`
-//! when it passes a size cap, so each function keeps at most about twice the
-//! cap on disk. The manager reads the tail for `GET /func/<name>/logs`.
+//! for the router's own notes, `access` for its access log), rotating
+//! `<name>.log` to `<name>.log.1` when it passes a size cap, so each function
+//! keeps at most about twice the cap on disk. The manager reads the tail for `GET /func/<name>/logs`.
 //!
 //! A line's text comes from a function, so it is *neutralised* when written
 //! and again when read: every control character — C0 (except TAB), DEL, C1,

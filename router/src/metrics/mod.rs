@@ -1,6 +1,6 @@
-//! What the router counts: Prometheus metrics (served on their own listener,
-//! `server.rs`... see `exposition.rs` and `listener.rs`) and the per-minute
-//! statistics its owners read (`StatsCell`, flushed by `stats_flush.rs`).
+//! What the router counts: Prometheus metrics (`exposition.rs`, served on a
+//! listener of their own by `listener.rs`) and the per-minute statistics its
+//! owners read (`StatsCell`, turned into rows by `stats_flush.rs`).
 //! The lowest layer beside `body.rs`: it imports nothing of the router.
 //!
 //! The request path never takes a lock here. A request resolves its
