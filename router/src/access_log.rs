@@ -8,6 +8,9 @@
 //! which neutralises them like any log line, so a hostile path (encoded
 //! CR/LF, terminal controls) stays one visible line. When the writer falls
 //! behind, lines are dropped and counted (`skiff_access_log_dropped_lines_total`).
+//! Refusals for being over the owner's request rate get no line (a flood of
+//! them would rotate the function's own output out of its log); the metrics
+//! and stats count them.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};

@@ -137,8 +137,9 @@ impl RouterApp {
             ),
         };
         {
-            let rt = runtime.clone();
-            metrics.set_instance_source(Box::new(move || rt.instance_counts()));
+            // Weak: the runtime may hold the metrics itself.
+            let rt = Arc::downgrade(&runtime);
+            metrics.set_instance_source(Box::new(move || rt.upgrade()?.instance_counts()));
         }
         let access_log = match runtime.owner_logs() {
             Some(logs) if cfg.request_metrics && cfg.access_log => {

@@ -222,7 +222,7 @@ fn switch_protocols(
 }
 
 /// How long a refusal for being over the user's rate is held (see `route`).
-const RATE_LIMITED_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+const RATE_LIMITED_HOLD: Duration = Duration::from_millis(50);
 
 /// What `route` learned of a request, for its metrics, its `Server-Timing`
 /// and its access-log line.
@@ -302,6 +302,11 @@ fn observe(
     });
     if let Some(c) = seen.cold {
         state.metrics.cold_start(c);
+    }
+    // Not for a refusal over the owner's request rate: a flood of those would
+    // rotate the function's own output out of its log (they are counted).
+    if refusal == Some(Refusal::RateLimited) {
+        return;
     }
     if let (Some(log), Some(method), Some(path)) = (&state.access_log, method, seen.path.take()) {
         log.record(access_log::Entry {
@@ -550,6 +555,19 @@ mod tests {
         assert!(!ask("GET", Version::HTTP_2, "websocket", "upgrade"));
         assert!(!ask("GET", Version::HTTP_11, "h2c", "upgrade"));
         assert!(!ask("GET", Version::HTTP_11, "websocket", "keep-alive"));
+    }
+
+    #[test]
+    fn server_timing_names_the_cold_start_and_the_function() {
+        let ms = Duration::from_millis;
+        let v = |c, u| server_timing(c, u).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(v(None, None), None);
+        assert_eq!(v(None, Some(ms(3))).as_deref(), Some("fn;dur=3.0"));
+        assert_eq!(
+            v(Some(ms(40)), Some(Duration::from_micros(1250))).as_deref(),
+            Some("cold;dur=40.0, fn;dur=1.2")
+        );
+        assert_eq!(v(Some(ms(7)), None).as_deref(), Some("cold;dur=7.0"));
     }
 
     #[test]

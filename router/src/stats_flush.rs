@@ -197,9 +197,11 @@ mod tests {
 
     #[test]
     fn growth_is_per_bucket() {
-        let mut a = MinuteStats::default();
-        a.invocations = 3;
-        a.errors = 1;
+        let mut a = MinuteStats {
+            invocations: 3,
+            errors: 1,
+            ..Default::default()
+        };
         a.latency.record_ms(1.0);
         a.latency.record_ms(1.0);
         a.latency.record_ms(9.0);
