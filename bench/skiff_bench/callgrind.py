@@ -9,7 +9,7 @@ import time
 from .api import wait_http
 from .common import StepFailed, log
 from .procs import free_port
-from .services import NO_QUOTAS, SECRETS_KEY
+from .services import NO_QUOTAS, SECRETS_KEY, metrics_env
 from .tools import loadgen_rate
 
 # Functions whose inclusive instructions per request the report shows.
@@ -56,13 +56,14 @@ def phase_callgrind(run, stack):
         f"{k} {v['ir_per_request']:,.0f}" for k, v in out.items()))
 
 
-def callgrind_router(run, stack, name, cg, secs, cmds):
+def callgrind_router(run, stack, name, cg, secs, cmds, extra_env=None):
     """A router under callgrind on the run's database, measured and stopped."""
     port = free_port()
     env = {"SKIFF_DATABASE_URL": f"sqlite://{stack.db}",
            "SKIFF_DATA_DIR": str(run.work / f"{name}-cg"),
-           "SKIFF_SECRETS_KEY": SECRETS_KEY, **NO_QUOTAS,
-           "SKIFF_LISTEN": f"127.0.0.1:{port}", "SKIFF_DENO": run.deno, "RUST_LOG": "warn"}
+           "SKIFF_SECRETS_KEY": SECRETS_KEY, **NO_QUOTAS, **metrics_env(),
+           "SKIFF_LISTEN": f"127.0.0.1:{port}", "SKIFF_DENO": run.deno, "RUST_LOG": "warn",
+           **(extra_env or {})}
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}/{name}.out",
             run.args.router]
     cmds.append(" ".join(argv))

@@ -221,6 +221,37 @@ def callgrind(L, res, clean):
             L.append("")
 
 
+def metrics_cost(L, res, clean):
+    """The metrics' cost on the request path (issue 14), when measured."""
+    mc = res["raw"].get("metrics_cost")
+    if not mc:
+        return
+    L.append("## What the router's metrics cost (issue 14; budget ≤ 3 % of throughput)")
+    L.append("")
+    L.append("Two routers on the same database, each with its own instance of `/fn/alice/hello`: "
+             "as shipped (per-request Prometheus metrics, per-minute stats, access log, "
+             "Server-Timing) and with all of that off (`SKIFF_REQUEST_METRICS=false "
+             "SKIFF_SERVER_TIMING=false`); `wrk -t2 -c50` against each in interleaved rounds, "
+             "median run.")
+    L.append("")
+    L.append("| router | req/s | p99 ms | router CPU µs / req | instructions / req |")
+    L.append("|---|---|---|---|---|")
+    for name in ("metrics_off", "metrics_on"):
+        v = mc.get(name) or {}
+        L.append(f"| {name.replace('_', ' ')} | {fmt(v.get('rps'))} | {fmt(v.get('p99_ms'))} | "
+                 f"{fmt(v.get('router_cpu_us_per_req'))} | {fmt(v.get('ir_per_request'))} |")
+    L.append("")
+    cost = mc.get("throughput_cost_pct")
+    if cost is not None:
+        L.append(f"Throughput cost: {cost:.1f} %"
+                 + (f"; instructions added per request: {mc['ir_per_request_added']:,.0f}"
+                    if mc.get("ir_per_request_added") is not None else "") + ".")
+        L.append("")
+    for cmd in res["commands"].get("metrics_cost_metrics_on", [])[:1]:
+        L.append(f"    {clean(cmd)}")
+    L.append("")
+
+
 def cold_anatomy(L, res, clean):
     """The cold start anatomy, when measured."""
     an = res["raw"].get("cold_anatomy")
@@ -349,6 +380,7 @@ def report_markdown(res, args):
     commands(L, res, args, clean)
     profiles(L, res, clean)
     callgrind(L, res, clean)
+    metrics_cost(L, res, clean)
     cold_anatomy(L, res, clean)
     check_anatomy(L, res, clean)
     noisy_neighbour(L, res, clean)

@@ -17,6 +17,7 @@ from .instances import phase_burst, phase_warm
 from .latency import phase_latency
 from .machine import versions
 from .many import phase_many
+from .metrics_cost import phase_metrics_cost
 from .noisy import phase_noisy_neighbour
 from .procfs import vm_rss_kb
 from .profile_perf import phase_profile
@@ -32,6 +33,7 @@ PHASES = [
     ("added latency", phase_latency),
     ("profile", phase_profile),
     ("callgrind", phase_callgrind),
+    ("metrics_cost", phase_metrics_cost),
     ("deploy to first success", phase_deploy),
     ("deploy with dependencies", phase_deploy_deps),
     ("cold start", phase_cold),

@@ -21,6 +21,17 @@ NO_QUOTAS = {
 }
 
 
+def metrics_env():
+    """A metrics listener of its own for each router of a run: several run at
+    once, and the default address (127.0.0.1:9464) is one port."""
+    return {"SKIFF_METRICS_LISTEN": f"127.0.0.1:{free_port()}"}
+
+
+# Per-request metrics, stats, access log and Server-Timing off: the router as
+# it was before issue 14, to measure what they cost.
+NO_METRICS = {"SKIFF_REQUEST_METRICS": "false", "SKIFF_SERVER_TIMING": "false"}
+
+
 def start_manager(run, name, db, router_port, deno, extra_env=None):
     """A manager on `db` whose public URL is the router's; returns its `Api`."""
     port = free_port()
@@ -58,6 +69,7 @@ def start_router(run, name, port, idle_secs, db, extra_env=None):
         "SKIFF_DENO": run.deno,
         "SKIFF_IDLE_TIMEOUT_SECS": str(idle_secs),
         "RUST_LOG": "warn",
+        **metrics_env(),
         **NO_QUOTAS,
         **(extra_env or {}),
     }

@@ -207,6 +207,9 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     rcfg.policy.idle_timeout_secs = args.idle_timeout_secs.max(1);
     rcfg.quotas = args.quotas.clone();
     rcfg.secrets_key = Some(secrets_key.clone());
+    // No listener of the router's own here: `skiff dev` serves both services'
+    // metrics on one address (the router's through `RouterHandle::metrics`).
+    rcfg.metrics_listen = None;
     let router = RouterApp::build(rcfg, store.clone()).await?;
     let router_port = router.port();
     let router_handle = router.handle();

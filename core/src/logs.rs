@@ -1,7 +1,8 @@
 //! Bounded per-function logs: the router appends instance output as
-//! `<RFC 3339 time> <stream> | <line>`, rotating `<name>.log` to `<name>.log.1`
-//! when it passes a size cap, so each function keeps at most about twice the
-//! cap on disk. The manager reads the tail for `GET /func/<name>/logs`.
+//! `<RFC 3339 time> <stream> | <line>` (streams `stdout`, `stderr`, `skiff`
+//! for the router's own notes, `access` for its access log), rotating
+//! `<name>.log` to `<name>.log.1` when it passes a size cap, so each function
+//! keeps at most about twice the cap on disk. The manager reads the tail for `GET /func/<name>/logs`.
 //!
 //! A line's text comes from a function, so it is *neutralised* when written
 //! and again when read: every control character — C0 (except TAB), DEL, C1,
@@ -214,11 +215,14 @@ impl LogWriter {
     /// bytes). Failures (disk full, unwritable dir) drop the line and are
     /// reported to the caller, never retried in a loop.
     pub fn line(&self, stream: &str, text: &str) -> std::io::Result<()> {
+        self.line_at(crate::time::now_millis(), stream, text)
+    }
+
+    /// [`LogWriter::line`] with the time it happened (ms since the epoch),
+    /// for a line written a little after the fact (the router's access log).
+    pub fn line_at(&self, at_millis: i64, stream: &str, text: &str) -> std::io::Result<()> {
         let text = shown(&self.hidden, text.trim_end_matches(['\r', '\n']), MAX_LINE);
-        let entry = format!(
-            "{} {stream} | {text}\n",
-            crate::time::rfc3339(crate::time::now_millis())
-        );
+        let entry = format!("{} {stream} | {text}\n", crate::time::rfc3339(at_millis));
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(self.open()?);

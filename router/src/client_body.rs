@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::error::RouterError;
+use crate::metrics::FunctionMetrics;
 
 /// Why the caller's body could not be passed on. Found again in the upstream
 /// client's error chain by `ClientBodyError::find`.
@@ -62,9 +63,25 @@ pub struct ClientBody {
     /// Made the first time the caller keeps us waiting; re-armed after progress.
     stall: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// Told how many bytes went through, at the end.
+    counted: Option<std::sync::Arc<FunctionMetrics>>,
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        if let Some(m) = &self.counted {
+            m.add_bytes_in(self.limit - self.left);
+        }
+    }
 }
 
 impl ClientBody {
+    /// Counts the bytes passed on in `m` (once, when the body is dropped).
+    pub fn counting(mut self, m: Option<std::sync::Arc<FunctionMetrics>>) -> Self {
+        self.counted = m;
+        self
+    }
+
     pub fn new(inner: Incoming, limit: u64, stall_limit: Duration) -> Self {
         Self {
             inner,
@@ -73,6 +90,7 @@ impl ClientBody {
             stall_limit,
             stall: None,
             armed: false,
+            counted: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use skiff_core::fnconfig::{FunctionSettings, Quotas, SettingsPolicy};
 pub use skiff_core::runtime_kind::RuntimeKind;
 use skiff_core::secret::Secret;
@@ -107,6 +108,46 @@ pub struct RouterSettings {
     /// manager's, and the process runtime's instances)
     #[command(flatten)]
     pub quotas: Quotas,
+    /// Address of the Prometheus /metrics listener, its own and never the public
+    /// port (the metrics name every tenant's functions); "off" for none
+    #[arg(long, env = "SKIFF_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: MetricsListen,
+    /// Most (user, function) pairs with metric series of their own; requests
+    /// to others are counted as user="other",function="other"
+    #[arg(long, env = "SKIFF_METRICS_MAX_FUNCTIONS", default_value_t = 2000)]
+    pub metrics_max_functions: usize,
+    /// Record per-request metrics, the owners' per-minute stats and access log
+    /// (false: none of them; to measure what they cost)
+    #[arg(long, env = "SKIFF_REQUEST_METRICS", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, default_value = "true")]
+    pub request_metrics: bool,
+    /// Write a line per request to the function's owner's log (process runtime)
+    #[arg(long, env = "SKIFF_ACCESS_LOG", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, default_value = "true")]
+    pub access_log: bool,
+    /// Add `Server-Timing: cold;dur=…, fn;dur=…` to responses of functions
+    #[arg(long, env = "SKIFF_SERVER_TIMING", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, default_value = "true")]
+    pub server_timing: bool,
+    /// How often this router writes its per-minute stats to the database, in milliseconds
+    #[arg(long, env = "SKIFF_STATS_FLUSH_MS", default_value_t = 10_000)]
+    pub stats_flush_ms: u64,
+}
+
+/// Where the metrics listener binds, or nowhere (`off`, `none`, `false` or
+/// empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" | "off" | "none" | "false" => Ok(Self(None)),
+            a => a
+                .parse()
+                .map(|a| Self(Some(a)))
+                .map_err(|_| format!("{a:?} is not an address (IP:PORT) or \"off\"")),
+        }
+    }
 }
 
 impl RouterSettings {
@@ -177,6 +218,14 @@ pub struct RouterConfig {
     pub ws_max: Duration,
     /// The operator's per-user quotas (overridden per user from the store).
     pub quotas: Quotas,
+    /// The metrics listener's address; `None`: no listener.
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_max_functions: usize,
+    /// Whether requests are counted (metrics, stats, access log).
+    pub request_metrics: bool,
+    pub access_log: bool,
+    pub server_timing: bool,
+    pub stats_flush: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +272,7 @@ impl RouterSettings {
             ),
             ("SKIFF_WS_IDLE_SECS", self.ws_idle_secs),
             ("SKIFF_WS_MAX_SECS", self.ws_max_secs),
+            ("SKIFF_STATS_FLUSH_MS", self.stats_flush_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));
@@ -276,6 +326,12 @@ impl RouterSettings {
             ws_idle: Duration::from_secs(self.ws_idle_secs),
             ws_max: Duration::from_secs(self.ws_max_secs),
             quotas: self.quotas,
+            metrics_listen: self.metrics_listen.0,
+            metrics_max_functions: self.metrics_max_functions,
+            request_metrics: self.request_metrics,
+            access_log: self.access_log,
+            server_timing: self.server_timing,
+            stats_flush: Duration::from_millis(self.stats_flush_ms),
         }
     }
 }
@@ -439,6 +495,37 @@ mod tests {
     }
 
     #[test]
+    fn observability_settings() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.metrics_max_functions, 2000);
+        assert!(c.request_metrics && c.access_log && c.server_timing);
+        assert_eq!(c.stats_flush, Duration::from_secs(10));
+        for off in ["off", "", "none"] {
+            assert_eq!(
+                parse(&["--metrics-listen", off]).unwrap().metrics_listen,
+                None
+            );
+        }
+        let c = parse(&[
+            "--metrics-listen",
+            "0.0.0.0:9100",
+            "--server-timing",
+            "false",
+            "--request-metrics",
+            "off",
+            "--access-log",
+            "no",
+            "--metrics-max-functions",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        assert!(!c.server_timing && !c.request_metrics && !c.access_log);
+        assert_eq!(c.metrics_max_functions, 5);
+    }
+
+    #[test]
     fn request_path_hardening_settings() {
         let c = parse(&[]).unwrap();
         assert!(c.trusted_proxies.is_empty(), "nobody is trusted by default");
@@ -496,6 +583,8 @@ mod tests {
             &["--response-write-timeout-secs", "0"],
             &["--ws-idle-secs", "0"],
             &["--ws-max-secs", "0"],
+            &["--stats-flush-ms", "0"],
+            &["--metrics-listen", "everywhere"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }

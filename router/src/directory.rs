@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use skiff_core::fnconfig::FunctionSettings;
 use skiff_core::names::{FunctionName, UserName};
 use skiff_core::store::{LiveFunction, Store};
 
+use crate::metrics::{FunctionMetrics, Metrics};
 use crate::user_limits::UserLimitsTable;
 
 /// One live function as the data plane sees it.
@@ -32,9 +33,37 @@ pub struct FunctionRef {
     /// older number live again); this does, so the runtime always starts and
     /// serves what was made live last. Set by the directory.
     pub generation: i64,
+    pub metrics: MetricsSlot,
+}
+
+/// A function's metrics handle, resolved on its first request and kept with
+/// the directory entry, so later requests do not look it up again. Not part
+/// of what the entry is: equal whatever it holds.
+#[derive(Default, Clone)]
+pub struct MetricsSlot(OnceLock<Arc<FunctionMetrics>>);
+
+impl PartialEq for MetricsSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for MetricsSlot {}
+
+impl std::fmt::Debug for MetricsSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSlot")
+    }
 }
 
 impl FunctionRef {
+    /// This function's metrics handle in `m`.
+    pub fn metrics(&self, m: &Metrics) -> &Arc<FunctionMetrics> {
+        self.metrics
+            .0
+            .get_or_init(|| m.function(self.function_id, self.user.as_str(), self.name.as_str()))
+    }
+
     /// The same live version, settings and code (the generation aside).
     fn same_as(&self, o: &Self) -> bool {
         self.user == o.user
@@ -81,6 +110,7 @@ fn fref(user: &str, name: &str, live: LiveFunction) -> Option<Arc<FunctionRef>> 
             bundled: live.bundled,
             settings: live.settings,
             generation: 0,
+            metrics: Default::default(),
         })),
         _ => {
             tracing::warn!(user = %user.escape_debug(), function = %name.escape_debug(),

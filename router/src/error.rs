@@ -9,6 +9,7 @@ use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::body::{ProxyBody, json};
+use crate::metrics::Refusal;
 
 /// Why an instance could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +92,23 @@ impl RouterError {
 }
 
 impl RouterError {
+    /// What the metrics call this answer to a request for a known function.
+    pub fn refusal(&self) -> Option<Refusal> {
+        Some(match self {
+            Self::NotFound => return None,
+            Self::BadRequest(_) => Refusal::BadRequest,
+            Self::BodyTimeout(_) => Refusal::BodyTimeout,
+            Self::PayloadTooLarge(_) => Refusal::BodyTooLarge,
+            Self::Busy => Refusal::QueueFull,
+            Self::ClientBusy(_) => Refusal::ClientShare,
+            Self::RateLimited(_) => Refusal::RateLimited,
+            Self::StartFailed(_) => Refusal::StartFailed,
+            Self::Timeout(_) => Refusal::Timeout,
+            Self::BadGateway => Refusal::BadGateway,
+            Self::InstanceQuota(_) => Refusal::InstanceQuota,
+        })
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         if let RouterError::RateLimited(secs) = self {
             return rate_limited(secs);

@@ -22,6 +22,7 @@ use crate::body::{ProxyBody, full};
 use crate::config::RouterConfig;
 use crate::directory::{Directory, FunctionRef};
 use crate::error::{RouterError, StartError};
+use crate::metrics::Metrics;
 use crate::runtime::{BoxFuture, Runtime, Upstream};
 use crate::state::RouterState;
 
@@ -127,6 +128,10 @@ async fn fake_upstream(seen: Arc<Seen>) -> SocketAddr {
                             .insert("connection", "x-hop".parse().unwrap());
                         r.headers_mut().insert("x-hop", "1".parse().unwrap());
                         r.headers_mut().insert("x-kept", "1".parse().unwrap());
+                        if pq == "/timed" {
+                            r.headers_mut()
+                                .insert("server-timing", "db;dur=5".parse().unwrap());
+                        }
                         Ok::<_, &str>(r)
                     }
                 });
@@ -142,6 +147,7 @@ async fn fake_upstream(seen: Arc<Seen>) -> SocketAddr {
 struct Router {
     url: String,
     seen: Arc<Seen>,
+    metrics: Arc<Metrics>,
     _stop: watch::Sender<bool>,
 }
 
@@ -168,11 +174,14 @@ async fn router(start_error: Option<StartError>) -> Router {
         seen: seen.clone(),
         start_error,
     });
+    let metrics = Arc::new(Metrics::new(true, 100));
     let state = Arc::new(RouterState::new(
         &cfg,
         directory,
         runtime,
         Arc::new(crate::user_limits::UserLimitsTable::new(cfg.quotas.clone())),
+        metrics.clone(),
+        None,
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -186,6 +195,7 @@ async fn router(start_error: Option<StartError>) -> Router {
     Router {
         url,
         seen,
+        metrics,
         _stop: stop_tx,
     }
 }
@@ -268,4 +278,60 @@ async fn start_errors_map_to_503_and_a_deleted_function_to_404() {
         .await
         .unwrap();
     assert_eq!(error_code(resp).await, (404, "not_found".into()));
+}
+
+#[tokio::test]
+async fn answers_are_counted_and_timed() {
+    let r = router(None).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let resp = client
+            .post(format!("{}/fn/alice/hello/timed", r.url))
+            .body("12345")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        // The function's own Server-Timing stays; the router's is appended.
+        let timings: Vec<&str> = resp
+            .headers()
+            .get_all("server-timing")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(timings.len(), 2, "{timings:?}");
+        assert_eq!(timings[0], "db;dur=5");
+        assert!(timings[1].starts_with("fn;dur="), "{timings:?}");
+        assert!(!timings[1].contains("cold"), "no cold start here");
+        resp.text().await.unwrap();
+    }
+    let resp = client
+        .get(format!("{}/fn/alice/hello/close", r.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    client
+        .get(format!("{}/fn/alice/nope", r.url))
+        .send()
+        .await
+        .unwrap();
+    let text = r.metrics.render();
+    for line in [
+        r#"skiff_requests_total{user="alice",function="hello",status="200"} 3"#,
+        r#"skiff_requests_total{user="alice",function="hello",status="502"} 1"#,
+        r#"skiff_refusals_total{user="alice",function="hello",reason="bad_gateway"} 1"#,
+        r#"skiff_request_duration_seconds_count{user="alice",function="hello"} 4"#,
+        r#"skiff_request_bytes_total{user="alice",function="hello"} 15"#,
+        r#"skiff_in_flight_requests{user="alice",function="hello"} 0"#,
+        r#"skiff_cold_starts_total{user="alice",function="hello"} 0"#,
+        "skiff_unmatched_requests_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+    // "POST /timed 5" three times.
+    assert!(
+        text.contains(r#"skiff_response_bytes_total{user="alice",function="hello"} 39"#),
+        "{text}"
+    );
 }

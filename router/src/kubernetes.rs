@@ -89,6 +89,7 @@ mod tests {
             bundled: true,
             settings: Default::default(),
             generation: 1,
+            metrics: Default::default(),
         };
         let authority = service_authority("skiff-functions", &f).map(|a| a.to_string());
         let service = skiff_core::naming::object_name("alice", "hello");

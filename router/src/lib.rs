@@ -1,8 +1,10 @@
 //! The Skiff router: the public data plane (see README.md, "Router").
 
 // Layers, lowest first; each imports only from those above it in this list:
-// body, error, ws_frame → tunnel → user_limits → directory → runtime (trait) → process, kubernetes (its
-// implementations) → limits, user_rate, state → proxy → server → this file.
+// body, metrics → error, ws_frame, access_log → tunnel → user_limits → directory → runtime (trait)
+// → process, kubernetes (its implementations) → limits, user_rate, state → proxy → server,
+// stats_flush → this file.
+pub mod access_log;
 pub mod body;
 mod client_body;
 pub mod config;
@@ -11,11 +13,13 @@ pub mod error;
 pub mod forwarding;
 pub mod kubernetes;
 pub mod limits;
+pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod stats_flush;
 pub mod tunnel;
 mod uds;
 pub mod user_limits;
@@ -31,13 +35,16 @@ use skiff_core::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use access_log::AccessLog;
 use config::{RouterConfig, RuntimeKind};
 use directory::{Directory, Syncer};
 use kubernetes::KubernetesRuntime;
+use metrics::Metrics;
 use process::ProcessRuntime;
 use runtime::Runtime;
 use server::stopped;
 use state::RouterState;
+use stats_flush::StatsFlusher;
 use user_limits::UserLimitsTable;
 
 type SyncRequest = tokio::sync::oneshot::Sender<()>;
@@ -53,6 +60,9 @@ pub struct RouterApp {
     grace: Duration,
     stop_tx: watch::Sender<bool>,
     process: Option<Arc<ProcessRuntime>>,
+    /// The metrics listener, if there is one (`SKIFF_METRICS_LISTEN`).
+    metrics_listener: Option<TcpListener>,
+    stats: StatsFlusher,
 }
 
 /// Stops a running router from elsewhere (signal handlers, tests).
@@ -81,6 +91,11 @@ impl RouterHandle {
     pub fn process_runtime(&self) -> Option<&Arc<ProcessRuntime>> {
         self.process.as_ref()
     }
+
+    /// What this router counts (e.g. to serve it beside other metrics).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
+    }
 }
 
 impl RouterApp {
@@ -91,12 +106,29 @@ impl RouterApp {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let port = listener.local_addr()?.port();
+        // Its own listener, never the public one: the metrics name every
+        // tenant's functions.
+        let metrics_listener = match cfg.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new(cfg.request_metrics, cfg.metrics_max_functions));
         let user_limits = Arc::new(UserLimitsTable::new(cfg.quotas.clone()));
         let (runtime, process): (Arc<dyn Runtime>, _) = match cfg.runtime {
             RuntimeKind::Process => {
                 let deno = skiff_core::deno::locate(cfg.deno.as_deref()).await?;
-                let rt =
-                    ProcessRuntime::new(&cfg, store.clone(), deno, user_limits.clone()).await?;
+                let rt = ProcessRuntime::new(
+                    &cfg,
+                    store.clone(),
+                    deno,
+                    user_limits.clone(),
+                    metrics.clone(),
+                )
+                .await?;
                 (rt.clone(), Some(rt))
             }
             RuntimeKind::Kubernetes => (
@@ -104,6 +136,23 @@ impl RouterApp {
                 None,
             ),
         };
+        {
+            // Weak: the runtime may hold the metrics itself.
+            let rt = Arc::downgrade(&runtime);
+            metrics.set_instance_source(Box::new(move || rt.upgrade()?.instance_counts()));
+        }
+        let access_log = match runtime.owner_logs() {
+            Some(logs) if cfg.request_metrics && cfg.access_log => {
+                Some(AccessLog::start(logs, metrics.clone()).context("starting the access log")?)
+            }
+            _ => None,
+        };
+        let stats = StatsFlusher::new(
+            store.clone(),
+            metrics.clone(),
+            stats_flush::new_router_id(),
+            cfg.stats_flush,
+        );
         let directory = Arc::new(Directory::default());
         let (mut syncer, initial) = Syncer::load(store, directory.clone())
             .await
@@ -118,7 +167,14 @@ impl RouterApp {
         for u in &initial {
             runtime.apply(u);
         }
-        let state = Arc::new(RouterState::new(&cfg, directory, runtime, user_limits));
+        let state = Arc::new(RouterState::new(
+            &cfg,
+            directory,
+            runtime,
+            user_limits,
+            metrics,
+            access_log,
+        ));
         let (stop_tx, _) = watch::channel(false);
         let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(64);
         Ok(Self {
@@ -132,11 +188,20 @@ impl RouterApp {
             grace: cfg.request_timeout + Duration::from_secs(1),
             stop_tx,
             process,
+            metrics_listener,
+            stats,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where `/metrics` is served (`None`: nowhere).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -162,9 +227,21 @@ impl RouterApp {
             grace,
             stop_tx,
             mut sync_rx,
+            metrics_listener,
+            stats,
             ..
         } = self;
         let mut stop = stop_tx.subscribe();
+        let metrics_server = metrics_listener.map(|l| {
+            tokio::spawn(metrics::listener::serve(
+                l,
+                state.metrics.clone(),
+                stop.clone(),
+            ))
+        });
+        // The stats' last flush comes after the last request is answered.
+        let (last_call_tx, last_call) = watch::channel(false);
+        let stats = tokio::spawn(stats.run(last_call));
         let sync_state = state.clone();
         let mut sync_stop = stop.clone();
         let sync = tokio::spawn(async move {
@@ -179,8 +256,16 @@ impl RouterApp {
                 }
                 let mut someone_gone = false;
                 for update in syncer.poll().await {
-                    if let directory::Update::Gone { function_id, .. } = &update {
+                    if let directory::Update::Gone {
+                        function_id,
+                        user,
+                        name,
+                    } = &update
+                    {
                         sync_state.limits.forget(*function_id);
+                        sync_state
+                            .metrics
+                            .forget(*function_id, user.as_str(), name.as_str());
                         someone_gone = true;
                     }
                     sync_state.runtime.apply(&update);
@@ -209,6 +294,11 @@ impl RouterApp {
         });
         server::serve(listener, state.clone(), stop.clone(), grace).await;
         stopped(&mut stop).await;
+        let _ = last_call_tx.send(true);
+        let _ = stats.await;
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
         let _ = sync.await;
         if let Some(r) = reaper {
             let _ = r.await;

@@ -26,6 +26,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let app = RouterApp::build(cfg, store).await?;
     let handle = app.handle();
     tracing::info!(port = app.port(), "skiff-router listening");
+    match app.metrics_addr() {
+        Some(addr) => tracing::info!(%addr, "metrics at http://{addr}/metrics"),
+        None => tracing::info!("no metrics listener (SKIFF_METRICS_LISTEN=off)"),
+    }
     if let Some(f) = &cli.ready_file {
         skiff_core::ready::announce(f, app.port())
             .map_err(|e| anyhow::anyhow!("writing the ready file {}: {e}", f.display()))?;

@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -23,11 +24,14 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use skiff_core::names::{is_function_name, is_user_name};
 
+use crate::access_log;
 use crate::body::{BoxError, ProxyBody, json};
 use crate::client_body::{ClientBody, ClientBodyError};
+use crate::directory::FunctionRef;
 use crate::error::RouterError;
 use crate::forwarding::{self, Peer};
 use crate::limits::{Admission, client_key};
+use crate::metrics::{InFlight, Outcome, Refusal};
 use crate::runtime::Upstream;
 use crate::state::RouterState;
 use crate::tunnel;
@@ -83,14 +87,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A response body that keeps the instance lease and the concurrency permit
-/// until the last byte has gone out.
-struct Guarded<G> {
+/// What a request holds while it is served: the instance lease, the
+/// concurrency permit and its place among the function's requests in flight.
+type Held = (Box<dyn Upstream>, Admission, Option<InFlight>);
+
+/// A response body that keeps what the request holds until the last byte
+/// has gone out, and counts the bytes.
+struct Guarded {
     inner: Incoming,
-    _guard: G,
+    held: Held,
+    sent: u64,
 }
 
-impl<G: Unpin> Body for Guarded<G> {
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(g) = &self.held.2 {
+            g.function().add_bytes_out(self.sent);
+        }
+    }
+}
+
+impl Body for Guarded {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -98,7 +115,14 @@ impl<G: Unpin> Body for Guarded<G> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.sent += data.len() as u64;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -168,7 +192,7 @@ fn switch_protocols(
     state: &RouterState,
     caller: OnUpgrade,
     mut resp: Response<Incoming>,
-    held: (Box<dyn Upstream>, Admission),
+    held: Held,
 ) -> Result<Response<ProxyBody>, RouterError> {
     if !has_token(resp.headers(), UPGRADE, "websocket") {
         return Err(RouterError::BadGateway);
@@ -198,19 +222,37 @@ fn switch_protocols(
 }
 
 /// How long a refusal for being over the user's rate is held (see `route`).
-const RATE_LIMITED_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+const RATE_LIMITED_HOLD: Duration = Duration::from_millis(50);
+
+/// What `route` learned of a request, for its metrics, its `Server-Timing`
+/// and its access-log line.
+#[derive(Default)]
+struct Seen {
+    function: Option<Arc<FunctionRef>>,
+    /// The path the function sees, without the query (access log only).
+    path: Option<String>,
+    /// The wait for an instance start, when this request paid one.
+    cold: Option<Duration>,
+    /// From forwarding the request to the function's response head.
+    upstream: Option<Duration>,
+}
 
 pub async fn handle(
     state: Arc<RouterState>,
     peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let arrived = Instant::now();
     let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
         || req
             .headers()
             .get(CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    Ok(route(&state, &peer, req).await.unwrap_or_else(|e| {
+    let method = state.access_log.is_some().then(|| req.method().clone());
+    let mut seen = Seen::default();
+    let routed = route(&state, &peer, req, &mut seen).await;
+    let refusal = routed.as_ref().err().and_then(RouterError::refusal);
+    let mut resp = routed.unwrap_or_else(|e| {
         let mut r = e.into_response();
         // Answered before the body was read: say the connection ends, so a
         // client or proxy does not send its next request into a closed socket.
@@ -219,13 +261,86 @@ pub async fn handle(
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         r
-    }))
+    });
+    match seen.function.take() {
+        Some(f) => observe(&state, &f, &mut seen, &mut resp, arrived, refusal, method),
+        None if resp.status() == StatusCode::NOT_FOUND && state.metrics.enabled() => {
+            state.metrics.unmatched()
+        }
+        None => {}
+    }
+    Ok(resp)
+}
+
+/// Counts an answered request of function `f`, adds its `Server-Timing`,
+/// and hands its access-log line to the writer.
+fn observe(
+    state: &RouterState,
+    f: &FunctionRef,
+    seen: &mut Seen,
+    resp: &mut Response<ProxyBody>,
+    arrived: Instant,
+    refusal: Option<Refusal>,
+    method: Option<http::Method>,
+) {
+    let elapsed = arrived.elapsed();
+    if state.server_timing
+        && let Some(v) = server_timing(seen.cold, seen.upstream)
+    {
+        // Appended: a Server-Timing the function set stays.
+        resp.headers_mut().append(SERVER_TIMING, v);
+    }
+    if !state.metrics.enabled() {
+        return;
+    }
+    let status = resp.status().as_u16();
+    f.metrics(&state.metrics).answered(Outcome {
+        status,
+        elapsed,
+        cold: seen.cold,
+        refusal,
+    });
+    if let Some(c) = seen.cold {
+        state.metrics.cold_start(c);
+    }
+    // Not for a refusal over the owner's request rate: a flood of those would
+    // rotate the function's own output out of its log (they are counted).
+    if refusal == Some(Refusal::RateLimited) {
+        return;
+    }
+    if let (Some(log), Some(method), Some(path)) = (&state.access_log, method, seen.path.take()) {
+        log.record(access_log::Entry {
+            function_id: f.function_id,
+            at_millis: skiff_core::time::now_millis(),
+            method,
+            path,
+            status,
+            elapsed,
+            cold: seen.cold.is_some(),
+        });
+    }
+}
+
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// `cold;dur=<ms>` when the request waited for a start, `fn;dur=<ms>` for
+/// the function's time to its response head.
+fn server_timing(cold: Option<Duration>, upstream: Option<Duration>) -> Option<HeaderValue> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let text = match (cold, upstream) {
+        (None, None) => return None,
+        (Some(c), None) => format!("cold;dur={:.1}", ms(c)),
+        (None, Some(u)) => format!("fn;dur={:.1}", ms(u)),
+        (Some(c), Some(u)) => format!("cold;dur={:.1}, fn;dur={:.1}", ms(c), ms(u)),
+    };
+    HeaderValue::try_from(text).ok()
 }
 
 async fn route(
     state: &RouterState,
     peer: &Peer,
     req: Request<Incoming>,
+    seen: &mut Seen,
 ) -> Result<Response<ProxyBody>, RouterError> {
     let (function, tail_and_query) = {
         let uri = req.uri();
@@ -238,6 +353,10 @@ async fn route(
             .directory
             .lookup(user, name)
             .ok_or(RouterError::NotFound)?;
+        seen.function = Some(function.clone());
+        if state.access_log.is_some() {
+            seen.path = Some(tail.to_owned());
+        }
         // First, so a user flooding past their rate costs the least possible.
         if let Err(retry_after) = state.user_rate.check(&function.user) {
             // A closed-loop flooder sends its next request as soon as it has
@@ -273,6 +392,10 @@ async fn route(
             client_key(client),
         )
         .await?;
+    let in_flight = state
+        .metrics
+        .enabled()
+        .then(|| function.metrics(&state.metrics).in_flight());
     let mut req = req;
     let caller_upgrade = asks_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -281,9 +404,12 @@ async fn route(
         keep_upgrade(&mut parts.headers);
     }
     forwarding::rewrite(&mut parts.headers, &parts.uri, peer, client);
-    let body = ClientBody::new(body, state.max_body_bytes, state.body_read_timeout).boxed_unsync();
+    let body = ClientBody::new(body, state.max_body_bytes, state.body_read_timeout)
+        .counting(in_flight.as_ref().map(|g| g.function().clone()))
+        .boxed_unsync();
 
     let upstream = state.runtime.upstream(&function).await?;
+    seen.cold = upstream.cold_start();
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(upstream.authority());
@@ -291,8 +417,11 @@ async fn route(
     parts.uri = Uri::from_parts(uri).map_err(|_| RouterError::NotFound)?;
     parts.version = http::Version::HTTP_11;
     let up_req = Request::from_parts(parts, body);
+    let forwarded = Instant::now();
     let sent = upstream.send(up_req);
-    let resp = match tokio::time::timeout(settings.timeout, sent).await {
+    let answer = tokio::time::timeout(settings.timeout, sent).await;
+    seen.upstream = Some(forwarded.elapsed());
+    let resp = match answer {
         Err(_) => {
             upstream.timed_out();
             return Err(RouterError::Timeout(settings.timeout));
@@ -313,13 +442,14 @@ async fn route(
         return Err(RouterError::BadGateway);
     }
     if let (StatusCode::SWITCHING_PROTOCOLS, Some(caller)) = (resp.status(), caller_upgrade) {
-        return switch_protocols(state, caller, resp, (upstream, admission));
+        return switch_protocols(state, caller, resp, (upstream, admission, in_flight));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = Guarded {
         inner: body,
-        _guard: (upstream, admission),
+        held: (upstream, admission, in_flight),
+        sent: 0,
     }
     .map_err(|e| -> BoxError { Box::new(e) })
     .boxed_unsync();
@@ -425,6 +555,19 @@ mod tests {
         assert!(!ask("GET", Version::HTTP_2, "websocket", "upgrade"));
         assert!(!ask("GET", Version::HTTP_11, "h2c", "upgrade"));
         assert!(!ask("GET", Version::HTTP_11, "websocket", "keep-alive"));
+    }
+
+    #[test]
+    fn server_timing_names_the_cold_start_and_the_function() {
+        let ms = Duration::from_millis;
+        let v = |c, u| server_timing(c, u).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(v(None, None), None);
+        assert_eq!(v(None, Some(ms(3))).as_deref(), Some("fn;dur=3.0"));
+        assert_eq!(
+            v(Some(ms(40)), Some(Duration::from_micros(1250))).as_deref(),
+            Some("cold;dur=40.0, fn;dur=1.2")
+        );
+        assert_eq!(v(Some(ms(7)), None).as_deref(), Some("cold;dur=7.0"));
     }
 
     #[test]

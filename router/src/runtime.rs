@@ -13,9 +13,11 @@ use http::Request;
 use http::uri::Authority;
 use hyper_util::client::legacy::{Error as ClientError, ResponseFuture};
 
+use crate::access_log::OwnerLogs;
 use crate::body::ProxyBody;
 use crate::directory::{FunctionRef, Update};
 use crate::error::RouterError;
+use crate::metrics::InstanceCounts;
 use crate::tunnel::GoingAway;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -47,6 +49,17 @@ pub trait Runtime: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// The owners' logs the access log writes to, if this runtime keeps them
+    /// (in Kubernetes, functions' logs are their pods').
+    fn owner_logs(&self) -> Option<Arc<dyn OwnerLogs>> {
+        None
+    }
+
+    /// Instances by state, if this runtime runs them itself.
+    fn instance_counts(&self) -> Option<InstanceCounts> {
+        None
+    }
 }
 
 /// One request's hold on an instance. While it lives (until the response's
@@ -68,6 +81,12 @@ pub trait Upstream: Send + 'static {
     /// Says when the instance goes away (drained, deleted), so an upgraded
     /// connection held on it is closed cleanly first; `None`: it cannot tell.
     fn going_away(&self) -> Option<GoingAway> {
+        None
+    }
+
+    /// How long this request waited for its instance to start (a cold
+    /// start); `None` when one was serving.
+    fn cold_start(&self) -> Option<Duration> {
         None
     }
 }

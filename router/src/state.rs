@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use skiff_core::trusted_proxies::TrustedProxies;
 
+use crate::access_log::AccessLog;
 use crate::config::{FunctionDefaults, RouterConfig};
 use crate::directory::Directory;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::tunnel::TunnelLimits;
 use crate::user_limits::UserLimitsTable;
@@ -36,6 +38,12 @@ pub struct RouterState {
     pub user_limits: Arc<UserLimitsTable>,
     /// Requests per second per user.
     pub user_rate: UserRate,
+    /// What is counted per request (see `metrics/`).
+    pub metrics: Arc<Metrics>,
+    /// Owners' access logs (process runtime, when counting is on).
+    pub access_log: Option<AccessLog>,
+    /// Whether responses get a `Server-Timing` header.
+    pub server_timing: bool,
 }
 
 impl RouterState {
@@ -44,6 +52,8 @@ impl RouterState {
         directory: Arc<Directory>,
         runtime: Arc<dyn Runtime>,
         user_limits: Arc<UserLimitsTable>,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
     ) -> Self {
         Self {
             directory,
@@ -61,6 +71,9 @@ impl RouterState {
             },
             user_rate: UserRate::new(user_limits.clone()),
             user_limits,
+            metrics,
+            access_log,
+            server_timing: cfg.server_timing,
         }
     }
 }

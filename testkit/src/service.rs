@@ -74,6 +74,8 @@ impl Launch {
             .env("SKIFF_DATA_DIR", data_dir)
             .env("SKIFF_LISTEN", "127.0.0.1:0")
             .env("SKIFF_SECRETS_KEY", SECRETS_KEY)
+            // Tests run many routers at once: none on the fixed default port.
+            .env("SKIFF_METRICS_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
     }
 

@@ -9,6 +9,7 @@ mod error;
 mod functions;
 mod k8s_state;
 mod retry;
+mod stats;
 mod users;
 
 use std::sync::Once;
@@ -25,6 +26,10 @@ pub use functions::{
     VersionInfo, sha256_hex,
 };
 pub use k8s_state::{RuntimePhase, RuntimeState, RuntimeTarget};
+pub use stats::{
+    FunctionStats, LATENCY_BUCKETS, LatencyHistogram, MINUTE_MS, MinuteStats, RETENTION,
+    SeriesPoint, StatsRow, bucket_upper_ms, latency_bucket, minute_of,
+};
 pub use users::User;
 
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/mysql");

@@ -145,7 +145,19 @@ impl<S: Spawner> Functions<S> {
         f: &Arc<FunctionRef>,
         take: impl Fn(&Arc<S::Instance>) -> L,
     ) -> Result<L, StartError> {
-        let deadline = tokio::time::Instant::now() + self.settings.start_wait;
+        self.acquire_timed(f, take).await.map(|(l, _)| l)
+    }
+
+    /// [`Functions::acquire`], also saying how long the request waited for
+    /// a start (`None`: an instance was serving, a warm request).
+    pub async fn acquire_timed<L>(
+        &self,
+        f: &Arc<FunctionRef>,
+        take: impl Fn(&Arc<S::Instance>) -> L,
+    ) -> Result<(L, Option<Duration>), StartError> {
+        let began = tokio::time::Instant::now();
+        let deadline = began + self.settings.start_wait;
+        let mut waited = false;
         loop {
             let (answer, actions, newest, mut changed) = {
                 let mut table = self.table();
@@ -162,7 +174,7 @@ impl<S: Spawner> Functions<S> {
                 }
                 let (answer, actions) = e.machine.want(f.generation, Instant::now());
                 if let Want::Use(i) = &answer {
-                    return Ok(take(&i.0));
+                    return Ok((take(&i.0), waited.then(|| began.elapsed())));
                 }
                 (answer, actions, e.newest.clone(), e.changed.subscribe())
             };
@@ -171,6 +183,7 @@ impl<S: Spawner> Functions<S> {
                 Want::Fail(e) => return Err(e),
                 Want::Use(_) | Want::Wait => {}
             }
+            waited = true;
             match tokio::time::timeout_at(deadline, changed.changed()).await {
                 Ok(Ok(())) => {}
                 // The entry cannot go while the router runs; treat as a lost start.
@@ -379,6 +392,7 @@ impl<S: Spawner> Functions<S> {
                         bundled: true,
                         settings: Default::default(),
                         generation: 0,
+                        metrics: Default::default(),
                     }))
                 });
                 self.event(*function_id, Machine::deleted);
@@ -453,6 +467,25 @@ impl<S: Spawner> Functions<S> {
             .filter_map(|e| e.machine.serving().map(|i| i.0.clone()))
             .filter(|i| i.alive())
             .collect()
+    }
+
+    /// Instances by state: (starting, ready, draining).
+    pub fn instance_counts(&self) -> (u64, u64, u64) {
+        let table = self.table();
+        let (mut starting, mut ready, mut draining) = (0, 0, 0);
+        for e in table.values() {
+            match e.machine.state() {
+                State::Starting { .. } => starting += 1,
+                State::Replacing { .. } => {
+                    starting += 1;
+                    ready += 1;
+                }
+                State::Ready { .. } => ready += 1,
+                State::Idle | State::Failed { .. } | State::Gone => {}
+            }
+            draining += e.machine.draining().len() as u64;
+        }
+        (starting, ready, draining)
     }
 
     /// Stops every instance and waits for them to exit.
@@ -570,6 +603,7 @@ mod tests {
             settings: Default::default(),
             // Tests deploy versions in order: the generation follows them.
             generation: version,
+            metrics: Default::default(),
         })
     }
 

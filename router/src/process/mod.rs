@@ -24,6 +24,7 @@ mod files;
 pub mod host_addrs;
 pub mod instance;
 pub mod machine;
+mod owner_logs;
 mod runtime_files;
 pub mod sandbox;
 mod spawner;
@@ -37,10 +38,12 @@ use http::uri::Authority;
 use hyper_util::client::legacy::{Error as ClientError, ResponseFuture};
 use skiff_core::store::Store;
 
+use crate::access_log::OwnerLogs;
 use crate::body::ProxyBody;
 use crate::config::RouterConfig;
 use crate::directory::{FunctionRef, Update};
 use crate::error::RouterError;
+use crate::metrics::{InstanceCounts, Metrics};
 use crate::runtime::{BoxFuture, Runtime, Upstream};
 use crate::tunnel::GoingAway;
 use crate::user_limits::UserLimitsTable;
@@ -59,8 +62,9 @@ impl ProcessRuntime {
         store: Store,
         deno: std::path::PathBuf,
         user_limits: Arc<UserLimitsTable>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        let spawner = DenoSpawner::new(cfg, store, deno).await?;
+        let spawner = DenoSpawner::new(cfg, store, deno, metrics).await?;
         let functions = Functions::new(
             spawner,
             Settings {
@@ -91,6 +95,8 @@ impl ProcessRuntime {
 struct ProcessUpstream {
     lease: Lease,
     functions: Arc<Functions<DenoSpawner>>,
+    /// How long this request waited for the instance to start.
+    cold: Option<Duration>,
 }
 
 impl Upstream for ProcessUpstream {
@@ -120,6 +126,10 @@ impl Upstream for ProcessUpstream {
     fn going_away(&self) -> Option<GoingAway> {
         Some(self.lease.instance.going_away())
     }
+
+    fn cold_start(&self) -> Option<Duration> {
+        self.cold
+    }
 }
 
 impl Runtime for ProcessRuntime {
@@ -128,10 +138,11 @@ impl Runtime for ProcessRuntime {
         f: &'a Arc<FunctionRef>,
     ) -> BoxFuture<'a, Result<Box<dyn Upstream>, RouterError>> {
         Box::pin(async move {
-            let lease = self.functions.acquire(f, Instance::lease).await?;
+            let (lease, cold) = self.functions.acquire_timed(f, Instance::lease).await?;
             let up: Box<dyn Upstream> = Box::new(ProcessUpstream {
                 lease,
                 functions: self.functions.clone(),
+                cold,
             });
             Ok(up)
         })
@@ -151,6 +162,19 @@ impl Runtime for ProcessRuntime {
 
     fn sweep<'a>(&'a self, live: HashSet<i64>) -> BoxFuture<'a, ()> {
         Box::pin(self.functions.spawner().sweep_not_live(live))
+    }
+
+    fn owner_logs(&self) -> Option<Arc<dyn OwnerLogs>> {
+        Some(self.functions.spawner().logs())
+    }
+
+    fn instance_counts(&self) -> Option<InstanceCounts> {
+        let (starting, ready, draining) = self.functions.instance_counts();
+        Some(InstanceCounts {
+            starting,
+            ready,
+            draining,
+        })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

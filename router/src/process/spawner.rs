@@ -9,18 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use skiff_core::layout::Layout;
-use skiff_core::logs::{DEFAULT_MAX_BYTES, LogWriter};
+use skiff_core::logs::LogWriter;
 use skiff_core::secrets::SecretsKey;
 use skiff_core::store::{InstanceConfig, Store};
 
 use super::driver::Spawner;
 use super::instance::{self, Instance, SpawnSpec};
+use super::owner_logs::FunctionLogs;
 use super::runtime_files::RuntimeFiles;
 use super::sandbox::Sandbox;
 use super::{files, host_addrs};
 use crate::config::{FunctionDefaults, RouterConfig};
 use crate::directory::FunctionRef;
 use crate::error::StartError;
+use crate::metrics::Metrics;
 use crate::runtime::BoxFuture;
 
 pub struct DenoSpawner {
@@ -34,7 +36,8 @@ pub struct DenoSpawner {
     deny_net: String,
     runtime_files: RuntimeFiles,
     start_timeout: std::time::Duration,
-    logs: Mutex<HashMap<i64, Arc<LogWriter>>>,
+    logs: Arc<FunctionLogs>,
+    metrics: Arc<Metrics>,
     /// The last configuration read per (function, version), still sealed: a
     /// cold start while the database is down uses it (the code is on disk).
     /// Read from the database first, since a version's secret values can
@@ -45,7 +48,12 @@ pub struct DenoSpawner {
 }
 
 impl DenoSpawner {
-    pub async fn new(cfg: &RouterConfig, store: Store, deno: PathBuf) -> anyhow::Result<Self> {
+    pub async fn new(
+        cfg: &RouterConfig,
+        store: Store,
+        deno: PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let key = cfg.secrets_key.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "SKIFF_SECRETS_KEY is required with the process runtime (the key the manager seals secrets with)"
@@ -96,19 +104,20 @@ impl DenoSpawner {
             deny_net,
             runtime_files,
             start_timeout: cfg.start_timeout,
-            logs: Mutex::new(HashMap::new()),
+            logs: Arc::new(FunctionLogs::new(Layout::new(&cfg.data_dir))),
+            metrics,
             configs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(first_id),
         })
     }
 
     fn log_for(&self, function_id: i64) -> Arc<LogWriter> {
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        logs.entry(function_id)
-            .or_insert_with(|| {
-                Arc::new(LogWriter::new(&self.layout, function_id, DEFAULT_MAX_BYTES))
-            })
-            .clone()
+        self.logs.writer(function_id)
+    }
+
+    /// The owners' logs (shared with the access log).
+    pub fn logs(&self) -> Arc<FunctionLogs> {
+        self.logs.clone()
     }
 
     async fn start(&self, f: &Arc<FunctionRef>) -> Result<Arc<Instance>, StartError> {
@@ -208,6 +217,11 @@ impl Spawner for DenoSpawner {
                 && *e != StartError::Gone
             {
                 tracing::warn!(user = %f.user, function = %f.name, version = f.version, error = %e, "start failed");
+                if self.metrics.enabled() {
+                    self.metrics
+                        .function(f.function_id, f.user.as_str(), f.name.as_str())
+                        .start_failed();
+                }
                 let _ = self.log_for(f.function_id).line(
                     "skiff",
                     &format!("version {} could not start: {e}", f.version),
@@ -218,10 +232,7 @@ impl Spawner for DenoSpawner {
     }
 
     fn remove_function(&self, function_id: i64) -> BoxFuture<'_, ()> {
-        self.logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&function_id);
+        self.logs.forget(function_id);
         self.configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

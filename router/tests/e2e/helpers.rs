@@ -26,6 +26,8 @@ pub struct Stack {
     pub manager: ApiClient,
     pub router: String,
     pub router_addr: SocketAddr,
+    /// Where the router serves `/metrics` (its own listener).
+    pub metrics_addr: Option<SocketAddr>,
     pub manager_port: u16,
     pub client: reqwest::Client,
     pub handle: RouterHandle,
@@ -96,6 +98,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     let mut r = RouterConfig::new(data_dir.clone());
     r.secrets_key = Some(secrets_key());
     r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    r.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     r.idle_timeout = o.idle_timeout;
     r.request_timeout = o.request_timeout;
     r.max_body_bytes = o.max_body_bytes;
@@ -106,6 +109,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     let store = skiff_core::store::Store::connect(&db.url, 2).await.unwrap();
     let router = RouterApp::build(r, store).await.expect("router");
     let router_addr = router.local_addr().unwrap();
+    let metrics_addr = router.metrics_addr();
     let handle = router.handle();
     tokio::spawn(router.run_until_stopped());
 
@@ -118,6 +122,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
         manager: ApiClient::with_http(api, client.clone()),
         router: format!("http://{router_addr}"),
         router_addr,
+        metrics_addr,
         manager_port,
         client,
         handle,
@@ -127,7 +132,46 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     }
 }
 
+/// A second router process's worth: its own data dir and connection, the
+/// stack's database.
+pub struct OtherRouter {
+    pub url: String,
+    pub handle: RouterHandle,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for OtherRouter {
+    fn drop(&mut self) {
+        self.handle.stop();
+    }
+}
+
 impl Stack {
+    /// Another router on this stack's database, as a second router process
+    /// would run (its own data dir), with `tune` applied to its settings.
+    pub async fn another_router(&self, tune: fn(&mut RouterConfig)) -> OtherRouter {
+        let tmp = test_dir();
+        let data_dir = tmp.path().join("d");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut r = RouterConfig::new(data_dir);
+        r.secrets_key = Some(secrets_key());
+        r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        r.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        tune(&mut r);
+        let store = skiff_core::store::Store::connect(&self.db.url, 2)
+            .await
+            .unwrap();
+        let router = RouterApp::build(r, store).await.expect("router");
+        let url = format!("http://{}", router.local_addr().unwrap());
+        let handle = router.handle();
+        tokio::spawn(router.run_until_stopped());
+        OtherRouter {
+            url,
+            handle,
+            _tmp: tmp,
+        }
+    }
+
     /// Registers `user` and returns a fresh token.
     pub async fn token(&self, user: &str) -> String {
         self.manager.token(user).await

@@ -38,7 +38,7 @@ async fn log_with(s: &Stack, token: &str, name: &str, markers: &[&str]) -> Strin
     }
 }
 
-/// Every line is `<RFC 3339> <stdout|stderr|skiff> | <text>` without control
+/// Every line is `<RFC 3339> <stdout|stderr|skiff|access> | <text>` without control
 /// or bidi characters (TAB aside).
 fn assert_well_formed(log: &str) {
     for line in log.lines() {
@@ -46,7 +46,7 @@ fn assert_well_formed(log: &str) {
         chrono::DateTime::parse_from_rfc3339(time)
             .unwrap_or_else(|e| panic!("{e}: {line:?} does not start with a time"));
         assert!(
-            ["stdout | ", "stderr | ", "skiff | "]
+            ["stdout | ", "stderr | ", "skiff | ", "access | "]
                 .iter()
                 .any(|p| rest.starts_with(p)),
             "{line:?}"

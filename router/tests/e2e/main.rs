@@ -11,6 +11,7 @@ mod hostile_clients;
 mod hostile_code;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod os_sandbox;
 mod rate_limits;
 mod recreate;

@@ -1,0 +1,72 @@
+"""What the router's metrics cost on the request path (issue 14; budget: at
+most 3 % of throughput): two routers on the run's database, one as shipped
+(per-request metrics, per-minute stats, access log, Server-Timing) and one
+with all of that off (SKIFF_REQUEST_METRICS=false, SKIFF_SERVER_TIMING=false),
+each serving its own instance of /fn/alice/hello. wrk against each in
+interleaved rounds (median run), router CPU per request from /proc, and, when
+callgrind runs, user-space instructions per request of each."""
+
+import shutil
+
+from .api import wait_http
+from .callgrind import callgrind_router
+from .common import StepFailed, log
+from .procfs import CLK_TCK, cpu_ticks
+from .procs import free_port
+from .services import NO_METRICS, start_router
+from .stats import median
+from .tools import wrk
+
+VARIANTS = {"metrics_on": {}, "metrics_off": NO_METRICS}
+
+
+def phase_metrics_cost(run, stack):
+    cfg = run.cfg
+    routers = {}
+    for name, env in VARIANTS.items():
+        port = free_port()
+        p = start_router(run, f"router-{name}", port, 300, stack.db, extra_env=env)
+        url = f"http://127.0.0.1:{port}/fn/alice/hello"
+        wait_http(url, timeout=60, proc=p)
+        routers[name] = (p, url)
+    runs = {name: [] for name in routers}
+    try:
+        for rnd in range(cfg["rounds"]):
+            for name, (p, url) in routers.items():
+                wrk(run, "warmup", url, cfg["wrk_warmup"])
+                c0 = cpu_ticks([p.pid])
+                r = wrk(run, f"metrics_cost_{name}", url, cfg["wrk_duration"])
+                c1 = cpu_ticks([p.pid])
+                if r["rps"] is None:
+                    raise StepFailed(f"wrk gave no result for {name}")
+                r["router_cpu_us_per_req"] = (c1 - c0) / CLK_TCK * 1e6 / (r["requests"] or 1)
+                runs[name].append(r)
+                log(f"  round {rnd + 1} {name}: {r['rps']:.0f} req/s, "
+                    f"router {r['router_cpu_us_per_req']:.1f} µs CPU/req")
+    finally:
+        for name in routers:
+            run.procs.stop(f"router-{name}", timeout=30)
+    res = {}
+    for name, rs in runs.items():
+        res[name] = {
+            "rps": median([r["rps"] for r in rs]),
+            "rps_runs": [r["rps"] for r in rs],
+            "p99_ms": median([r["p99_ms"] for r in rs]),
+            "router_cpu_us_per_req": median([r["router_cpu_us_per_req"] for r in rs]),
+            "non_2xx": sum(r["non_2xx"] for r in rs),
+        }
+    off, on = res["metrics_off"]["rps"], res["metrics_on"]["rps"]
+    res["throughput_cost_pct"] = (off - on) / off * 100 if off else None
+    secs = cfg["callgrind_secs"]
+    if secs and run.args.perf and shutil.which("valgrind"):
+        cg = run.logdir / "callgrind"
+        cg.mkdir(exist_ok=True)
+        cmds = run.commands("callgrind")
+        for name, env in VARIANTS.items():
+            m = callgrind_router(run, stack, f"router-{name}", cg, secs, cmds, extra_env=env)
+            res[name]["ir_per_request"] = m["ir_per_request"]
+        res["ir_per_request_added"] = (
+            res["metrics_on"]["ir_per_request"] - res["metrics_off"]["ir_per_request"])
+    run.results["raw"]["metrics_cost"] = res
+    log(f"  metrics cost: {res['throughput_cost_pct']:.1f} % of throughput "
+        f"({on:.0f} vs {off:.0f} req/s without)")
