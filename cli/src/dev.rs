@@ -144,12 +144,12 @@ impl FunctionRuntime for InProcessRouter {
     }
 }
 
-/// The router's metrics text, which `--metrics-addr` joins to the manager's.
-/// MERGE (i14-router): `Some(Box::new(move || handle.metrics().render()))`
-/// on a clone of the handle, and `rcfg.metrics_listen = None` above (the
-/// router's own listener would take 9464, this address's default).
-fn router_metrics(_handle: &RouterHandle) -> Option<crate::dev_metrics::Render> {
-    None
+/// The router's metrics text, which `--metrics-addr` joins to the manager's
+/// (the router's own listener is off: it would take 9464, this address's
+/// default).
+fn router_metrics(handle: &RouterHandle) -> Option<crate::dev_metrics::Render> {
+    let metrics = handle.metrics().clone();
+    Some(Box::new(move || metrics.render()))
 }
 
 /// Stops the task when dropped.

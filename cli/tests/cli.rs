@@ -343,7 +343,6 @@ async fn dev_serves_the_metrics_on_its_own_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the router's families join at the merge with i14-router (cli/src/dev.rs, router_metrics)"]
 async fn dev_metrics_hold_the_routers_families_too() {
     let (_dev, _dir, m) = dev_after_traffic().await;
     assert!(m.has_family("skiff_deploys_total"), "{}", m.text);

@@ -206,6 +206,20 @@ impl Functions<'_> {
         Ok(self.logs.tail(logged, lines).await?)
     }
 
+    /// The function's statistics over the last `window`, every router's
+    /// per-minute rows summed.
+    pub async fn stats(
+        &self,
+        owner: &AuthUser,
+        name: &FunctionName,
+        window: std::time::Duration,
+    ) -> Result<skiff_core::store::FunctionStats, FunctionsError> {
+        self.store
+            .function_stats(owner.id, name, window)
+            .await?
+            .ok_or(FunctionsError::NotFound)
+    }
+
     async fn find(
         &self,
         owner: &AuthUser,

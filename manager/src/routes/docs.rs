@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, config, functions, health, logs};
+use super::{accounts, config, functions, health, logs, stats};
 
 struct BearerAuth;
 
@@ -42,6 +42,7 @@ impl Modify for BearerAuth {
         functions::code,
         functions::remove,
         logs::logs,
+        stats::stats,
         config::get_config,
         config::patch_config,
         config::put_secret,

@@ -6,6 +6,7 @@ pub mod docs;
 pub mod functions;
 pub mod health;
 pub mod logs;
+pub mod stats;
 
 use actix_web::http::header::ALLOW;
 use actix_web::{HttpResponse, web};
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/func/{name}/code", "GET").get(functions::code))
         .service(resource("/func/{name}/logs", "GET").get(logs::logs))
+        .service(resource("/func/{name}/stats", "GET").get(stats::stats))
         .service(
             resource("/func/{name}/config", "GET, PATCH")
                 .get(config::get_config)

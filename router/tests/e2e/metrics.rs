@@ -433,4 +433,39 @@ async fn two_routers_stats_add_up_in_the_database(b: TestBackend) {
     let in_series: u64 = stats.series.iter().map(|p| p.invocations).sum();
     let errors_in_series: u64 = stats.series.iter().map(|p| p.errors).sum();
     assert_eq!((in_series, errors_in_series), (9, 3));
+
+    // The owner reads the same through the API; nobody else reads anything.
+    let r = s.manager.get(&t, "/func/f/stats?window=1h").await;
+    assert_eq!(r.status(), 200);
+    let api: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&api["invocations"], &api["errors"], &api["cold_starts"]),
+        (
+            &serde_json::json!(9),
+            &serde_json::json!(3),
+            &serde_json::json!(2)
+        ),
+        "{api}"
+    );
+    assert_eq!(api["series"].as_array().map(Vec::len), Some(60), "{api}");
+    assert!(api["p99_ms"].as_f64().is_some_and(|p| p >= p50), "{api}");
+    let r = s.manager.get(&t, "/func/f/stats?window=15m").await;
+    let short: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        short["series"].as_array().map(Vec::len),
+        Some(15),
+        "{short}"
+    );
+    assert_eq!(short["invocations"], 9, "{short}");
+    let bob = s.token("bob").await;
+    assert_eq!(s.manager.get(&bob, "/func/f/stats").await.status(), 404);
+    for bad in ["8d", "0m", "1w", "%E2%80%AEh"] {
+        let r = s
+            .manager
+            .get(&t, &format!("/func/f/stats?window={bad}"))
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "invalid_window", "{bad}: {e}");
+    }
 }
