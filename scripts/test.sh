@@ -35,8 +35,10 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The observability test scrapes skiff dev with a real Prometheus.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} for the compatibility suite (apt-get install)…"
+    echo "installing ${missing[*]} for the compatibility and observability tests (apt-get install)…"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -54,6 +54,9 @@ pub struct DevArgs {
     /// Stop instances after this many idle seconds
     #[arg(long, env = "SKIFF_IDLE_TIMEOUT_SECS", default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// How often the router writes its per-minute call statistics (`skiff stats`), in ms
+    #[arg(long, env = "SKIFF_STATS_FLUSH_MS", default_value_t = 2000)]
+    pub stats_flush_ms: u64,
     /// Key sealing function secrets [default: generated once into <data-dir>/secrets-key]
     #[arg(long, env = "SKIFF_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<Secret>,
@@ -205,6 +208,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     rcfg.deno = Some(deno.clone());
     rcfg.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
     rcfg.policy.idle_timeout_secs = args.idle_timeout_secs.max(1);
+    rcfg.stats_flush = std::time::Duration::from_millis(args.stats_flush_ms.max(100));
     rcfg.quotas = args.quotas.clone();
     rcfg.secrets_key = Some(secrets_key.clone());
     // No listener of the router's own here: `skiff dev` serves both services'

@@ -356,3 +356,182 @@ async fn dev_metrics_hold_the_routers_families_too() {
         1.0
     );
 }
+
+/// A free loopback port (for Prometheus's own listener).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus (Debian's `prometheus`) scraping `skiff dev`'s metrics
+/// address every second; stopped with the returned guard.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: skiff\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let bin = std::env::var("SKIFF_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e} (the test suite installs Debian's prometheus)"));
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant PromQL query with one result, if it has one.
+    async fn query(&self, promql: &str) -> Option<f64> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url),
+            [("query", promql)],
+        )
+        .ok()?;
+        let r = reqwest::get(url).await.ok()?;
+        let v: Value = r.json().await.ok()?;
+        let result = v["data"]["result"].as_array()?;
+        if result.len() != 1 {
+            return None;
+        }
+        result[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits (bounded) until `promql` gives `want`; returns what it gave last.
+    async fn until(&self, promql: &str, want: f64) -> Option<f64> {
+        let mut last = None;
+        for _ in 0..120 {
+            last = self.query(promql).await;
+            if last == Some(want) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        last
+    }
+}
+
+/// Known traffic through `skiff dev` — 10 calls, 3 of them errors, 2 cold
+/// starts, 2 good deploys and 1 refused — read back through a real
+/// Prometheus with PromQL, and through `skiff stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_sees_the_known_traffic_and_skiff_stats_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Launch::dev(env!("CARGO_BIN_EXE_skiff"), &dir.path().join("data"))
+        .env("SKIFF_STATS_FLUSH_MS", "200")
+        .start()
+        .await;
+    let metrics = dev.url_of("metrics");
+    let prom = Prometheus::start(metrics.trim_start_matches("http://"));
+    let api = ApiClient::new(dev.url_of("manager"));
+    let token = api.token("alice").await;
+    let source = "export default (req: Request) => new URL(req.url).pathname === \"/fail\"\n  ? new Response(\"no\", { status: 500 })\n  : new Response(\"ok\");\n";
+    api.deploy_ok(&token, "one", source).await;
+    api.deploy_ok(&token, "two", source).await;
+    assert_eq!(
+        api.deploy(&token, "bad", "export default (").await.status(),
+        400
+    );
+    let router = dev.url_of("router");
+    for (name, path) in [
+        ("one", "/"),
+        ("one", "/fail"),
+        ("one", "/"),
+        ("one", "/"),
+        ("one", "/fail"),
+        ("two", "/"),
+        ("two", "/"),
+        ("two", "/fail"),
+        ("two", "/"),
+        ("two", "/"),
+    ] {
+        api.call(&router, "alice", name, path).await;
+    }
+
+    let up = prom.until("up{job=\"skiff\"}", 1.0).await;
+    assert_eq!(up, Some(1.0), "Prometheus never scraped {metrics}");
+    let checks = [
+        ("sum(skiff_requests_total{user=\"alice\"})", 10.0),
+        (
+            "sum(skiff_requests_total{user=\"alice\",status=\"500\"})",
+            3.0,
+        ),
+        (
+            "sum(skiff_requests_total{user=\"alice\",function=\"two\",status=\"200\"})",
+            4.0,
+        ),
+        ("sum(skiff_cold_starts_total{user=\"alice\"})", 2.0),
+        (
+            "sum(skiff_request_duration_seconds_count{user=\"alice\"})",
+            10.0,
+        ),
+        ("skiff_cold_start_duration_seconds_count", 2.0),
+        ("skiff_deploys_total{result=\"ok\"}", 2.0),
+        ("sum(skiff_deploys_total{result!=\"ok\"})", 1.0),
+        ("skiff_instances{state=\"ready\"}", 2.0),
+    ];
+    for (promql, want) in checks {
+        assert_eq!(prom.until(promql, want).await, Some(want), "{promql}");
+    }
+
+    // The owner's view: the same calls through the stats the routers flush.
+    let env = Env {
+        api: dev.url_of("manager"),
+        dir: tempfile::tempdir().unwrap(),
+        _dev: dev,
+    };
+    let out = env
+        .skiff(
+            &["login", "--username", "alice", "--password-stdin"],
+            &format!("{}\n", skiff_testkit::PASSWORD),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shown = String::new();
+    for _ in 0..50 {
+        let out = env.skiff(&["stats", "one"], "").await;
+        shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        if shown.contains("invocations  5") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(shown.contains("invocations  5"), "{shown}");
+    assert!(shown.contains("errors       2"), "{shown}");
+    assert!(shown.contains("cold starts  1"), "{shown}");
+}
