@@ -294,6 +294,8 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     eprintln!("stopping…");
     router_handle.stop();
     manager_handle.stop(true).await;
+    // The manager's task ends with its warm type checkers stopped.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), manager_task).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(40), router_task).await;
     store.close().await;
     Ok(())

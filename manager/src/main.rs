@@ -102,10 +102,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             checker.prewarm();
             let listener = skiff_manager::typecheck::remote::bind(&listen)?;
             tracing::info!(socket = %listen.display(), "skiff-manager checker answering");
+            let serving = checker.clone();
             tokio::select! {
-                () = skiff_manager::typecheck::remote::serve(listener, checker, s.max_source_bytes.max(s.checker.archive.max_archive_bytes)) => {}
+                () = skiff_manager::typecheck::remote::serve(listener, serving, s.max_source_bytes.max(s.checker.archive.max_archive_bytes)) => {}
                 () = skiff_core::signals::terminated() => tracing::info!("stopping"),
             }
+            checker.shutdown().await;
             let _ = std::fs::remove_file(&listen);
         }
         Command::User(cmd) => {

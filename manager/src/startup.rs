@@ -202,14 +202,19 @@ impl Application {
 
     /// Serves until the API server stops; the metrics listener stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Some((metrics, _)) = self.metrics_server else {
-            return self.server.await;
+        let state = self.state.clone();
+        let served = match self.metrics_server {
+            None => self.server.await,
+            Some((metrics, _)) => {
+                let metrics_handle = metrics.handle();
+                let metrics_task = tokio::spawn(metrics);
+                let served = self.server.await;
+                metrics_handle.stop(false).await;
+                let _ = metrics_task.await;
+                served
+            }
         };
-        let metrics_handle = metrics.handle();
-        let metrics_task = tokio::spawn(metrics);
-        let served = self.server.await;
-        metrics_handle.stop(false).await;
-        let _ = metrics_task.await;
+        state.checker.shutdown().await;
         served
     }
 }

@@ -186,6 +186,13 @@ impl TypeChecker {
         }
     }
 
+    /// Stops the warm checkers (a clean shutdown leaves no worker or dir).
+    pub async fn shutdown(&self) {
+        if let Kind::Local(c) = &self.kind {
+            c.shutdown().await;
+        }
+    }
+
     /// The warm checkers (local checks only).
     pub fn warm_status(&self) -> Option<warm::Status> {
         match &self.kind {
@@ -327,6 +334,11 @@ impl LocalChecker {
     /// pays for it (a no-op when warm checks are off).
     pub fn prewarm(&self) {
         self.inner.warm.prewarm(self);
+    }
+
+    /// Stops the warm checkers (a clean shutdown leaves no worker or dir).
+    pub async fn shutdown(&self) {
+        self.inner.warm.shutdown().await;
     }
 
     /// Where build dirs and warm checkers' dirs are made.

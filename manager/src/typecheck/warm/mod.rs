@@ -110,6 +110,8 @@ struct State {
     leased: usize,
     starting: usize,
     reaper: bool,
+    /// Shut down: nothing starts, nothing goes back to `idle`.
+    closed: bool,
 }
 
 impl State {
@@ -199,6 +201,9 @@ impl WarmPool {
             return;
         }
         let mut s = self.lock();
+        if s.closed {
+            return;
+        }
         if !s.reaper {
             s.reaper = true;
             tokio::spawn(reap(Arc::downgrade(self)));
@@ -232,20 +237,32 @@ impl WarmPool {
             let n = pool.serial.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let worker = tokio::time::timeout(START_TIMEOUT, Worker::start(&checker, n)).await;
-            let mut s = pool.lock();
-            s.starting -= 1;
-            match worker {
-                Ok(Ok(w)) => {
-                    tracing::debug!(
-                        ms = started.elapsed().as_millis() as u64,
-                        "a warm type checker is ready"
-                    );
-                    s.idle.push(w);
+            let late = {
+                let mut s = pool.lock();
+                s.starting -= 1;
+                match worker {
+                    // Shut down meanwhile: stop it (below, without the lock).
+                    Ok(Ok(w)) if s.closed => Some(w),
+                    Ok(Ok(w)) => {
+                        tracing::debug!(
+                            ms = started.elapsed().as_millis() as u64,
+                            "a warm type checker is ready"
+                        );
+                        s.idle.push(w);
+                        None
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %format!("{e:#}"), "a warm type checker did not start; deploys use deno check");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("a warm type checker did not start in time");
+                        None
+                    }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), "a warm type checker did not start; deploys use deno check")
-                }
-                Err(_) => tracing::warn!("a warm type checker did not start in time"),
+            };
+            if let Some(w) = late {
+                w.stop().await;
             }
         });
     }
@@ -283,11 +300,27 @@ impl WarmPool {
         let mut s = self.lock();
         s.leased -= 1;
         w.last_used = Instant::now();
-        if healthy && w.checks < MAX_CHECKS && !w.memory_grown() {
+        if healthy && !s.closed && w.checks < MAX_CHECKS && !w.memory_grown() {
             s.idle.push(w);
         } else {
             drop(s);
             tokio::spawn(w.stop());
+        }
+    }
+}
+
+impl WarmPool {
+    /// Stops every idle worker and removes its dir; workers still lent out or
+    /// starting are stopped when they come back. For a clean shutdown: a
+    /// stopped manager leaves nothing under `checks/`.
+    pub async fn shutdown(&self) {
+        let idle = {
+            let mut s = self.lock();
+            s.closed = true;
+            std::mem::take(&mut s.idle)
+        };
+        for w in idle {
+            w.stop().await;
         }
     }
 }
