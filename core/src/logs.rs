@@ -233,7 +233,9 @@ impl LogWriter {
         lines: impl IntoIterator<Item = (i64, &'a str)>,
     ) -> std::io::Result<()> {
         let mut stamps = crate::time::Rfc3339Stamps::default();
-        let mut buf = String::new();
+        let lines = lines.into_iter();
+        // Room for the usual short lines without growing the buffer often.
+        let mut buf = String::with_capacity(lines.size_hint().0.saturating_mul(96).min(1 << 20));
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(self.open()?);

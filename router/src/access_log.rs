@@ -31,7 +31,7 @@ pub trait OwnerLogs: Send + Sync + 'static {
     /// Appends `lines` (each time-stamped, ms since the epoch) to function
     /// `function_id`'s log, in stream `stream`. A function that is gone has
     /// no log: the lines are dropped.
-    fn append(&self, function_id: i64, stream: &str, lines: &[(i64, String)]);
+    fn append(&self, function_id: i64, stream: &str, lines: &mut dyn Iterator<Item = (i64, &str)>);
 }
 
 /// Entries waiting for the writer, at most.
@@ -55,16 +55,31 @@ pub struct Entry {
 impl Entry {
     /// The text of the line (the log adds the time and neutralises it).
     pub fn text(&self) -> String {
-        let path = &self.path[..self.path.floor_char_boundary(MAX_PATH)];
-        format!(
-            "{} {} {} {:.1}ms {}",
-            self.method,
-            path,
-            self.status,
-            self.elapsed.as_secs_f64() * 1e3,
-            if self.cold { "cold" } else { "warm" }
-        )
+        let mut out = String::new();
+        self.push_text(&mut out);
+        out
     }
+
+    /// Appends [`Entry::text`] to `out` (the writer formats a drain's lines
+    /// into one buffer).
+    fn push_text(&self, out: &mut String) {
+        use std::fmt::Write;
+        let path = &self.path[..self.path.floor_char_boundary(MAX_PATH)];
+        for part in [self.method.as_str(), " ", path, " "] {
+            out.push_str(part);
+        }
+        let _ = write!(out, "{} ", self.status);
+        push_millis(out, self.elapsed);
+        out.push_str(if self.cold { "ms cold" } else { "ms warm" });
+    }
+}
+
+/// Appends `d` in milliseconds with one decimal (`12.3`), in integers: float
+/// formatting costs more than the rest of an access line.
+pub fn push_millis(out: &mut String, d: Duration) {
+    use std::fmt::Write;
+    let tenths = (d.as_micros() + 50) / 100;
+    let _ = write!(out, "{}.{}", tenths / 10, tenths % 10);
 }
 
 struct Shared {
@@ -127,33 +142,51 @@ impl Drop for AccessLog {
 
 fn write_all(shared: &Shared, logs: &dyn OwnerLogs) {
     let mut batch = Vec::new();
-    let mut lines = Vec::new();
+    let mut buf = Formatted::default();
     loop {
         std::thread::park_timeout(DRAIN_EVERY);
         let closed = shared.closed.load(Ordering::Acquire);
         std::mem::swap(&mut batch, &mut *shared.queue());
-        write_batch(&mut batch, &mut lines, logs);
+        write_batch(&mut batch, &mut buf, logs);
         if closed {
             return;
         }
     }
 }
 
+/// What a drain formats: every line's text in one buffer, and each line's
+/// time and end in it. Kept from one drain to the next.
+#[derive(Default)]
+struct Formatted {
+    text: String,
+    lines: Vec<(i64, usize)>,
+}
+
 /// Writes (and empties) `batch`: each function's lines in one call, in the
-/// order they were recorded. `lines` is reused from one drain to the next.
-fn write_batch(batch: &mut Vec<Entry>, lines: &mut Vec<(i64, String)>, logs: &dyn OwnerLogs) {
+/// order they were recorded.
+fn write_batch(batch: &mut Vec<Entry>, buf: &mut Formatted, logs: &dyn OwnerLogs) {
     // Stable: a function's lines keep their order.
     batch.sort_by_key(|e| e.function_id);
     for group in batch.chunk_by(|a, b| a.function_id == b.function_id) {
-        lines.clear();
-        lines.extend(group.iter().map(|e| (e.at_millis, e.text())));
-        logs.append(group[0].function_id, "access", lines);
+        buf.text.clear();
+        buf.lines.clear();
+        for e in group {
+            e.push_text(&mut buf.text);
+            buf.lines.push((e.at_millis, buf.text.len()));
+        }
+        let mut start = 0;
+        let lines = buf.lines.iter().map(|&(at, end)| {
+            let line = (at, &buf.text[start..end]);
+            start = end;
+            line
+        });
+        logs.append(group[0].function_id, "access", &mut lines.into_iter());
     }
     batch.clear();
     // A burst's memory is not kept for ever.
     if batch.capacity() > QUEUE / 4 {
         *batch = Vec::new();
-        *lines = Vec::new();
+        *buf = Formatted::default();
     }
 }
 
@@ -189,9 +222,15 @@ mod tests {
     struct Collected(Mutex<Vec<(i64, Vec<(i64, String)>)>>);
 
     impl OwnerLogs for Collected {
-        fn append(&self, function_id: i64, stream: &str, lines: &[(i64, String)]) {
+        fn append(
+            &self,
+            function_id: i64,
+            stream: &str,
+            lines: &mut dyn Iterator<Item = (i64, &str)>,
+        ) {
             assert_eq!(stream, "access");
-            self.0.lock().unwrap().push((function_id, lines.to_vec()));
+            let lines = lines.map(|(at, l)| (at, l.to_owned())).collect();
+            self.0.lock().unwrap().push((function_id, lines));
         }
     }
 
@@ -217,7 +256,7 @@ mod tests {
             entry(1, 4),
             entry(2, 5),
         ];
-        write_batch(&mut batch, &mut Vec::new(), &logs);
+        write_batch(&mut batch, &mut Formatted::default(), &logs);
         assert!(batch.is_empty());
         let got = logs.0.into_inner().unwrap();
         let times: Vec<(i64, Vec<i64>)> = got
