@@ -218,8 +218,11 @@ mod tests {
         );
     }
 
+    /// One `append` call: the function and its (time, text) lines.
+    type Appended = (i64, Vec<(i64, String)>);
+
     #[derive(Default)]
-    struct Collected(Mutex<Vec<(i64, Vec<(i64, String)>)>>);
+    struct Collected(Mutex<Vec<Appended>>);
 
     impl OwnerLogs for Collected {
         fn append(
