@@ -2,7 +2,8 @@
 most 3 % of throughput): two routers on the run's database, one as shipped
 (per-request metrics, per-minute stats, access log, Server-Timing) and one
 with all of that off (SKIFF_REQUEST_METRICS=false, SKIFF_SERVER_TIMING=false),
-each serving its own instance of /fn/alice/hello. wrk against each in
+and one with metrics on but the access log off (SKIFF_ACCESS_LOG=false), each
+serving its own instance of /fn/alice/hello. wrk against each in
 interleaved rounds (median run), router CPU per request from /proc, and, when
 callgrind runs, user-space instructions per request of each."""
 
@@ -17,7 +18,9 @@ from .services import NO_METRICS, start_router
 from .stats import median
 from .tools import wrk
 
-VARIANTS = {"metrics_on": {}, "metrics_off": NO_METRICS}
+# The middle one tells the access log's share from the counters'.
+VARIANTS = {"metrics_on": {}, "access_log_off": {"SKIFF_ACCESS_LOG": "false"},
+            "metrics_off": NO_METRICS}
 
 
 def phase_metrics_cost(run, stack):
@@ -57,6 +60,8 @@ def phase_metrics_cost(run, stack):
         }
     off, on = res["metrics_off"]["rps"], res["metrics_on"]["rps"]
     res["throughput_cost_pct"] = (off - on) / off * 100 if off else None
+    no_log = res["access_log_off"]["rps"]
+    res["access_log_cost_pct"] = (no_log - on) / no_log * 100 if no_log else None
     secs = cfg["callgrind_secs"]
     if secs and run.args.perf and shutil.which("valgrind"):
         cg = run.logdir / "callgrind"

@@ -230,14 +230,16 @@ def metrics_cost(L, res, clean):
     L.append("")
     L.append("Two routers on the same database, each with its own instance of `/fn/alice/hello`: "
              "as shipped (per-request Prometheus metrics, per-minute stats, access log, "
-             "Server-Timing) and with all of that off (`SKIFF_REQUEST_METRICS=false "
-             "SKIFF_SERVER_TIMING=false`); `wrk -t2 -c50` against each in interleaved rounds, "
+             "Server-Timing), with the access log off (`SKIFF_ACCESS_LOG=false`) and with all "
+             "of that off (`SKIFF_REQUEST_METRICS=false SKIFF_SERVER_TIMING=false`); `wrk -t2 -c50` against each in interleaved rounds, "
              "median run.")
     L.append("")
     L.append("| router | req/s | p99 ms | router CPU µs / req | instructions / req |")
     L.append("|---|---|---|---|---|")
-    for name in ("metrics_off", "metrics_on"):
-        v = mc.get(name) or {}
+    for name in ("metrics_off", "access_log_off", "metrics_on"):
+        v = mc.get(name)
+        if not v:
+            continue
         L.append(f"| {name.replace('_', ' ')} | {fmt(v.get('rps'))} | {fmt(v.get('p99_ms'))} | "
                  f"{fmt(v.get('router_cpu_us_per_req'))} | {fmt(v.get('ir_per_request'))} |")
     L.append("")
@@ -245,7 +247,10 @@ def metrics_cost(L, res, clean):
     if cost is not None:
         L.append(f"Throughput cost: {cost:.1f} %"
                  + (f"; instructions added per request: {mc['ir_per_request_added']:,.0f}"
-                    if mc.get("ir_per_request_added") is not None else "") + ".")
+                    if mc.get("ir_per_request_added") is not None else "")
+                 + (f"; of which the access log: {mc['access_log_cost_pct']:.1f} % "
+                    "(metrics on, access log off vs on)"
+                    if mc.get("access_log_cost_pct") is not None else "") + ".")
         L.append("")
     for cmd in res["commands"].get("metrics_cost_metrics_on", [])[:1]:
         L.append(f"    {clean(cmd)}")

