@@ -160,17 +160,34 @@ impl LocalChecker {
             .tenant
             .as_deref()
             .and_then(|t| self.inner.warm.lease(t, self));
-        let dir = match lease.as_ref().and_then(warm::Lease::dir) {
-            Some(parent) => self.scratch_in(parent).await?,
-            None => self.scratch().await?,
+        // The build's root is at the same depth either way
+        // (`checks/warm-N/check-X`, `checks/check-X/check-X`): the bundle's source
+        // map names dependencies by relative path, and the same upload must
+        // give the same artifact bytes whichever way it was checked.
+        let (dir, root) = match lease.as_ref().and_then(warm::Lease::dir) {
+            Some(parent) => {
+                let dir = self.scratch_in(parent).await?;
+                let root = dir.path().to_owned();
+                (dir, root)
+            }
+            None => {
+                let dir = self.scratch().await?;
+                // Named as its parent: the steps' cgroups are named after it.
+                let name = dir.path().file_name().map(ToOwned::to_owned);
+                let root = dir.path().join(name.unwrap_or_else(|| "b".into()));
+                std::fs::create_dir(&root).context("creating the build dir")?;
+                self.hand_over(dir.path()).await?;
+                (dir, root)
+            }
         };
-        let root = dir.path().to_owned();
+        let layout = root.clone();
         let limits = self.inner.archive_limits.clone();
-        let project = tokio::task::spawn_blocking(move || Project::lay_out(&root, req, &limits))
+        let project = tokio::task::spawn_blocking(move || Project::lay_out(&layout, req, &limits))
             .await
             .context("laying out the upload")??;
-        self.hand_over(dir.path()).await?;
-        let p = dir.path();
+        self.hand_over(&root).await?;
+        let _scratch = dir;
+        let p = root.as_path();
         let src_url = format!("file://{}/src/", p.display());
         let entry_arg = format!("src/{}", project.entry);
         // The warm worker's configuration is fixed: an upload that brings its
