@@ -276,22 +276,30 @@ impl LogWriter {
 
 /// The last `n` lines of a function's log (older file first), or none;
 /// neutralised again, in case a line was written by an older version.
+///
+/// Reads the files backwards, only as far as the `n` lines reach (at most
+/// twice the cap per file): a request for the last 100 lines of a full log
+/// costs those lines, not the megabytes before them.
 pub fn tail(layout: &Layout, function_id: i64, n: usize) -> std::io::Result<Vec<String>> {
-    let mut text = String::new();
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(2);
+    let mut want = n;
     for p in [
-        layout.old_log_file(function_id),
         layout.log_file(function_id),
+        layout.old_log_file(function_id),
     ] {
+        if want == 0 {
+            break;
+        }
         match File::open(&p) {
             Ok(mut f) => {
-                // Only the end matters; the cap keeps a request's memory bounded.
-                let len = f.metadata()?.len();
-                if len > 2 * DEFAULT_MAX_BYTES {
-                    f.seek(SeekFrom::Start(len - 2 * DEFAULT_MAX_BYTES))?;
+                let (bytes, whole) = last_lines(&mut f, want, 2 * DEFAULT_MAX_BYTES)?;
+                let got = bytes.iter().filter(|&&b| b == b'\n').count();
+                parts.push(bytes);
+                // Only a file read to its start lets the older one continue it.
+                if !whole {
+                    break;
                 }
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
-                text.push_str(&String::from_utf8_lossy(&buf));
+                want = want.saturating_sub(got);
             }
             // No log yet, or the log directory is unusable: nothing to show.
             Err(e)
@@ -302,6 +310,8 @@ pub fn tail(layout: &Layout, function_id: i64, n: usize) -> std::io::Result<Vec<
             Err(e) => return Err(e),
         }
     }
+    let bytes: Vec<u8> = parts.into_iter().rev().flatten().collect();
+    let text = String::from_utf8_lossy(&bytes);
     let hidden = HostPaths::of(layout.root());
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
@@ -309,6 +319,53 @@ pub fn tail(layout: &Layout, function_id: i64, n: usize) -> std::io::Result<Vec<
         .iter()
         .map(|s| shown(&hidden, s, MAX_LINE + PREFIX_ROOM))
         .collect())
+}
+
+/// The end of `f` holding its last `n` lines (fewer if the file has fewer, or
+/// if they reach further back than `limit` bytes), without a cut first line,
+/// and whether it starts at the file's start.
+fn last_lines(f: &mut File, n: usize, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = f.metadata()?.len();
+    let floor = len.saturating_sub(limit);
+    let mut at = len;
+    // Chunks read so far, the last one first.
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut ends = 0;
+    // A last line without its `\n` counts as a line too.
+    let mut last_byte_seen = false;
+    // `n` lines are in hand once `n` line ends precede the last line's end,
+    // plus one more to know where the first of them starts.
+    while at > floor {
+        let from = at.saturating_sub(CHUNK).max(floor);
+        let mut chunk = vec![0; usize::try_from(at - from).unwrap_or(0)];
+        f.seek(SeekFrom::Start(from))?;
+        f.read_exact(&mut chunk)?;
+        at = from;
+        let skip_last = !last_byte_seen && chunk.last() == Some(&b'\n');
+        last_byte_seen = true;
+        let counted = if skip_last {
+            &chunk[..chunk.len() - 1]
+        } else {
+            &chunk[..]
+        };
+        ends += counted.iter().filter(|&&b| b == b'\n').count();
+        chunks.push(chunk);
+        if ends >= n {
+            break;
+        }
+    }
+    let mut bytes: Vec<u8> = chunks.into_iter().rev().flatten().collect();
+    let whole = at == 0;
+    if !whole {
+        // The first line may be cut: drop it, and any lines beyond `n`.
+        let cut = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..cut);
+    }
+    Ok((bytes, whole))
 }
 
 /// Removes a function's logs (when it is deleted).
@@ -320,6 +377,77 @@ pub fn remove(layout: &Layout, function_id: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `tail` answered before it read backwards: both files whole.
+    fn tail_by_reading_everything(layout: &Layout, id: i64, n: usize) -> Vec<String> {
+        let mut text = String::new();
+        for p in [layout.old_log_file(id), layout.log_file(id)] {
+            if let Ok(b) = std::fs::read(p) {
+                text.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_tail_read_backwards_is_the_tail_of_the_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.logs_dir()).unwrap();
+        // Lines of many lengths (some past a 64 KiB chunk) and multi-byte
+        // text, so chunk edges fall inside lines and inside characters.
+        let mut lines = Vec::new();
+        for i in 0..6000usize {
+            let len = (i * 7919) % 300 + if i % 997 == 0 { 70_000 } else { 0 };
+            lines.push(format!("{i} {}", "é".repeat(len / 2)));
+        }
+        let old: String = lines[..2500].iter().map(|l| format!("{l}\n")).collect();
+        let cur: String = lines[2500..].iter().map(|l| format!("{l}\n")).collect();
+        let counts = [
+            0, 1, 2, 3, 99, 100, 2000, 3499, 3500, 3501, 5999, 6000, 10_000,
+        ];
+        for (old, cur) in [
+            (Some(old.as_str()), cur.clone()),
+            (None, cur.clone()),
+            // A last line without its line end (a writer stopped mid-line).
+            (Some(old.as_str()), cur.trim_end().to_string()),
+            (Some(old.as_str()), String::new()),
+        ] {
+            match old {
+                Some(o) => std::fs::write(layout.old_log_file(1), o).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(layout.old_log_file(1));
+                }
+            }
+            std::fs::write(layout.log_file(1), &cur).unwrap();
+            for n in counts {
+                let want = tail_by_reading_everything(&layout, 1, n);
+                let got = tail(&layout, 1, n).unwrap();
+                assert_eq!(got.len(), want.len(), "n={n}");
+                // `tail` neutralises: compare the line numbers they start with.
+                let first = |v: &[String]| {
+                    v.iter()
+                        .map(|l| l.split(' ').next().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(first(&got), first(&want), "n={n}");
+            }
+        }
+        // Beyond twice the cap, the start of a file is not read.
+        let huge: String = (0..40_000)
+            .map(|i| format!("{i} {}\n", "x".repeat(60)))
+            .collect();
+        std::fs::write(layout.log_file(1), &huge).unwrap();
+        let got = tail(&layout, 1, 100_000).unwrap();
+        assert!(got.len() < 40_000 && got.len() > 30_000, "{}", got.len());
+        // The first line shown is whole, and the lines run on to the last.
+        assert_eq!(got[0], format!("{} {}", 40_000 - got.len(), "x".repeat(60)));
+        assert_eq!(got.last().unwrap().split(' ').next(), Some("39999"));
+    }
 
     #[test]
     fn rotates_and_tails() {
