@@ -5,6 +5,7 @@ pub mod deno;
 pub mod fnconfig;
 pub mod layout;
 pub mod logs;
+pub mod memory;
 pub mod names;
 pub mod naming;
 pub mod ready;

@@ -123,8 +123,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[actix_web::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before any thread starts: it may start the process again.
+    skiff_core::memory::bound_malloc_arenas();
+    actix_web::rt::System::new().block_on(service_main())
+}
+
+async fn service_main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init_with(cli.log.log_format);
     match run(cli).await {

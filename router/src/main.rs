@@ -43,6 +43,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    skiff_core::memory::bound_malloc_arenas();
     let cli = Cli::parse();
     skiff_core::telemetry::init(cli.log.log_format);
     if cli.check_sandbox {
