@@ -12,7 +12,7 @@ REPO = HERE.parent
 
 MODES = {
     "full": dict(
-        wrk_duration="10s", wrk_warmup="2s", rounds=3,
+        wrk_duration="10s", wrk_warmup="2s", rounds=3, metrics_rounds=7,
         rate=2000, rate_secs=20, rate_warmup=1,
         lookup_rate=2000, lookup_secs=4, lookup_reps=5,
         deploys=20, cold_functions=50, cold_rounds=1,
@@ -22,7 +22,7 @@ MODES = {
         noisy_secs=12, noisy_rate=200, noisy_conns=256,
     ),
     "quick": dict(
-        wrk_duration="2s", wrk_warmup="1s", rounds=1,
+        wrk_duration="2s", wrk_warmup="1s", rounds=1, metrics_rounds=1,
         rate=500, rate_secs=3, rate_warmup=1,
         lookup_rate=500, lookup_secs=1, lookup_reps=2,
         deploys=3, cold_functions=10, cold_rounds=1,

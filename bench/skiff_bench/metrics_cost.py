@@ -7,6 +7,7 @@ serving its own instance of /fn/alice/hello. wrk against each in
 interleaved rounds (median run), router CPU per request from /proc, and, when
 callgrind runs, user-space instructions per request of each."""
 
+import os
 import shutil
 
 from .api import wait_http
@@ -33,9 +34,15 @@ def phase_metrics_cost(run, stack):
         wait_http(url, timeout=60, proc=p)
         routers[name] = (p, url)
     runs = {name: [] for name in routers}
+    # More rounds than the other phases (the machine's drift is larger than
+    # the effect), each in a rotated order so no variant always runs first.
+    rounds = int(os.environ.get("BENCH_METRICS_ROUNDS", cfg["metrics_rounds"]))
+    names = list(routers)
     try:
-        for rnd in range(cfg["rounds"]):
-            for name, (p, url) in routers.items():
+        for rnd in range(rounds):
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in order:
+                p, url = routers[name]
                 wrk(run, "warmup", url, cfg["wrk_warmup"])
                 c0 = cpu_ticks([p.pid])
                 r = wrk(run, f"metrics_cost_{name}", url, cfg["wrk_duration"])
@@ -60,6 +67,12 @@ def phase_metrics_cost(run, stack):
         }
     off, on = res["metrics_off"]["rps"], res["metrics_on"]["rps"]
     res["throughput_cost_pct"] = (off - on) / off * 100 if off else None
+    # Paired: each round's on vs off, which shared that round's machine state.
+    paired = [(o["rps"] - m["rps"]) / o["rps"] * 100
+              for o, m in zip(runs["metrics_off"], runs["metrics_on"]) if o["rps"]]
+    res["rounds"] = rounds
+    res["paired_cost_pct_runs"] = paired
+    res["paired_cost_pct"] = median(paired) if paired else None
     no_log = res["access_log_off"]["rps"]
     res["access_log_cost_pct"] = (no_log - on) / no_log * 100 if no_log else None
     secs = cfg["callgrind_secs"]

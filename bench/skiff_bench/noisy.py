@@ -8,6 +8,8 @@ what A's excess is answered with (status and error code)."""
 
 import json
 import re
+import shutil
+import subprocess
 import threading
 import time
 
@@ -18,8 +20,11 @@ from .procs import free_port
 from .services import start_router
 from .tools import loadgen_rate, parse_wrk
 
-# (label, SKIFF_QUOTA_RPS): "off" is a rate no load here reaches.
-CONFIGS = [("off", 1_000_000_000), ("on", 1000)]
+# (label, SKIFF_QUOTA_RPS, more router env): "off" is a rate no load here
+# reaches; "on-2t" is "on" with two worker threads instead of the process
+# runtime's default of one per two CPUs.
+CONFIGS = [("off", 1_000_000_000, {}), ("on", 1000, {}),
+           ("on-2t", 1000, {"SKIFF_ROUTER_THREADS": "2"})]
 TENANT_A, TENANT_B, FUNCTION = "noisya", "quietb", "hello"
 
 
@@ -101,11 +106,11 @@ def phase_noisy_neighbour(run, stack):
         stack.count_functions += 1
     res = {"rate": cfg["noisy_rate"], "secs": cfg["noisy_secs"], "conns": cfg["noisy_conns"],
            "configs": {}}
-    for label, rps in CONFIGS:
+    for label, rps, env in CONFIGS:
         port = free_port()
         name = f"router-noisy-{label}"
         router = start_router(run, name, port, 600, stack.db,
-                              extra_env={"SKIFF_QUOTA_RPS": str(rps)})
+                              extra_env={"SKIFF_QUOTA_RPS": str(rps), **env})
         try:
             base = f"http://127.0.0.1:{port}/fn"
             a_url, b_url = f"{base}/{TENANT_A}/{FUNCTION}", f"{base}/{TENANT_B}/{FUNCTION}"
@@ -118,10 +123,13 @@ def phase_noisy_neighbour(run, stack):
             time.sleep(1)
             b, a, cpu, sampled = flood(run, label, router, a_url, b_url)
             cpu["loadgen_alone_pct"] = alone_tools_pct
+            if label == "on" and run.args.perf and shutil.which("perf"):
+                time.sleep(1)
+                res["profile"] = profile_flood(run, router, a_url, b_url)
         finally:
             run.procs.stop(name)
         la, lb = alone["latency_ms"], b["latency_ms"]
-        res["configs"][label] = {"quota_rps": rps, "b_alone": alone, "b_flood": b, "a": a,
+        res["configs"][label] = {"quota_rps": rps, "env": env, "b_alone": alone, "b_flood": b, "a": a,
                                  "cpu": cpu, "a_sampled": sampled,
                                  "p99_ratio": lb["p99"] / la["p99"] if la["p99"] else None}
         log(f"  rate limit {label} (SKIFF_QUOTA_RPS={rps}): B alone p50 {la['p50']:.3f} "
@@ -131,3 +139,47 @@ def phase_noisy_neighbour(run, stack):
             f"{a['non_2xx']} non-2xx); sampled {sampled}; router {cpu['router_pct']:.0f} %, "
             f"instances {cpu['instances_pct']:.0f} %, load tools {cpu['load_tools_pct']:.0f} % CPU")
     run.results["raw"]["noisy_neighbour"] = res
+
+
+def profile_flood(run, router, a_url, b_url):
+    """The flood once more, not measured, under `perf record -a -g`: where
+    the CPUs go (by process, and the router's own functions)."""
+    cfg = run.cfg
+    secs = min(cfg["noisy_secs"], 8)
+    pdir = run.logdir / "noisy-profile"
+    pdir.mkdir(exist_ok=True)
+    data = pdir / "noisy.perf.data"
+    flood_argv = ["wrk", "-t2", f"-c{cfg['noisy_conns']}", f"-d{secs + 3}s", a_url]
+    b_argv = [str(run.args.loadgen), "rate", "--url", b_url, "--rate", str(cfg["noisy_rate"]),
+              "--duration", str(secs + 1), "--connections", "16"]
+    rec = ["perf", "record", "-F", "999", "-a", "-g", "-o", str(data), "--", "sleep", str(secs)]
+    wrk = subprocess.Popen(flood_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    b = subprocess.Popen(b_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        subprocess.run(rec, capture_output=True, timeout=secs + 60)
+    finally:
+        for p in (wrk, b):
+            try:
+                p.wait(timeout=secs + 30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    by_comm = ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "comm",
+               "--percent-limit", "1", "-g", "none"]
+    router_syms = ["perf", "report", "-i", str(data), "--stdio", "--no-children",
+                   "--pid", str(router.pid), "--sort", "sym", "--percent-limit", "1.5",
+                   "-g", "none"]
+    out = {}
+    for key, argv in (("by_comm", by_comm), ("router_symbols", router_syms)):
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        (pdir / f"{key}.txt").write_text(r.stdout)
+        rows = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"\s+([\d.]+)%\s+(.+?)\s*$", line)
+            if m and not line.startswith("#"):
+                rows.append({"percent": float(m.group(1)), "what": m.group(2)})
+        out[key] = rows
+    run.commands("noisy_profile").extend(
+        [" ".join(flood_argv) + " &", " ".join(b_argv) + " &", " ".join(rec),
+         " ".join(by_comm), " ".join(router_syms)])
+    return out

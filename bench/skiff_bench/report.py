@@ -252,6 +252,13 @@ def metrics_cost(L, res, clean):
                     "(metrics on, access log off vs on)"
                     if mc.get("access_log_cost_pct") is not None else "") + ".")
         L.append("")
+    paired = mc.get("paired_cost_pct_runs")
+    if paired:
+        L.append(f"Paired by round ({mc.get('rounds')} rounds, each variant's order rotated): "
+                 f"the cost in each round, metrics on vs off, "
+                 + ", ".join(f"{p:+.1f} %" for p in paired)
+                 + f"; median **{mc['paired_cost_pct']:.1f} %**.")
+        L.append("")
     for cmd in res["commands"].get("metrics_cost_metrics_on", [])[:1]:
         L.append(f"    {clean(cmd)}")
     L.append("")
@@ -315,7 +322,8 @@ def noisy_neighbour(L, res, clean):
              f"{nn['rate']} req/s for {nn['secs']} s (`loadgen`, from the flood's second second "
              "on); B alone is the same load without the flood, just before it. Each row is a "
              "router started for it on the run's database, with the per-user rate limit off "
-             "(`SKIFF_QUOTA_RPS` far above any load) or on (the operator default). CPU is in "
+             "(`SKIFF_QUOTA_RPS` far above any load) or on (the operator default); \"on-2t\" "
+             "is \"on\" with `SKIFF_ROUTER_THREADS=2`. CPU is in "
              "% of one CPU over B's window (the machine has "
              f"{res['machine'].get('nproc')}); the load tools are wrk and loadgen together.")
     L.append("")
@@ -323,10 +331,7 @@ def noisy_neighbour(L, res, clean):
              "A req/s (2xx / all) | A non-2xx | A sampled | router CPU % | instances CPU % | "
              "load tools CPU % |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label in ("off", "on"):
-        c = nn["configs"].get(label)
-        if not c:
-            continue
+    for label, c in nn["configs"].items():
         name = f"{label} ({c['quota_rps']:,}/s)"
         for which, b in (("alone", c["b_alone"]), ("A floods", c["b_flood"])):
             lat = b["latency_ms"]
@@ -348,11 +353,30 @@ def noisy_neighbour(L, res, clean):
     L.append("")
     L.append("Commands:")
     L.append("")
-    for label in ("off", "on"):
+    for label in nn["configs"]:
         for k in (f"noisy_{label}_b_alone", f"noisy_{label}_flood", f"noisy_{label}_b_flood"):
             for cmd in res["commands"].get(k, []):
                 L.append(f"    {clean(cmd)}")
     L.append("")
+    prof = nn.get("profile")
+    if prof:
+        L.append("Profile of the flood with the limit on (a separate, unmeasured run of the same "
+                 "load; `perf record -a -g`, 999 Hz): CPU samples by process, and the router's "
+                 "own samples by function.")
+        L.append("")
+        L.append("| process | % of all samples |")
+        L.append("|---|---|")
+        for r in prof.get("by_comm", [])[:12]:
+            L.append(f"| {r['what']} | {r['percent']:.1f} |")
+        L.append("")
+        L.append("| router function | % of the router's samples |")
+        L.append("|---|---|")
+        for r in prof.get("router_symbols", [])[:15]:
+            L.append(f"| `{r['what']}` | {r['percent']:.1f} |")
+        L.append("")
+        for cmd in res["commands"].get("noisy_profile", []):
+            L.append(f"    {clean(cmd)}")
+        L.append("")
     notes = HERE / "noisy_findings.md"
     if notes.exists() and res["mode"] != "quick":
         L.append(notes.read_text().rstrip())

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -221,8 +222,20 @@ fn switch_protocols(
     Ok(Response::from_parts(parts, crate::body::full("")))
 }
 
-/// How long a refusal for being over the user's rate is held (see `route`).
-const RATE_LIMITED_HOLD: Duration = Duration::from_millis(50);
+/// How long a refusal for being over the user's rate is held (see `route`):
+/// 25 to 75 ms, 50 on average, spread over that window so the connections of a
+/// flooder refused in the same instant do not all come back in the same
+/// instant, as a burst that queues the other tenants' requests behind it.
+fn rate_limited_hold() -> Duration {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // A Weyl sequence (the golden ratio in 32 bits): consecutive refusals
+    // fall far apart in the window, and any run of them covers it evenly.
+    let spread = NEXT
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9)
+        >> 16;
+    Duration::from_micros(25_000 + u64::from(spread) * 50_000 / 65_536)
+}
 
 /// What `route` learned of a request, for its metrics, its `Server-Timing`
 /// and its access-log line.
@@ -370,7 +383,7 @@ async fn route(
             // A closed-loop flooder sends its next request as soon as it has
             // the answer: holding the refusal briefly bounds its request rate
             // by its connections, not by how fast the router can say no.
-            tokio::time::sleep(RATE_LIMITED_HOLD).await;
+            tokio::time::sleep(rate_limited_hold()).await;
             return Err(RouterError::RateLimited(retry_after));
         }
         let tail_and_query = match uri.query() {
@@ -563,6 +576,25 @@ mod tests {
         assert!(!ask("GET", Version::HTTP_2, "websocket", "upgrade"));
         assert!(!ask("GET", Version::HTTP_11, "h2c", "upgrade"));
         assert!(!ask("GET", Version::HTTP_11, "websocket", "keep-alive"));
+    }
+
+    #[test]
+    fn refusals_are_held_between_25_and_75_ms_and_spread_over_the_window() {
+        let holds: Vec<u128> = (0..1000).map(|_| rate_limited_hold().as_micros()).collect();
+        assert!(
+            holds.iter().all(|h| (25_000..75_000).contains(h)),
+            "{holds:?}"
+        );
+        let mean = holds.iter().sum::<u128>() / 1000;
+        assert!((48_000..52_000).contains(&mean), "{mean}");
+        // Any 50 in a row reach every fifth of the window.
+        for run in holds.chunks(50) {
+            let mut fifths = [0; 5];
+            for h in run {
+                fifths[((h - 25_000) / 10_000) as usize] += 1;
+            }
+            assert!(fifths.iter().all(|&n| n >= 5), "{fifths:?}");
+        }
     }
 
     #[test]
