@@ -167,8 +167,8 @@ def profile_flood(run, router, a_url, b_url):
     by_comm = ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "comm",
                "--percent-limit", "1", "-g", "none"]
     router_syms = ["perf", "report", "-i", str(data), "--stdio", "--no-children",
-                   "--pid", str(router.pid), "--sort", "sym", "--percent-limit", "1.5",
-                   "-g", "none"]
+                   "--pid", str(router.pid), "--percentage", "relative", "--sort", "sym",
+                   "--percent-limit", "1", "-g", "none"]
     out = {}
     for key, argv in (("by_comm", by_comm), ("router_symbols", router_syms)):
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300)

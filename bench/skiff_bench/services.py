@@ -13,6 +13,10 @@ SECRETS_KEY = "b3" * 32
 # density phases, many functions and instances of one user. The noisy-neighbour
 # phase sets its own rate.
 NO_QUOTAS = {
+    # What the services would set for themselves by starting again
+    # (core/src/memory.rs); set here, so valgrind measures the service and
+    # not a process that left it behind with its exec.
+    "MALLOC_ARENA_MAX": "2",
     "SKIFF_QUOTA_FUNCTIONS": "1000000",
     "SKIFF_QUOTA_VERSIONS": "1000",
     "SKIFF_QUOTA_ARTIFACT_BYTES": str(1 << 50),
