@@ -234,14 +234,16 @@ def metrics_cost(L, res, clean):
              "of that off (`SKIFF_REQUEST_METRICS=false SKIFF_SERVER_TIMING=false`); `wrk -t2 -c50` against each in interleaved rounds, "
              "median run.")
     L.append("")
-    L.append("| router | req/s | p99 ms | router CPU µs / req | instructions / req |")
-    L.append("|---|---|---|---|---|")
+    L.append("| router | req/s | p99 ms | router CPU µs / req | router + instance + wrk "
+             "CPU µs / req | instructions / req |")
+    L.append("|---|---|---|---|---|---|")
     for name in ("metrics_off", "access_log_off", "metrics_on"):
         v = mc.get(name)
         if not v:
             continue
         L.append(f"| {name.replace('_', ' ')} | {fmt(v.get('rps'))} | {fmt(v.get('p99_ms'))} | "
-                 f"{fmt(v.get('router_cpu_us_per_req'))} | {fmt(v.get('ir_per_request'))} |")
+                 f"{fmt(v.get('router_cpu_us_per_req'))} | {fmt(v.get('all_cpu_us_per_req'))} | "
+                 f"{fmt(v.get('ir_per_request'))} |")
     L.append("")
     cost = mc.get("throughput_cost_pct")
     if cost is not None:
@@ -258,6 +260,13 @@ def metrics_cost(L, res, clean):
                  f"the cost in each round, metrics on vs off, "
                  + ", ".join(f"{p:+.1f} %" for p in paired)
                  + f"; median **{mc['paired_cost_pct']:.1f} %**.")
+        L.append("")
+    cpu_paired = mc.get("paired_cpu_cost_pct_runs")
+    if cpu_paired:
+        L.append("The CPU that the router, its instance and wrk spend per request, which bounds "
+                 "throughput on the saturated machine, metrics on vs off, round by round: "
+                 + ", ".join(f"{p:+.1f} %" for p in cpu_paired)
+                 + f"; median **{mc['paired_cpu_cost_pct']:.1f} %**.")
         L.append("")
     for cmd in res["commands"].get("metrics_cost_metrics_on", [])[:1]:
         L.append(f"    {clean(cmd)}")

@@ -14,8 +14,13 @@ from .services import start_direct, start_manager, start_router
 def phase_setup(run, stack):
     stack.router_port = free_port()
     stack.db = run.work / "skiff.db"
-    stack.api = start_manager(run, "manager", stack.db, stack.router_port, run.deno)
-    stack.router = start_router(run, "router", stack.router_port, 600, stack.db)
+    # The manager tells the router of each deploy (SKIFF_ROUTER_NOTIFY) on the
+    # router's private listener, as an operator running both would set it.
+    private = f"127.0.0.1:{free_port()}"
+    stack.api = start_manager(run, "manager", stack.db, stack.router_port, run.deno,
+                              extra_env={"SKIFF_ROUTER_NOTIFY": private})
+    stack.router = start_router(run, "router", stack.router_port, 600, stack.db,
+                                extra_env={"SKIFF_METRICS_LISTEN": private})
     stack.rbase = f"http://127.0.0.1:{stack.router_port}"
     stack.tokens = {"alice": stack.api.user("alice")}
     stack.count_functions = 0

@@ -86,6 +86,11 @@ pub struct ManagerSettings {
     /// CIDRs of proxies whose X-Forwarded-For is believed (comma-separated) [default: none]
     #[arg(long, env = "SKIFF_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: TrustedProxies,
+    /// Routers' private listeners (host:port, comma-separated) told of each
+    /// deploy and delete, so they serve it at once instead of at their next
+    /// poll (process runtime) [default: none; routers poll]
+    #[arg(long, env = "SKIFF_ROUTER_NOTIFY", default_value = "")]
+    pub router_notify: crate::router_notify::RouterAddrs,
     /// Kubernetes runtime settings (SKIFF_K8S_*), used when SKIFF_RUNTIME=kubernetes
     #[command(flatten)]
     pub kubernetes: KubeSettings,
@@ -124,6 +129,8 @@ pub struct ManagerConfig {
     pub rate_limit_max_keys: usize,
     /// Peers whose `X-Forwarded-For` names the real client (rate limits, logs).
     pub trusted_proxies: TrustedProxies,
+    /// Routers told of deploys and deletes (`SKIFF_ROUTER_NOTIFY`).
+    pub router_notify: crate::router_notify::RouterAddrs,
     pub kubernetes: KubeSettings,
     pub checker: CheckerSettings,
     /// Seals and opens function secrets; checked against the database at start.
@@ -240,6 +247,7 @@ impl ManagerSettings {
             register_window_secs: self.register_window_secs,
             rate_limit_max_keys: self.rate_limit_max_keys,
             trusted_proxies: self.trusted_proxies,
+            router_notify: self.router_notify,
             kubernetes: self.kubernetes,
             checker: self.checker,
         }

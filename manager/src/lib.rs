@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod rate_limit;
 pub mod request_log;
+pub mod router_notify;
 pub mod routes;
 pub mod runtime;
 pub mod secrets_cli;

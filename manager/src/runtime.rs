@@ -3,8 +3,10 @@
 //! also reports its per-function state for `GET /func/<name>`.
 //!
 //! `AppState::runtime` is `None` for the process runtime: there the router
-//! starts instances on demand and the manager has nothing to do. Only
-//! `SKIFF_RUNTIME=kubernetes` installs one (`kube::KubeRuntime`).
+//! starts instances on demand and the manager has nothing to do, except tell
+//! routers of changes when `SKIFF_ROUTER_NOTIFY` names them
+//! (`router_notify::RouterNotifier`). `SKIFF_RUNTIME=kubernetes` installs
+//! `kube::KubeRuntime`.
 //!
 //! A runtime never fails a deploy: the version is stored, the database is the
 //! desired state, and the runtime records its own errors and retries them.
@@ -90,15 +92,20 @@ pub async fn after_delete(runtime: Option<&SharedRuntime>, user: &str, function:
     notify(runtime, Event::Deleted, user, function).await;
 }
 
-/// The runtime `config` asks for: `None` for the process runtime; for
-/// Kubernetes, a connected runtime with its reconcile loop started.
+/// The runtime `config` asks for: for the process runtime, `None`, or the
+/// routers to tell of each change (`SKIFF_ROUTER_NOTIFY`); for Kubernetes, a
+/// connected runtime with its reconcile loop started.
 pub async fn from_config(
     config: &crate::config::ManagerConfig,
     store: &skiff_core::store::Store,
     metrics: &Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<Option<SharedRuntime>> {
     if config.runtime != crate::config::RuntimeKind::Kubernetes {
-        return Ok(None);
+        if config.router_notify.0.is_empty() {
+            return Ok(None);
+        }
+        let notifier = crate::router_notify::RouterNotifier::new(&config.router_notify);
+        return Ok(Some(Arc::new(notifier)));
     }
     kubernetes(config, store, metrics).await.map(Some)
 }

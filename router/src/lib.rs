@@ -226,6 +226,7 @@ impl RouterApp {
             poll_interval,
             grace,
             stop_tx,
+            sync_tx,
             mut sync_rx,
             metrics_listener,
             stats,
@@ -236,6 +237,7 @@ impl RouterApp {
             tokio::spawn(metrics::listener::serve(
                 l,
                 state.metrics.clone(),
+                Some(sync_tx.clone()),
                 stop.clone(),
             ))
         });
@@ -247,12 +249,16 @@ impl RouterApp {
         let sync = tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut waiters = Vec::new();
             loop {
-                let mut waiter = None;
                 tokio::select! {
                     _ = tick.tick() => {}
-                    Some(w) = sync_rx.recv() => waiter = Some(w),
+                    Some(w) = sync_rx.recv() => waiters.push(w),
                     _ = stopped(&mut sync_stop) => break,
+                }
+                // Requests that came together share this one poll.
+                while let Ok(w) = sync_rx.try_recv() {
+                    waiters.push(w);
                 }
                 let mut someone_gone = false;
                 for update in syncer.poll().await {
@@ -274,7 +280,7 @@ impl RouterApp {
                     let directory = &sync_state.directory;
                     sync_state.user_rate.retain(|u| directory.has_user(u));
                 }
-                if let Some(w) = waiter {
+                for w in waiters.drain(..) {
                     let _ = w.send(());
                 }
             }

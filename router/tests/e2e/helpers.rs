@@ -50,6 +50,8 @@ pub struct Opts {
     pub queue_wait: Duration,
     /// Any other router setting a test needs.
     pub tune_router: fn(&mut RouterConfig),
+    /// The manager tells the router of each change (`SKIFF_ROUTER_NOTIFY`).
+    pub notify_router: bool,
 }
 
 impl Default for Opts {
@@ -61,6 +63,7 @@ impl Default for Opts {
             concurrency: 256,
             queue_wait: Duration::from_secs(1),
             tune_router: |_| {},
+            notify_router: false,
         }
     }
 }
@@ -91,6 +94,20 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     m.secrets_key = secrets_key();
     // No warm type checkers (a `deno lsp` each) for the dozens of stacks here.
     m.checker.check_warm = 0;
+    // The router's private listener: on a port picked now when the manager
+    // is to tell the router of changes (the manager starts first: it makes
+    // the schema).
+    let private = if o.notify_router {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        m.router_notify =
+            skiff_manager::router_notify::RouterAddrs(vec![format!("127.0.0.1:{port}")]);
+        SocketAddr::from(([127, 0, 0, 1], port))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    };
     let manager = Application::build(m).await.expect("manager");
     let manager_port = manager.port();
     tokio::spawn(manager.run_until_stopped());
@@ -98,7 +115,7 @@ pub async fn stack_on(db: TestDb, o: Opts) -> Stack {
     let mut r = RouterConfig::new(data_dir.clone());
     r.secrets_key = Some(secrets_key());
     r.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    r.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    r.metrics_listen = Some(private);
     r.idle_timeout = o.idle_timeout;
     r.request_timeout = o.request_timeout;
     r.max_body_bytes = o.max_body_bytes;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod calls;
+mod deploy_notify;
 mod faults;
 mod fnconfig;
 mod forwarded_headers;
