@@ -12,6 +12,7 @@
 //! thread's arena (the soak test's `skiff dev` held 126 MB of anonymous memory
 //! for 5 MB of live data).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, anyhow};
@@ -45,21 +46,36 @@ pub fn check_policy(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The working memory of the hashes in progress and of those done.
+/// The one gate on password hashing (every caller: logins, registrations,
+/// the `user` command) and the working memory of the hashes in progress and
+/// of those done.
 struct Workspace {
     turns: Semaphore,
+    size: usize,
     spare: Mutex<Vec<Vec<Block>>>,
+    running: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 fn workspace() -> &'static Workspace {
     static WORK: OnceLock<Workspace> = OnceLock::new();
     WORK.get_or_init(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let size = cpus.clamp(1, MAX_AT_ONCE);
         Workspace {
-            turns: Semaphore::new(cpus.clamp(1, MAX_AT_ONCE)),
+            turns: Semaphore::new(size),
+            size,
             spare: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         }
     })
+}
+
+/// How many hashes may run at once, and the most that ever did.
+pub fn turns_and_peak() -> (usize, usize) {
+    let work = workspace();
+    (work.size, work.peak.load(Ordering::Relaxed))
 }
 
 /// Runs `f` on the blocking pool with working memory for a hash with the
@@ -68,12 +84,17 @@ async fn with_memory<T: Send + 'static>(
     f: impl FnOnce(&mut [Block]) -> T + Send + 'static,
 ) -> anyhow::Result<T> {
     let work = workspace();
-    let _turn = work
+    let turn = work
         .turns
         .acquire()
         .await
         .context("password hashing turn")?;
+    // The turn goes with the work: a caller that stops waiting (a client
+    // that hung up) cannot free it while the hash still runs.
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        let now = work.running.fetch_add(1, Ordering::Relaxed) + 1;
+        work.peak.fetch_max(now, Ordering::Relaxed);
         let taken = work.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut memory =
             taken.unwrap_or_else(|| vec![Block::default(); Params::default().block_count()]);
@@ -82,6 +103,7 @@ async fn with_memory<T: Send + 'static>(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(memory);
+        work.running.fetch_sub(1, Ordering::Relaxed);
         out
     })
     .await

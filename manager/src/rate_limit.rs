@@ -23,14 +23,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 use skiff_core::names::UserName;
 use skiff_core::trusted_proxies::TrustedProxies;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ManagerConfig;
 
@@ -286,31 +284,6 @@ pub struct AccountLimits {
     login_by_user: Limiter<UserKey>,
     known_pairs: RecentSet<(UserKey, ClientKey)>,
     register_by_addr: Limiter<ClientKey>,
-    hashing: HashingSlots,
-}
-
-/// Password hashes (argon2id: 19 MiB and tens of ms of CPU each) run at most
-/// one per CPU at once. Without this, each login or registration in flight
-/// takes a blocking thread (up to 512) and its 19 MiB: many addresses, each
-/// within its own limit, could together exhaust the manager's memory. Waiting
-/// for a slot costs only the request's connection.
-struct HashingSlots {
-    slots: Arc<Semaphore>,
-    size: usize,
-    running: Arc<AtomicUsize>,
-    peak: AtomicUsize,
-}
-
-/// Held while one password hash runs.
-struct HashingSlot {
-    _permit: Option<OwnedSemaphorePermit>,
-    running: Arc<AtomicUsize>,
-}
-
-impl Drop for HashingSlot {
-    fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How many keys each table holds, for tests and diagnostics.
@@ -352,39 +325,7 @@ impl AccountLimits {
                 Duration::from_secs(config.register_window_secs),
                 keys,
             ),
-            hashing: HashingSlots::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-            ),
         }
-    }
-
-    /// Runs a password hash or verification once a slot is free. The work is
-    /// its own task holding the slot, so a client that hangs up cannot free the
-    /// slot while its hash still runs. `None` if the task panicked.
-    pub async fn hashing<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
-        let h = &self.hashing;
-        // The semaphore is never closed, so acquiring only waits.
-        let permit = h.slots.clone().acquire_owned().await.ok();
-        let now = h.running.fetch_add(1, Ordering::Relaxed) + 1;
-        h.peak.fetch_max(now, Ordering::Relaxed);
-        let slot = HashingSlot {
-            _permit: permit,
-            running: h.running.clone(),
-        };
-        tokio::spawn(async move {
-            let _slot = slot;
-            work.await
-        })
-        .await
-        .ok()
-    }
-
-    /// How many hashes may run at once, and the most that ever did.
-    pub fn hashing_slots_and_peak(&self) -> (usize, usize) {
-        (self.hashing.size, self.hashing.peak.load(Ordering::Relaxed))
     }
 
     /// Counts one login attempt; `Err(seconds)` when one of the limits refuses it.
@@ -423,17 +364,6 @@ impl AccountLimits {
             login_by_user: self.login_by_user.len(),
             known_pairs: self.known_pairs.len(),
             register_by_addr: self.register_by_addr.len(),
-        }
-    }
-}
-
-impl HashingSlots {
-    fn new(size: usize) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(size)),
-            size,
-            running: Arc::new(AtomicUsize::new(0)),
-            peak: AtomicUsize::new(0),
         }
     }
 }

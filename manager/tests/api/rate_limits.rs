@@ -513,7 +513,7 @@ async fn password_hashes_run_one_per_cpu_under_a_flood(b: TestBackend) {
     );
     assert!(logins.iter().all(|s| *s == 401), "{logins:?}");
     assert!(registrations.iter().all(|s| *s == 201), "{registrations:?}");
-    let (slots, peak) = app.state.limits.hashing_slots_and_peak();
+    let (slots, peak) = skiff_manager::passwords::turns_and_peak();
     assert!(
         (1..=slots).contains(&peak),
         "{peak} hashes ran at once; at most {slots} may"
