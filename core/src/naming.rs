@@ -17,6 +17,11 @@ pub const SERVICE_PORT: u16 = 80;
 pub const CONTAINER_PORT: u16 = 8080;
 /// Port of the client runtime's probe listener (`/healthz`, `/ready`).
 pub const HEALTH_PORT: u16 = 8081;
+/// Seconds a function pod serves on after SIGTERM, not ready, answering with
+/// `connection: close` (the runtime's `--drain-secs`). The router keeps an
+/// idle pooled connection to a Service for less than this, so none outlives
+/// the drain unclosed.
+pub const POD_DRAIN_SECS: u64 = 5;
 
 /// Label holding the function's owner: `kubectl get deploy -l skiff.dev/user=alice`.
 pub const LABEL_USER: &str = "skiff.dev/user";

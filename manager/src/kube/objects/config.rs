@@ -24,7 +24,7 @@ pub const PRESTOP_SLEEP_SECS: u64 = 5;
 /// After SIGTERM the runtime says "not ready" and serves this long more
 /// (`--drain-secs`), answering with `connection: close`, for callers that
 /// still route here (pooled connections, a slow kube-proxy).
-pub const DRAIN_SECS: u64 = 5;
+pub const DRAIN_SECS: u64 = skiff_core::naming::POD_DRAIN_SECS;
 /// Seconds beyond the pause, the drain and the request timeout, so a request
 /// accepted at the end of the drain can still finish.
 const DRAIN_MARGIN_SECS: u64 = 5;
