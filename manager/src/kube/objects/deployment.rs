@@ -171,6 +171,9 @@ fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>, shape: &PodShape)
         // `/ready` answers 200 only once the module loaded and the main
         // listener is up; `/healthz` from process start.
         readiness_probe: Some(http_probe("/ready", 2, 3)),
+        // A runtime that exits (a module that fails to load) leaves its last
+        // log line in the pod's status, where the manager reads the reason.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         // A stopping pod leaves the Service while it is still serving: the
         // kubelet pauses before SIGTERM (the kubelet's own sleep, nothing run
         // in the container), then the runtime drains (`--drain-secs`).
@@ -686,6 +689,10 @@ mod tests {
         let c = &p.containers[0];
         let pre_stop = c.lifecycle.clone().unwrap().pre_stop.unwrap();
         assert_eq!(pre_stop.sleep.map(|s| s.seconds), Some(5));
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
         assert!(pre_stop.exec.is_none() && pre_stop.http_get.is_none());
         let args = c.args.clone().unwrap();
         let at = args.iter().position(|a| a == "--drain-secs").unwrap();
