@@ -123,6 +123,13 @@ mod tests {
     fn short_names_stay_readable() {
         let n = object_name("alice", "hello");
         assert!(n.starts_with("fn-alice-hello-"), "{n}");
+        // The example in docs/kubernetes.md is the real name.
+        assert_eq!(n, "fn-alice-hello-b2cd876d36");
+        let docs = include_str!("../../docs/kubernetes.md");
+        assert!(
+            docs.contains(&format!("`{n}`")),
+            "docs/kubernetes.md names {n}"
+        );
         assert!(is_dns_label(&n));
         assert_eq!(object_name("bob", "a").len(), "fn-bob-a-".len() + HASH_LEN);
     }
