@@ -23,7 +23,7 @@ pub struct KubernetesRuntime {
 /// A refused connection goes to the Service again, where kube-proxy picks
 /// an endpoint anew: a stopping pod's listener, or an endpoint list
 /// changing, costs a retry instead of a 502.
-const UNSENT_RETRIES: u32 = 3;
+pub const UNSENT_RETRIES: u32 = 3;
 
 /// An idle pooled connection is dropped before a draining pod would close
 /// it: a pod drains `POD_DRAIN_SECS` after SIGTERM, answering each request
@@ -31,7 +31,7 @@ const UNSENT_RETRIES: u32 = 3;
 /// with its answer and one idle through it has expired here. Without this a
 /// request could be written to a connection the pod is closing at that very
 /// moment, which is neither refused nor safe to send again.
-fn pool_idle_timeout() -> Duration {
+pub fn pool_idle_timeout() -> Duration {
     Duration::from_secs(skiff_core::naming::POD_DRAIN_SECS.saturating_sub(1).max(1))
 }
 
