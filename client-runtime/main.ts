@@ -112,6 +112,7 @@ const ResponseBody = getter<Response, ReadableStream | null>(
   "body",
 );
 const RequestUrl = getter<Request, string>(Request.prototype, "url");
+const HeadersSet = uncurryThis(Headers.prototype.set);
 const RejectionReason = getter<PromiseRejectionEvent, unknown>(
   PromiseRejectionEvent.prototype,
   "reason",
@@ -528,7 +529,12 @@ interface Args {
   probe: boolean;
   /** Where the function's env comes from: a file, or "-" for stdin's first line. */
   envFile?: string;
+  /** After SIGTERM: seconds of serving on, not ready, before closing (Kubernetes). */
+  drainSecs: number;
 }
+
+/** Longest --drain-secs: a drain is bounded by the pod's grace period anyway. */
+const MAX_DRAIN_SECS = 600;
 
 function parsePort(s: string, what: string): number {
   if (!/^\d{1,5}$/.test(s) || Number(s) > 65535) {
@@ -575,6 +581,7 @@ function parseArgs(argv: string[]): Args {
     "--health-port",
     "--health-socket",
     "--env-file",
+    "--drain-secs",
   ];
   let exitWithParent = false;
   let waitForGo = false;
@@ -617,6 +624,13 @@ function parseArgs(argv: string[]): Args {
     fatal(EXIT_USAGE, "--listen unix:<path> | tcp:<host>:<port> is required");
   }
   const hp = values.get("--health-port");
+  const drain = values.get("--drain-secs") ?? "0";
+  if (!/^\d{1,3}$/.test(drain) || Number(drain) > MAX_DRAIN_SECS) {
+    fatal(
+      EXIT_USAGE,
+      `invalid --drain-secs (0 to ${MAX_DRAIN_SECS}): ${JSONStringify(drain)}`,
+    );
+  }
   return bare({
     module,
     listen: listen ? parseListen(listen) : bare({ kind: "unix", path: "/" }),
@@ -626,6 +640,7 @@ function parseArgs(argv: string[]): Args {
     waitForGo: waitForGo && exitWithParent,
     probe,
     envFile: values.get("--env-file"),
+    drainSecs: Number(drain),
   });
 }
 
@@ -1458,6 +1473,42 @@ function listenFailure(what: string, e: unknown): never {
   fatal(EXIT_LISTEN, `cannot listen on ${what}: ${describe(e).message}${hint}`);
 }
 
+/** Every address of both families: on Linux an IPv6 wildcard socket also
+ * takes IPv4 (as ::ffff:a.b.c.d) unless net.ipv6.bindv6only is set, which
+ * no pod network sets. */
+const ANY_HOST = "::";
+
+/** `host:port`, an IPv6 host in brackets. */
+function hostPort(hostname: string, port: number): string {
+  return StringPrototypeIndexOf(hostname, ":") >= 0
+    ? `[${hostname}]:${port}`
+    : `${hostname}:${port}`;
+}
+
+/** EAFNOSUPPORT (97: a kernel without IPv6), EADDRNOTAVAIL (99: IPv6 off). */
+function noIpv6(e: unknown): boolean {
+  const m = describe(e).message;
+  return StringPrototypeIndexOf(m, "os error 97") >= 0 ||
+    StringPrototypeIndexOf(m, "os error 99") >= 0;
+}
+
+/** Deno.serve on TCP; the wildcard `[::]` falls back to 0.0.0.0 where the
+ * kernel has no IPv6, so one command line serves IPv4-only, IPv6-only and
+ * dual-stack pods. */
+function serveTcp(
+  options: Deno.ServeTcpOptions,
+  handler: Deno.ServeHandler,
+): Deno.HttpServer {
+  try {
+    return denoServe(options, handler);
+  } catch (e) {
+    if (options.hostname !== ANY_HOST || !noIpv6(e)) throw e;
+    log(`no IPv6 here (${describe(e).message}): binding 0.0.0.0 instead`);
+    options.hostname = "0.0.0.0";
+    return denoServe(options, handler);
+  }
+}
+
 function removeStaleSocket(path: string): void {
   try {
     if (denoLstatSync(path).isSocket) denoRemoveSync(path);
@@ -1596,11 +1647,14 @@ async function main(): Promise<void> {
   // Registered before listening, so a SIGTERM right after "listening"
   // still drains gracefully (exit 0) and removes the unix socket.
   let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    ready = false;
-    log(`${signal}: draining in-flight requests`);
+  // With --drain-secs (Kubernetes): after SIGTERM the runtime says "not
+  // ready" but keeps accepting, for callers that still route here (a
+  // Service's endpoints and kube-proxy learn of the stop late, and pooled
+  // connections go on reaching this pod). Each answer then closes its
+  // connection, so none is idle, and raced, when the listener closes.
+  let draining = false;
+  const close = () => {
+    log("draining in-flight requests");
     const shutdowns = [
       healthPortServer?.shutdown(),
       healthSocketServer?.shutdown(),
@@ -1621,6 +1675,19 @@ async function main(): Promise<void> {
       captured?.finish();
       exitNow(0);
     })();
+  };
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    ready = false;
+    if (args.drainSecs > 0 && mainServer !== undefined) {
+      draining = true;
+      log(`${signal}: not ready; serving ${args.drainSecs} s more`);
+      setTimeoutFn(close, args.drainSecs * 1000);
+    } else {
+      log(`${signal}: stopping`);
+      close();
+    }
   };
   denoAddSignalListener("SIGTERM", () => stop("SIGTERM"));
   denoAddSignalListener("SIGINT", () => stop("SIGINT"));
@@ -1646,19 +1713,16 @@ async function main(): Promise<void> {
     return answer("not found\n", INIT_404);
   };
   if (args.healthPort !== undefined) {
-    const where = `0.0.0.0:${args.healthPort}`;
+    const options = bare({
+      hostname: ANY_HOST,
+      port: args.healthPort,
+      onListen: (a: Deno.NetAddr) =>
+        log(`health on ${hostPort(a.hostname, a.port)}`),
+    });
     try {
-      healthPortServer = denoServe(
-        bare({
-          hostname: "0.0.0.0",
-          port: args.healthPort,
-          onListen: (a: Deno.NetAddr) =>
-            log(`health on ${a.hostname}:${a.port}`),
-        }),
-        health,
-      );
+      healthPortServer = serveTcp(options, health);
     } catch (e) {
-      listenFailure(`health ${where}`, e);
+      listenFailure(`health ${hostPort(options.hostname, options.port)}`, e);
     }
   }
   // Served by the same isolate as the function: if the function spins the
@@ -1720,6 +1784,16 @@ async function main(): Promise<void> {
   if (stopping) return; // SIGTERM arrived while the module was loading
 
   // From here on the user's module has run: only captured references.
+  /** While draining: `r` closes its connection (a response whose headers
+   * are immutable, e.g. a fetch() result passed on, keeps it open). */
+  const closing = (r: Response): Response => {
+    if (!draining) return r;
+    try {
+      HeadersSet(ResponseHeaders(r), "connection", "close");
+      return shieldResponse(r);
+    } catch { /* immutable headers, or a frozen Response */ }
+    return r;
+  };
   const handler = (
     req: Request,
     info: Deno.ServeHandlerInfo,
@@ -1728,11 +1802,12 @@ async function main(): Promise<void> {
     try {
       p = invoke(req, info);
     } catch (e) {
-      return functionError(e);
+      return closing(functionError(e));
     }
+    if (draining) p = PromisePrototypeThen(p, closing);
     return shieldPromise(p);
   };
-  const onError = (e: unknown) => functionError(e);
+  const onError = (e: unknown) => closing(functionError(e));
 
   try {
     if (listen.kind === "unix") {
@@ -1749,18 +1824,18 @@ async function main(): Promise<void> {
         handler,
       );
     } else {
-      mainServer = denoServe(
+      mainServer = serveTcp(
         bare({
           hostname: listen.hostname,
           port: listen.port,
           onError,
           onListen: (a: Deno.NetAddr) => {
-            if (localAddr.transport === "tcp") localAddr.port = a.port;
+            if (localAddr.transport === "tcp") {
+              localAddr.hostname = a.hostname;
+              localAddr.port = a.port;
+            }
             ready = true;
-            const host = StringPrototypeIndexOf(a.hostname, ":") >= 0
-              ? `[${a.hostname}]`
-              : a.hostname;
-            log(`listening on tcp:${host}:${a.port}`);
+            log(`listening on tcp:${hostPort(a.hostname, a.port)}`);
             if (shape === "deno-serve") announceListening();
           },
         }),
@@ -1770,7 +1845,7 @@ async function main(): Promise<void> {
   } catch (e) {
     const where = listen.kind === "unix"
       ? `unix:${listen.path}`
-      : `tcp:${listen.hostname}:${listen.port}`;
+      : `tcp:${hostPort(listen.hostname, listen.port)}`;
     listenFailure(where, e);
   }
 }

@@ -78,6 +78,10 @@ export interface StartOptions {
   otherEnv?: Record<string, string>;
   /** extra writable dirs appended to {write_dirs} (e.g. "/tmp") */
   extraWriteDirs?: string;
+  /** --listen value instead of the unix socket (e.g. "tcp:[::]:8080") */
+  listen?: string;
+  /** --drain-secs: seconds of serving, not ready, after SIGTERM */
+  drainSecs?: number;
 }
 
 /** The Deno flags for `opts`, with the function's env allowed if it has one. */
@@ -338,7 +342,15 @@ export async function start(opts: StartOptions): Promise<Runtime> {
   const healthSocket = `${tmpDir}/health.sock`;
 
   const args = await flagsFor(opts, dirs, main);
-  args.push("--module", modulePath, "--listen", `unix:${socket}`);
+  args.push(
+    "--module",
+    modulePath,
+    "--listen",
+    opts.listen ?? `unix:${socket}`,
+  );
+  if (opts.drainSecs !== undefined) {
+    args.push("--drain-secs", String(opts.drainSecs));
+  }
   if (opts.healthPort !== undefined) {
     args.push("--health-port", String(opts.healthPort));
   }
@@ -365,7 +377,11 @@ export async function start(opts: StartOptions): Promise<Runtime> {
   if (opts.envOnStdin) await rt.writeStdin(`${JSON.stringify(opts.fnEnv)}\n`);
   if (!opts.noWait) {
     try {
-      await rt.waitForStderr(/^skiff-runtime: listening$/m);
+      await rt.waitForStderr(
+        opts.listen === undefined
+          ? /^skiff-runtime: listening$/m
+          : /^skiff-runtime: listening on tcp:/m,
+      );
     } catch (e) {
       await rt.stop();
       throw e;

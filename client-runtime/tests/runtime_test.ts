@@ -312,7 +312,7 @@ Deno.test("--health-port serves /healthz at once and /ready only once loaded", a
     noWait: true,
   });
   try {
-    await rt.waitForStderr(/skiff-runtime: health on 0\.0\.0\.0:\d+/);
+    await rt.waitForStderr(/skiff-runtime: health on \[::\]:\d+/);
     assert.deepEqual(await health("/healthz"), [200, "ok\n"]);
     // slow_load.ts takes 1.5 s to load: not ready, and no socket yet.
     assert.deepEqual(await health("/ready"), [503, "not ready\n"]);
@@ -329,7 +329,7 @@ Deno.test("--health-port serves /healthz at once and /ready only once loaded", a
   }
 });
 
-Deno.test("--health-port with 0.0.0.0/8 denied exits 71 with a clear error", async () => {
+Deno.test("--health-port with [::] denied exits 71 with a clear error", async () => {
   const rt = await start({
     fixture: "plain_function.ts",
     healthPort: freePort(),
@@ -340,7 +340,7 @@ Deno.test("--health-port with 0.0.0.0/8 denied exits 71 with a clear error", asy
   assert.equal(status.code, 71, rt.stderr);
   assert.match(
     rt.stderr,
-    /^skiff-runtime: cannot listen on health 0\.0\.0\.0:\d+: .*deny-net/m,
+    /^skiff-runtime: cannot listen on health \[::\]:\d+: .*deny-net/m,
   );
 });
 

@@ -17,6 +17,11 @@ pub const SERVICE_PORT: u16 = 80;
 pub const CONTAINER_PORT: u16 = 8080;
 /// Port of the client runtime's probe listener (`/healthz`, `/ready`).
 pub const HEALTH_PORT: u16 = 8081;
+/// Seconds a function pod serves on after SIGTERM, not ready, answering with
+/// `connection: close` (the runtime's `--drain-secs`). The router keeps an
+/// idle pooled connection to a Service for less than this, so none outlives
+/// the drain unclosed.
+pub const POD_DRAIN_SECS: u64 = 5;
 
 /// Label holding the function's owner: `kubectl get deploy -l skiff.dev/user=alice`.
 pub const LABEL_USER: &str = "skiff.dev/user";
@@ -118,6 +123,13 @@ mod tests {
     fn short_names_stay_readable() {
         let n = object_name("alice", "hello");
         assert!(n.starts_with("fn-alice-hello-"), "{n}");
+        // The example in docs/kubernetes.md is the real name.
+        assert_eq!(n, "fn-alice-hello-b2cd876d36");
+        let docs = include_str!("../../docs/kubernetes.md");
+        assert!(
+            docs.contains(&format!("`{n}`")),
+            "docs/kubernetes.md names {n}"
+        );
         assert!(is_dns_label(&n));
         assert_eq!(object_name("bob", "a").len(), "fn-bob-a-".len() + HASH_LEN);
     }

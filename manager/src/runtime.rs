@@ -129,6 +129,7 @@ async fn kubernetes(
         "Kubernetes runtime: reconciling functions"
     );
     crate::kube::reconcile::spawn_observed(runtime.clone(), Some(metrics.clone()));
+    crate::kube::state_watch::spawn(runtime.clone());
     Ok(runtime)
 }
 

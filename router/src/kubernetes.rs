@@ -20,6 +20,21 @@ pub struct KubernetesRuntime {
     namespace: String,
 }
 
+/// A refused connection goes to the Service again, where kube-proxy picks
+/// an endpoint anew: a stopping pod's listener, or an endpoint list
+/// changing, costs a retry instead of a 502.
+pub const UNSENT_RETRIES: u32 = 3;
+
+/// An idle pooled connection is dropped before a draining pod would close
+/// it: a pod drains `POD_DRAIN_SECS` after SIGTERM, answering each request
+/// with `connection: close`, so a connection used during the drain closes
+/// with its answer and one idle through it has expired here. Without this a
+/// request could be written to a connection the pod is closing at that very
+/// moment, which is neither refused nor safe to send again.
+pub fn pool_idle_timeout() -> Duration {
+    Duration::from_secs(skiff_core::naming::POD_DRAIN_SECS.saturating_sub(1).max(1))
+}
+
 impl KubernetesRuntime {
     pub fn new(namespace: String) -> Self {
         let mut http = HttpConnector::new();
@@ -27,7 +42,7 @@ impl KubernetesRuntime {
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         Self {
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_idle_timeout(pool_idle_timeout())
                 .build(http),
             namespace,
         }
@@ -46,6 +61,10 @@ impl Upstream for ServiceUpstream {
 
     fn send(&self, req: Request<ProxyBody>) -> ResponseFuture {
         self.client.request(req)
+    }
+
+    fn unsent_retries(&self) -> u32 {
+        UNSENT_RETRIES
     }
 }
 
@@ -77,6 +96,13 @@ pub fn service_authority(namespace: &str, f: &FunctionRef) -> Result<Authority, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_connection_expires_before_a_draining_pod_closes_it() {
+        let drain = Duration::from_secs(skiff_core::naming::POD_DRAIN_SECS);
+        assert!(pool_idle_timeout() < drain);
+        assert!(!pool_idle_timeout().is_zero());
+    }
 
     #[test]
     fn the_upstream_is_the_managers_service_name() {

@@ -2,7 +2,7 @@
 
 // Layers, lowest first; each imports only from those above it in this list:
 // body, metrics → error, ws_frame, access_log → tunnel → user_limits → directory → runtime (trait)
-// → process, kubernetes (its implementations) → limits, user_rate, state → proxy → server,
+// → process, kubernetes (its implementations), replay → limits, user_rate, state → proxy → server,
 // stats_flush → this file.
 pub mod access_log;
 pub mod body;
@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod process;
 pub mod proxy;
+pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod state;

@@ -428,7 +428,7 @@ async fn route(
         .counting(in_flight.as_ref().map(|g| g.function().clone()))
         .boxed_unsync();
 
-    let upstream = state.runtime.upstream(&function).await?;
+    let mut upstream = state.runtime.upstream(&function).await?;
     seen.cold = upstream.cold_start();
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -436,9 +436,9 @@ async fn route(
     uri.path_and_query = Some(tail_and_query);
     parts.uri = Uri::from_parts(uri).map_err(|_| RouterError::NotFound)?;
     parts.version = http::Version::HTTP_11;
-    let up_req = Request::from_parts(parts, body);
     let forwarded = Instant::now();
-    let sent = upstream.send(up_req);
+    // Sent again, within the timeout, if it never reached the function.
+    let sent = crate::replay::send(upstream.as_mut(), parts, body);
     let answer = tokio::time::timeout(settings.timeout, sent).await;
     seen.upstream = Some(forwarded.elapsed());
     let resp = match answer {

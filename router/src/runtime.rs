@@ -70,6 +70,13 @@ pub trait Upstream: Send + 'static {
 
     fn send(&self, req: Request<ProxyBody>) -> ResponseFuture;
 
+    /// How many times a request that never reached the function (no
+    /// connection made, body unread) is sent again (`replay.rs`). A runtime
+    /// whose next attempt may reach another instance says more than 0.
+    fn unsent_retries(&self) -> u32 {
+        0
+    }
+
     /// The instance did not answer in time (it may be stuck).
     fn timed_out(&self) {}
 

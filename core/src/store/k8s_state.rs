@@ -17,11 +17,14 @@ const MAX_ERROR_CHARS: usize = 2000;
 /// Where a function's Kubernetes objects stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimePhase {
-    /// An apply for this version has started and not finished.
+    /// Being applied, or applied with no ready pod of this version yet.
     Pending,
-    /// Every object of this version was applied.
+    /// At least one pod of this version is ready (its runtime loaded the
+    /// module and listens).
     Ready,
-    /// The last apply failed; the reconcile loop retries it.
+    /// The last apply failed (the reconcile loop retries it), or the pods of
+    /// this version cannot run (crash loop, image pull, the module's load
+    /// error).
     Error,
 }
 

@@ -18,6 +18,8 @@ pub enum Verb {
     Get,
     Delete,
     DeleteCollection,
+    /// A list followed by a watch of the collection (kube's `watcher`).
+    Watch,
 }
 
 impl Verb {
@@ -30,6 +32,7 @@ impl Verb {
             Self::Get => &["get"],
             Self::Delete => &["delete"],
             Self::DeleteCollection => &["deletecollection"],
+            Self::Watch => &["watch"],
         }
     }
 }
@@ -54,7 +57,8 @@ const fn call(group: &'static str, resource: &'static str, verb: Verb) -> ApiCal
 
 /// Apply and list every kind; delete the single objects by name and a
 /// function's code ConfigMaps (one per version) by label; for
-/// `GET /func/<name>/logs`, list a function's pods and read their logs.
+/// `GET /func/<name>/logs`, list a function's pods and read their logs;
+/// watch the pods (a list, then a watch) for each function's runtime state.
 /// Secrets (one per function, its env file) are only applied and deleted by
 /// name: never listed, watched or read back, so the manager's token cannot
 /// read other Secrets of the namespace.
@@ -77,6 +81,7 @@ pub const API_CALLS: &[ApiCall] = &[
     call("networking.k8s.io", "networkpolicies", Verb::List),
     call("networking.k8s.io", "networkpolicies", Verb::Delete),
     call("", "pods", Verb::List),
+    call("", "pods", Verb::Watch),
     call("", "pods/log", Verb::Get),
 ];
 
@@ -159,6 +164,8 @@ mod tests {
     #[test]
     fn anything_else_is_refused() {
         assert!(permitted::<Secret>(Verb::List).is_err());
+        assert!(permitted::<Secret>(Verb::Watch).is_err());
+        assert!(permitted::<Pod>(Verb::Watch).is_ok());
         assert!(permitted::<Secret>(Verb::Get).is_err());
         assert!(permitted::<Secret>(Verb::DeleteCollection).is_err());
         assert!(permitted::<Secret>(Verb::Apply).is_ok());
@@ -176,7 +183,15 @@ mod tests {
         let grants = rbac_grants();
         assert!(grants.contains(&("apps".into(), "deployments".into(), "create".into())));
         assert!(grants.contains(&("apps".into(), "deployments".into(), "patch".into())));
-        assert!(!grants.iter().any(|(_, _, v)| v == "update" || v == "watch"));
+        assert!(!grants.iter().any(|(_, _, v)| v == "update"));
+        // `watch` only on pods (each function's runtime state); never on
+        // Secrets.
+        assert!(
+            grants
+                .iter()
+                .filter(|(_, _, v)| v == "watch")
+                .all(|(g, r, _)| g.is_empty() && r == "pods")
+        );
         // `get` only on pods' logs: no object is read whole.
         assert!(
             grants

@@ -9,13 +9,14 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
-use futures_util::AsyncReadExt;
+use futures_util::{AsyncReadExt, Stream};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -253,5 +254,20 @@ impl KubeApi {
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         };
         self.bounded(action, read).await
+    }
+
+    /// Every function pod's changes: a list, then a watch, restarted (with
+    /// backoff) when it ends or fails. Not bounded by the call timeout: it
+    /// runs for the manager's life.
+    pub fn watch_pods(
+        &self,
+    ) -> Result<
+        impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + use<>,
+        KubeError,
+    > {
+        permitted::<Pod>(Verb::List)?;
+        permitted::<Pod>(Verb::Watch)?;
+        let config = watcher::Config::default().labels(&labels::managed_selector());
+        Ok(watcher(self.api::<Pod>(), config).default_backoff())
     }
 }

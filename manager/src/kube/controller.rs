@@ -11,6 +11,7 @@
 //! re-rendered from that version's configuration.
 
 use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
 
 use kube::Client;
 use skiff_core::fnconfig::SettingsPolicy;
@@ -21,7 +22,9 @@ use super::apply::KubeApi;
 use super::errors::KubeError;
 use super::locks::KeyedLocks;
 use super::objects::{FunctionSpec, VersionConfig, build};
+use super::observed::Observed;
 use super::settings::KubeSettings;
+use super::state_watch::PodsSeen;
 
 /// Versions whose code ConfigMap is kept: the live one, and the one before it
 /// so pods of the previous version keep their code while a rollout replaces them.
@@ -59,6 +62,11 @@ pub struct KubeRuntime {
     secrets_key: Option<SecretsKey>,
     /// The operator's per-function defaults (timeout, concurrency).
     policy: SettingsPolicy,
+    /// The function pods the pod watch has reported (`state_watch`).
+    pods: Mutex<PodsSeen>,
+    /// Functions whose last apply failed: their state is that error, which
+    /// the pods cannot clear (they may be the previous version's).
+    apply_failed: Mutex<BTreeSet<i64>>,
 }
 
 fn default_policy() -> SettingsPolicy {
@@ -80,6 +88,8 @@ impl KubeRuntime {
             locks: KeyedLocks::default(),
             secrets_key: None,
             policy: default_policy(),
+            pods: Mutex::default(),
+            apply_failed: Mutex::default(),
         }
     }
 
@@ -110,6 +120,77 @@ impl KubeRuntime {
         &self.api
     }
 
+    /// Runs `f` on the pods the watch has reported.
+    pub(super) fn pods_seen<R>(&self, f: impl FnOnce(&mut PodsSeen) -> R) -> R {
+        f(&mut self.pods.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn mark_apply_failed(&self, function_id: i64, failed: bool) {
+        let mut set = self
+            .apply_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if failed {
+            set.insert(function_id);
+        } else {
+            set.remove(&function_id);
+        }
+    }
+
+    /// Records what the function's pods say of its live version (after a pod
+    /// change the watch reported), unless its last apply failed. Under the
+    /// function's lock, so it never interleaves with an apply.
+    pub async fn record_observed(&self, user: &str, function: &str) {
+        let _guard = self.locks.lock(&format!("{user}/{function}")).await;
+        let target = match self.store.runtime_target(user, function).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(user, function, error = %e, "reading a function for its pod state failed");
+                return;
+            }
+        };
+        let failed = self
+            .apply_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&target.function_id);
+        if failed {
+            return;
+        }
+        let observed = self.pods_seen(|p| p.observe(user, function, target.version));
+        if let Err(e) = self.write_state(&target, &observed, false).await {
+            tracing::warn!(user, function, error = %e, "recording a function's pod state failed");
+        }
+    }
+
+    /// Writes `observed` for `t`'s version, only on change (unless `always`),
+    /// so an idle reconcile pass or a pod event that changes nothing writes
+    /// nothing.
+    async fn write_state(
+        &self,
+        t: &RuntimeTarget,
+        observed: &Observed,
+        always: bool,
+    ) -> Result<(), skiff_core::store::StoreError> {
+        let before = self.store.runtime_state_by_id(t.function_id).await?;
+        let unchanged = !always
+            && before.as_ref().is_some_and(|s: &RuntimeState| {
+                s.version == t.version && s.phase == observed.phase && s.error == observed.error
+            });
+        if unchanged {
+            return Ok(());
+        }
+        self.store
+            .set_runtime_state(
+                t.function_id,
+                t.version,
+                observed.phase,
+                observed.error.as_deref(),
+            )
+            .await
+    }
+
     /// Brings one function's objects to what the database holds now.
     /// `announce` records "pending" before applying (after a deploy, so
     /// `GET /func/<name>` shows the new version is on its way).
@@ -133,14 +214,6 @@ impl KubeRuntime {
     }
 
     async fn apply_target(&self, t: &RuntimeTarget, announce: bool) -> SyncOutcome {
-        let before = match self.store.runtime_state_by_id(t.function_id).await {
-            Ok(s) => s,
-            Err(e) => {
-                return SyncOutcome::StoreFailed {
-                    error: e.to_string(),
-                };
-            }
-        };
         if announce
             && let Err(e) = self
                 .store
@@ -152,34 +225,29 @@ impl KubeRuntime {
             };
         }
         let result = self.apply_version(t).await;
-        let (phase, error) = match &result {
-            Ok(()) => (RuntimePhase::Ready, None),
+        self.mark_apply_failed(t.function_id, result.is_err());
+        // Applied is not running: the pods say whether the version serves.
+        let observed = match &result {
+            Ok(()) => self.pods_seen(|p| p.observe(&t.user, &t.name, t.version)),
             Err(e) => {
                 tracing::warn!(user = %t.user, function = %t.name, version = t.version, error = %e, "applying a function failed; will retry");
-                (RuntimePhase::Error, Some(e.to_string()))
+                Observed {
+                    phase: RuntimePhase::Error,
+                    error: Some(e.to_string()),
+                }
             }
         };
-        // Write only on change, so an idle reconcile pass writes nothing.
-        let unchanged = !announce
-            && before.as_ref().is_some_and(|s: &RuntimeState| {
-                s.version == t.version && s.phase == phase && s.error == error
-            });
-        if !unchanged
-            && let Err(e) = self
-                .store
-                .set_runtime_state(t.function_id, t.version, phase, error.as_deref())
-                .await
-        {
+        if let Err(e) = self.write_state(t, &observed, announce).await {
             return SyncOutcome::StoreFailed {
                 error: e.to_string(),
             };
         }
-        match error {
-            None => SyncOutcome::Applied { version: t.version },
-            Some(error) => SyncOutcome::Failed {
+        match observed.error {
+            Some(error) if result.is_err() => SyncOutcome::Failed {
                 version: t.version,
                 error,
             },
+            _ => SyncOutcome::Applied { version: t.version },
         }
     }
 

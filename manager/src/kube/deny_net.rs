@@ -3,9 +3,9 @@
 /// Addresses a function's Deno process may not connect to in Kubernetes mode.
 ///
 /// Why it differs from the process runtime's list:
-/// - The runtime binds `0.0.0.0` (service and probe ports), and Deno checks a
-///   bind address against `--deny-net` too, so `0.0.0.0/8` and `[::]` must NOT
-///   be listed or the runtime exits 71. Fetching `0.0.0.0` from a pod reaches
+/// - The runtime binds `[::]` (service and probe ports; `0.0.0.0` where the
+///   kernel has no IPv6), and Deno checks a bind address against `--deny-net`
+///   too, so `0.0.0.0/8` and `[::]` must NOT be listed or the runtime exits 71. Fetching `0.0.0.0` from a pod reaches
 ///   only the pod's own listeners (the pod has its own network namespace and
 ///   one container), so leaving it open exposes nothing.
 /// - Nothing here is bound by the runtime, so the pod network's private

@@ -8,6 +8,8 @@
 //! - `api_calls`: the one list of API calls (and so of RBAC grants).
 //! - `apply`: the only module doing Kubernetes I/O.
 //! - `controller`, `reconcile`, `hooks`: when to apply, state in the database.
+//! - `state_watch` (the pod watch) and `observed` (pure): each function's
+//!   runtime state from its pods.
 //! - `pod_logs`: functions' output, read from their pods.
 //! - `render`: `skiff-manager render`.
 //!
@@ -33,12 +35,16 @@ mod locks;
 #[cfg(feature = "kubernetes")]
 pub mod objects;
 #[cfg(feature = "kubernetes")]
+pub mod observed;
+#[cfg(feature = "kubernetes")]
 pub mod pod_logs;
 #[cfg(feature = "kubernetes")]
 pub mod reconcile;
 #[cfg(feature = "kubernetes")]
 pub mod render;
 pub mod settings;
+#[cfg(feature = "kubernetes")]
+pub mod state_watch;
 
 #[cfg(feature = "kubernetes")]
 pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome};

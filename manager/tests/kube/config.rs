@@ -131,7 +131,7 @@ async fn env_and_secrets_go_into_the_secret_and_nowhere_else(b: TestBackend) {
         env_secret_name("alice", "hello")
     );
     let state = env.state("hello").await.unwrap();
-    assert_eq!((state.version, state.phase), (3, RuntimePhase::Ready));
+    assert_eq!((state.version, state.phase), (3, RuntimePhase::Pending));
 
     // Deleting the function deletes its Secret (expect_delete_all checks it).
     env.delete_stored("hello").await;
@@ -228,7 +228,7 @@ async fn settings_become_resources_and_autoscaler_bounds(b: TestBackend) {
     assert_eq!(resources["limits"]["memory"], "512Mi");
     assert_eq!(resources["requests"]["memory"], "512Mi");
     assert_eq!(pod_env(&applied[4], "SKIFF_HEAP_MB"), "256");
-    assert_eq!(pod["terminationGracePeriodSeconds"], 65);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 75);
     let hpa = &applied[5]["spec"];
     assert_eq!(
         (&hpa["minReplicas"], &hpa["maxReplicas"]),

@@ -70,7 +70,7 @@ async fn recovers(env: &mut Env) {
     env.api.expect_version("alice", "hello", 1).await;
     assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 1 });
     let state = env.state("hello").await.unwrap();
-    assert_eq!((state.phase, state.error), (RuntimePhase::Ready, None));
+    assert_eq!((state.phase, state.error), (RuntimePhase::Pending, None));
 }
 
 async fn conflict_409_is_recorded_and_retried(b: TestBackend) {

@@ -103,8 +103,10 @@ impl Seen {
             None => rest[2].to_owned(),
         };
         let named = rest.len() > 3;
+        let watch = self.query_value("watch").as_deref() == Some("true");
         let verb = match (&self.method, named) {
             (&Method::PATCH, true) => Verb::Apply,
+            (&Method::GET, false) if watch => Verb::Watch,
             (&Method::GET, false) => Verb::List,
             (&Method::GET, true) => Verb::Get,
             (&Method::DELETE, true) => Verb::Delete,
@@ -167,6 +169,24 @@ pub enum Reply {
     Text(u16, String),
     /// A metadata list of pods with these names.
     Pods(Vec<String>),
+    /// 200 with this JSON body.
+    Json(Value),
+}
+
+/// Answers a watch with these events, one JSON object a line, then ends it
+/// (the client watches again).
+pub fn send_watch_events(send: Responder, events: &[Value]) {
+    let mut body = Vec::new();
+    for e in events {
+        body.extend_from_slice(&serde_json::to_vec(e).unwrap());
+        body.push(b'\n');
+    }
+    let resp = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    send.send_response(resp);
 }
 
 pub struct FakeApi {
@@ -203,11 +223,12 @@ fn respond(send: Responder, status: u16, body: &Value) {
 }
 
 impl FakeApi {
-    /// The next request, which must come within 5 s.
+    /// The next request, which must come within 15 s (a deploy type-checks
+    /// with the real Deno first: seconds on a loaded machine).
     pub async fn next(&mut self) -> (Seen, Responder) {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
+        let (req, send) = tokio::time::timeout(Duration::from_secs(15), self.handle.next_request())
             .await
-            .expect("the runtime made no further API call within 5 s")
+            .expect("the runtime made no further API call within 15 s")
             .expect("the client was dropped");
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.unwrap();
@@ -260,6 +281,7 @@ impl FakeApi {
                     .unwrap();
                 send.send_response(resp);
             }
+            Reply::Json(body) => respond(send, 200, &body),
             Reply::Pods(names) => {
                 let items = names.iter().map(|n| json!({"name": n, "namespace": NS}));
                 respond(send, 200, &metadata_list(items))
@@ -550,5 +572,103 @@ impl Env {
             .runtime_state(self.user_id, &FunctionName::parse(function).unwrap())
             .await
             .unwrap()
+    }
+}
+
+/// A function pod of alice's `function` at `version`, as the API serves it.
+pub fn pod(name: &str, function: &str, version: i64, status: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": NS, "resourceVersion": "1",
+            "labels": {
+                "app.kubernetes.io/managed-by": "skiff-manager",
+                "skiff.dev/user": "alice", "skiff.dev/function": function,
+                "skiff.dev/version": version.to_string(),
+            },
+        },
+        "status": status,
+    })
+}
+
+/// A pod status whose Ready condition is `ready`.
+pub fn pod_ready(ready: bool) -> Value {
+    json!({"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]})
+}
+
+/// A pod status of a runtime in a crash loop that last exited with `message`.
+pub fn pod_crashing(message: &str) -> Value {
+    json!({
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{
+            "name": "runtime", "image": "skiff/client-runtime", "imageID": "", "ready": false,
+            "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}},
+            "lastState": {"terminated": {"exitCode": 78, "reason": "Error", "message": message}},
+        }],
+    })
+}
+
+/// A full PodList (what the watch's first listing reads).
+pub fn pod_list(pods: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": pods})
+}
+
+/// A watch event of `kind` (ADDED, MODIFIED, DELETED) for `object`.
+pub fn watch_event(kind: &str, object: Value) -> Value {
+    json!({"type": kind, "object": object})
+}
+
+impl FakeApi {
+    /// Expects the pod watch's listing (by the managed-by label) and answers
+    /// it with `pods`.
+    pub async fn expect_pod_listing(&mut self, pods: Vec<Value>) -> Seen {
+        let seen = self.answer(Reply::Json(pod_list(pods))).await;
+        assert_eq!(
+            (seen.method.clone(), seen.path.clone()),
+            (Method::GET, format!("/api/v1/namespaces/{NS}/pods"))
+        );
+        assert_eq!(seen.call().verb, Verb::List);
+        assert_eq!(
+            seen.query_value("labelSelector").as_deref(),
+            Some("app.kubernetes.io/managed-by=skiff-manager")
+        );
+        seen
+    }
+
+    /// Expects the pod watch's watch request; returns it unanswered.
+    pub async fn expect_pod_watch(&mut self) -> Responder {
+        let (seen, send) = self.next().await;
+        assert_eq!(seen.path, format!("/api/v1/namespaces/{NS}/pods"));
+        assert_eq!(seen.call().verb, Verb::Watch, "{seen:?}");
+        assert_eq!(
+            seen.query_value("labelSelector").as_deref(),
+            Some("app.kubernetes.io/managed-by=skiff-manager")
+        );
+        send
+    }
+}
+
+impl Env {
+    /// Waits (bounded) until alice's `function` has a recorded state that
+    /// `done` accepts, and returns it.
+    pub async fn state_when(
+        &self,
+        function: &str,
+        done: impl Fn(&skiff_core::store::RuntimeState) -> bool,
+    ) -> skiff_core::store::RuntimeState {
+        for _ in 0..250 {
+            if let Some(s) = self.state(function).await
+                && done(&s)
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "state of {function} never came: {:?}",
+            self.state(function).await
+        );
     }
 }

@@ -12,6 +12,7 @@ mod api;
 mod config;
 mod failures;
 mod logs;
+mod pod_state;
 mod rbac;
 mod reconcile;
 mod scenarios;

@@ -87,8 +87,8 @@ fn the_manager_has_no_cluster_wide_grant() {
     }
 }
 
-/// Create, update with a prune, a reconcile pass with an orphan, a delete
-/// and reading a function's logs together make every call in `API_CALLS`, and nothing else (the
+/// Create, update with a prune, a reconcile pass with an orphan, a delete,
+/// reading a function's logs and the pod watch together make every call in `API_CALLS`, and nothing else (the
 /// fake API panics on any unlisted call).
 #[tokio::test]
 async fn every_listed_call_is_made_by_the_code() {
@@ -136,6 +136,12 @@ async fn every_listed_call_is_made_by_the_code() {
         .answer(Reply::Text(200, "2026-01-01T00:00:00Z hi\n".into()))
         .await;
     read.await.unwrap().unwrap();
+
+    // The pod watch behind each function's runtime state: a list, a watch.
+    let watch = skiff_manager::kube::state_watch::spawn(env.runtime.clone());
+    env.api.expect_pod_listing(Vec::new()).await;
+    let _held = env.api.expect_pod_watch().await;
+    watch.abort();
 
     let listed: BTreeSet<_> = API_CALLS.iter().copied().collect();
     assert_eq!(env.api.calls(), listed);

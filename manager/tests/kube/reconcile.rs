@@ -91,7 +91,7 @@ async fn a_missing_deployment_is_repaired(b: TestBackend) {
     );
     env.api.expect_silence().await;
     let state = env.state("hello").await.unwrap();
-    assert_eq!((state.version, state.phase), (1, RuntimePhase::Ready));
+    assert_eq!((state.version, state.phase), (1, RuntimePhase::Pending));
 }
 
 async fn objects_of_deleted_functions_are_removed(b: TestBackend) {
@@ -164,14 +164,14 @@ async fn a_deploy_never_applied_converges_on_the_next_pass(b: TestBackend) {
     }
     runner.abort();
     let state = env.state("hello").await.unwrap();
-    assert_eq!((state.version, state.phase), (2, RuntimePhase::Ready));
+    assert_eq!((state.version, state.phase), (2, RuntimePhase::Pending));
     let status = env
         .runtime
         .status(env.user_id, &name, 2)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((status.state.as_str(), status.error), ("ready", None));
+    assert_eq!((status.state.as_str(), status.error), ("pending", None));
 }
 
 /// The value of `series` in the metrics' text (`None`: absent).

@@ -8,12 +8,12 @@ use skiff_testkit::TestBackend;
 use crate::harness::{HELLO_V1, HELLO_V2, env, settings};
 
 skiff_testkit::on_both_backends!(
-    create_applies_every_object_and_records_ready,
+    create_applies_every_object_and_records_pending,
     update_rolls_out_a_new_configmap_and_points_the_deployment_at_it,
     delete_removes_every_object_by_name_and_label,
 );
 
-async fn create_applies_every_object_and_records_ready(b: TestBackend) {
+async fn create_applies_every_object_and_records_pending(b: TestBackend) {
     let mut env = env(b, settings()).await;
     assert_eq!(env.store_version("hello", HELLO_V1).await, 1);
     let task = env.sync("hello", true);
@@ -42,7 +42,7 @@ async fn create_applies_every_object_and_records_ready(b: TestBackend) {
     let state = env.state("hello").await.unwrap();
     assert_eq!(
         (state.version, state.phase, state.error),
-        (1, RuntimePhase::Ready, None)
+        (1, RuntimePhase::Pending, None)
     );
 }
 
@@ -77,7 +77,7 @@ async fn update_rolls_out_a_new_configmap_and_points_the_deployment_at_it(b: Tes
         object_name("alice", "hello")
     );
     let state = env.state("hello").await.unwrap();
-    assert_eq!((state.version, state.phase), (2, RuntimePhase::Ready));
+    assert_eq!((state.version, state.phase), (2, RuntimePhase::Pending));
 
     // A third version prunes version 1's code (2 and 3 are kept).
     env.store_version("hello", "export default () => new Response('3');\n")

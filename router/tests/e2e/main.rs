@@ -10,6 +10,7 @@ mod forwarded_headers;
 mod helpers;
 mod hostile_clients;
 mod hostile_code;
+mod kube_drain;
 mod lifecycle;
 mod logs;
 mod metrics;

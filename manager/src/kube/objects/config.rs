@@ -16,8 +16,17 @@ use skiff_core::fnconfig::{EffectiveSettings, FunctionSettings, SettingsPolicy};
 
 use crate::kube::settings::KubeSettings;
 
-/// Seconds a pod gets after SIGTERM beyond the request timeout, so a request
-/// that started just before the stop can still finish.
+/// The pod's `preStop` pause: the kubelet waits this long before SIGTERM, while
+/// the endpoint controller, kube-proxy and the routers' EndpointSlice watch
+/// take the stopping pod out of the Service (they learn of it at the same
+/// moment as the kubelet).
+pub const PRESTOP_SLEEP_SECS: u64 = 5;
+/// After SIGTERM the runtime says "not ready" and serves this long more
+/// (`--drain-secs`), answering with `connection: close`, for callers that
+/// still route here (pooled connections, a slow kube-proxy).
+pub const DRAIN_SECS: u64 = skiff_core::naming::POD_DRAIN_SECS;
+/// Seconds beyond the pause, the drain and the request timeout, so a request
+/// accepted at the end of the drain can still finish.
 const DRAIN_MARGIN_SECS: u64 = 5;
 /// The shortest grace period (Kubernetes' own default).
 const MIN_GRACE_SECS: u64 = 30;
@@ -51,8 +60,9 @@ pub struct PodShape {
     pub heap_mb: u64,
     pub min_replicas: i32,
     pub max_replicas: i32,
-    /// The pod's termination grace period: at least the request timeout plus
-    /// a margin, so a rollout drains requests instead of cutting them.
+    /// The pod's termination grace period: the preStop pause, the drain, the
+    /// request timeout and a margin, so a rollout drains requests instead of
+    /// cutting them.
     pub grace_secs: i64,
     pub timeout_secs: u64,
     pub concurrency: u64,
@@ -136,7 +146,10 @@ impl VersionConfig {
         } else {
             (min_replicas, max_replicas.max(min_replicas))
         };
-        let grace = (self.effective.timeout_secs + DRAIN_MARGIN_SECS).max(MIN_GRACE_SECS);
+        // The grace period counts from the start of the preStop pause.
+        let grace =
+            (PRESTOP_SLEEP_SECS + DRAIN_SECS + self.effective.timeout_secs + DRAIN_MARGIN_SECS)
+                .max(MIN_GRACE_SECS);
         PodShape {
             memory_request,
             memory_limit,
@@ -210,7 +223,7 @@ pub(crate) mod tests {
         assert_eq!((s.min_replicas, s.max_replicas), (1, 5));
         assert_eq!(s.timeout_secs, policy().request_timeout_secs);
         assert_eq!(s.concurrency, policy().function_concurrency);
-        assert_eq!(s.grace_secs, 35);
+        assert_eq!(s.grace_secs, 45);
     }
 
     #[test]
@@ -232,7 +245,7 @@ pub(crate) mod tests {
         assert_eq!(s.heap_mb, 256);
         assert_eq!((s.min_replicas, s.max_replicas), (2, 3));
         assert_eq!((s.timeout_secs, s.concurrency), (120, 4));
-        assert_eq!(s.grace_secs, 125);
+        assert_eq!(s.grace_secs, 135);
     }
 
     #[test]

@@ -15,15 +15,16 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_core::naming::{CONTAINER_PORT, HEALTH_PORT, code_config_map_name, env_secret_name};
 
-use super::config::PodShape;
+use super::config::{DRAIN_SECS, PRESTOP_SLEEP_SECS, PodShape};
 use super::secret::ENV_FILE_KEY;
 use super::{FunctionSpec, common_metadata};
 use crate::kube::deny_net::deny_net_value;
@@ -112,12 +113,17 @@ fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>, shape: &PodShape)
         args: Some(vec![
             "--module".into(),
             module,
+            // Every address of both families: IPv4-only, IPv6-only and
+            // dual-stack clusters alike (the runtime binds 0.0.0.0 where the
+            // kernel has no IPv6); its probe port does the same.
             "--listen".into(),
-            format!("tcp:0.0.0.0:{CONTAINER_PORT}"),
+            format!("tcp:[::]:{CONTAINER_PORT}"),
             "--health-port".into(),
             HEALTH_PORT.to_string(),
             "--env-file".into(),
             ENV_FILE.into(),
+            "--drain-secs".into(),
+            DRAIN_SECS.to_string(),
         ]),
         env: Some(vec![
             env("SKIFF_CODE_DIR", CODE_DIR),
@@ -165,6 +171,21 @@ fn container(settings: &KubeSettings, spec: &FunctionSpec<'_>, shape: &PodShape)
         // `/ready` answers 200 only once the module loaded and the main
         // listener is up; `/healthz` from process start.
         readiness_probe: Some(http_probe("/ready", 2, 3)),
+        // A runtime that exits (a module that fails to load) leaves its last
+        // log line in the pod's status, where the manager reads the reason.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        // A stopping pod leaves the Service while it is still serving: the
+        // kubelet pauses before SIGTERM (the kubelet's own sleep, nothing run
+        // in the container), then the runtime drains (`--drain-secs`).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: i64::try_from(PRESTOP_SLEEP_SECS).unwrap_or(i64::MAX),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(5),
             ..http_probe("/healthz", 10, 3)
@@ -413,11 +434,13 @@ mod tests {
                 "--module",
                 "/code/fn.js",
                 "--listen",
-                "tcp:0.0.0.0:8080",
+                "tcp:[::]:8080",
                 "--health-port",
                 "8081",
                 "--env-file",
-                "/var/run/skiff/env/env.json"
+                "/var/run/skiff/env/env.json",
+                "--drain-secs",
+                "5"
             ]
         );
         assert_eq!(c.image.as_deref(), Some(settings.runtime_image.as_str()));
@@ -643,7 +666,7 @@ mod tests {
         assert_eq!(r.limits.unwrap()["memory"], Quantity("384Mi".into()));
         assert_eq!(r.requests.unwrap()["memory"], Quantity("384Mi".into()));
         assert_eq!(env_of(c)["SKIFF_HEAP_MB"], "192");
-        assert_eq!(p.termination_grace_period_seconds, Some(95));
+        assert_eq!(p.termination_grace_period_seconds, Some(105));
         let a = annotations(&d);
         assert_eq!(a[TIMEOUT_ANNOTATION], "90");
         assert_eq!(a[CONCURRENCY_ANNOTATION], "7");
@@ -657,7 +680,34 @@ mod tests {
             r.requests.unwrap()["memory"],
             Quantity(defaults.memory_request)
         );
-        assert_eq!(p.termination_grace_period_seconds, Some(35));
+        assert_eq!(p.termination_grace_period_seconds, Some(45));
+    }
+
+    #[test]
+    fn a_stopping_pod_pauses_then_drains_within_its_grace_period() {
+        let p = pod(&deployment(&KubeSettings::default(), &spec()));
+        let c = &p.containers[0];
+        let pre_stop = c.lifecycle.clone().unwrap().pre_stop.unwrap();
+        assert_eq!(pre_stop.sleep.map(|s| s.seconds), Some(5));
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        assert!(pre_stop.exec.is_none() && pre_stop.http_get.is_none());
+        let args = c.args.clone().unwrap();
+        let at = args.iter().position(|a| a == "--drain-secs").unwrap();
+        let drain: i64 = args[at + 1].parse().unwrap();
+        // Pause + drain + the request timeout fit in the grace period, which
+        // the kubelet counts from the start of the pause.
+        let timeout: i64 = annotations(&deployment(&KubeSettings::default(), &spec()))
+            [TIMEOUT_ANNOTATION]
+            .parse()
+            .unwrap();
+        assert!(p.termination_grace_period_seconds.unwrap() > 5 + drain + timeout);
+        // Not ready after SIGTERM: the readiness probe notices within
+        // its period, long before the drain ends.
+        let ready = c.readiness_probe.clone().unwrap();
+        assert!(i64::from(ready.period_seconds.unwrap()) < drain);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The function's Service: a stable ClusterIP name the router connects to
-//! (`skiff_core::naming::service_host`).
+//! (`skiff_core::naming::service_host`), of both IP families where the
+//! cluster has both.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -14,6 +15,9 @@ pub fn service(settings: &KubeSettings, spec: &FunctionSpec<'_>) -> Service {
         metadata: common_metadata(settings, spec),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            // A ClusterIP of each family the cluster has (one on a
+            // single-stack cluster): the runtime listens on both.
+            ip_family_policy: Some("PreferDualStack".into()),
             selector: Some(labels::pod_selector(spec.user, spec.function)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
@@ -45,5 +49,6 @@ mod tests {
         let port = &spec.ports.unwrap()[0];
         assert_eq!(port.port, 80);
         assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+        assert_eq!(spec.ip_family_policy.as_deref(), Some("PreferDualStack"));
     }
 }
