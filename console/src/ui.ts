@@ -14,12 +14,13 @@ export function describe(e: unknown): string {
 
 /**
  * Runs `work` while `status` shows a progress bar and the seconds spent, then
- * the error if it failed. Buttons inside `lock` are disabled meanwhile.
+ * what `work` answered (a success message), or the error if it failed.
+ * Buttons inside `lock` are disabled meanwhile.
  */
 export async function busy(
   status: HTMLElement,
   label: string,
-  work: () => Promise<unknown>,
+  work: () => Promise<string | void>,
   lock?: HTMLElement,
 ): Promise<boolean> {
   clear(status);
@@ -34,8 +35,9 @@ export async function busy(
   for (const b of buttons) b.disabled = true;
   status.setAttribute("aria-busy", "true");
   try {
-    await work();
+    const done = await work();
     clear(status);
+    if (done) status.appendChild(alertBox(done, "ok"));
     return true;
   } catch (e) {
     clear(status);

@@ -8,11 +8,18 @@ import { unifiedMergeView } from "@codemirror/merge";
 import { EditorState } from "@codemirror/state";
 import { placeOf } from "../diagnostics.ts";
 
+// CodeMirror adds its own <style> element; the page's CSP allows it by the
+// nonce the manager put in this page (no 'unsafe-inline').
+const nonce = EditorView.cspNonce.of(
+  document.querySelector('meta[name="csp-nonce"]')?.getAttribute("content") ?? "",
+);
+
 export function sourceEditor(parent: HTMLElement, doc: string, label: string): EditorView {
   return new EditorView({
     doc,
     parent,
     extensions: [
+      nonce,
       basicSetup,
       javascript({ typescript: true }),
       lintGutter(),
@@ -41,6 +48,7 @@ export function diffView(parent: HTMLElement, older: string, newer: string, labe
     doc: newer,
     parent,
     extensions: [
+      nonce,
       basicSetup,
       javascript({ typescript: true }),
       EditorState.readOnly.of(true),

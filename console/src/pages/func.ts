@@ -182,14 +182,8 @@ async function codePanel(panel: HTMLElement, ctx: Ctx): Promise<void> {
       const warnings: string[] = a.json.warnings ?? [];
       listDiagnostics(diags, view, warnings.map((text) => ({ text, severity: "warning" as const })));
       await ctx.reload();
-      status.dataset.done = "1";
-      setTimeout(() => {
-        status.append(alertBox(
-          `Deployed version ${a.json.version}` +
-            (warnings.length ? ` with ${warnings.length} warning${warnings.length > 1 ? "s" : ""}.` : "."),
-          "ok",
-        ));
-      });
+      return `Deployed version ${a.json.version}` +
+        (warnings.length ? ` with ${warnings.length} warning${warnings.length > 1 ? "s" : ""}.` : ".");
     }, actions);
   };
   actions.append(
@@ -260,8 +254,8 @@ function tryPanel(panel: HTMLElement, ctx: Ctx): void {
     ...["GET", "POST", "PUT", "PATCH", "DELETE"].map((m) => h("option", { text: m })),
   );
   const path = h("input", { name: "path", value: "/", placeholder: "/" });
-  const headers = h("textarea", { name: "headers", rows: 3, placeholder: "Content-Type: application/json" });
-  const body = h("textarea", { name: "body", rows: 5 });
+  const headers = h("textarea", { name: "headers", rows: 2, placeholder: "Content-Type: application/json" });
+  const body = h("textarea", { name: "body", rows: 4 });
   const out = h("div", { class: "response", "aria-live": "polite" });
   const status = h("div", { class: "status", role: "status" });
   const form = h(
@@ -281,7 +275,7 @@ function tryPanel(panel: HTMLElement, ctx: Ctx): void {
     h("button", { type: "submit", class: "primary", id: "send", text: "Send" }),
     status,
   );
-  panel.append(form, out);
+  panel.append(h("div", { class: "try-grid" }, form, out));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     busy(status, "Calling…", async () => {
@@ -458,7 +452,7 @@ async function configPanel(panel: HTMLElement, ctx: Ctx): Promise<void> {
     busy(status, "Saving the environment (a new version)…", async () => {
       await call("PATCH", `${ctx.base}/config`, JSON.stringify({ env }), "application/json");
       await ctx.reload();
-      status.append(alertBox(`Saved: now v${ctx.info.version}.`, "ok"));
+      return `Saved: now v${ctx.info.version}.`;
     }, envForm);
   });
   const secrets = h("ul", { class: "secrets" });
