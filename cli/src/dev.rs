@@ -281,6 +281,17 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     println!("Skiff dev is running");
     println!("  API:     http://{}:{manager_port}", args.api_addr.ip());
     println!(
+        "  Console: http://{}/",
+        SocketAddr::new(
+            if args.api_addr.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                args.api_addr.ip()
+            },
+            manager_port
+        )
+    );
+    println!(
         "  Router:  http://{}:{router_port}/fn/<user>/<name>",
         args.router_addr.ip()
     );

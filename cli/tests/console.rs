@@ -129,9 +129,14 @@ async fn browser(driver: &Driver) -> Client {
 
 /// Polls `js` (a function body returning a value) until it is truthy; returns it.
 async fn wait_for(c: &Client, js: &str, what: &str) -> Value {
+    wait_for_with(c, js, vec![], what).await
+}
+
+/// [`wait_for`] with `arguments` for the script.
+async fn wait_for_with(c: &Client, js: &str, args: Vec<Value>, what: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v = c.execute(js, vec![]).await.unwrap();
+        let v = c.execute(js, args.clone()).await.unwrap();
         let truthy = match &v {
             Value::Null => false,
             Value::Bool(b) => *b,
@@ -621,6 +626,29 @@ async fn a_user_deploys_watches_and_manages_a_function_in_the_browser() {
         .unwrap()
         .to_owned();
     assert_eq!(api.function(&token, "hello").await.status(), 404);
+
+    // A hostile address (a link someone sent): the name is shown as text and
+    // refused by the API, a malformed escape does not break the page.
+    for (hash, name) in [
+        (
+            "#/fn/%22%3E%3Cimg%20src%3Dx%20onerror%3D%22window.__pwned%3D'hash'%22%3E",
+            r#""><img src=x onerror="window.__pwned='hash'">"#,
+        ),
+        ("#/fn/%E0%A4%A", "%E0%A4%A"),
+    ] {
+        c.execute("location.hash = arguments[0]", vec![json!(hash)])
+            .await
+            .unwrap();
+        wait_for_with(
+            &c,
+            "return document.querySelector('main h1')?.textContent === arguments[0] \
+             && document.querySelector('.alert.error')?.textContent.includes('400')",
+            vec![json!(name)],
+            "the name refused",
+        )
+        .await;
+    }
+    assert_nothing_ran(&c, "with a hostile address").await;
 
     // Account: revoke every token; the console is back at sign-in, and a
     // token from before (the one above) is refused.

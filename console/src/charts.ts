@@ -11,7 +11,7 @@ export interface Line {
 
 const W = 600;
 const H = 160;
-const PAD = { l: 44, r: 8, t: 10, b: 22 };
+const PAD = { l: 60, r: 8, t: 10, b: 22 };
 
 function maxOf(lines: Line[]): number {
   let m = 0;

@@ -29,6 +29,15 @@ function nav(): HTMLElement {
   );
 }
 
+/** A part of the address; a malformed escape is kept as typed (shown as text). */
+function decode(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 async function draw(): Promise<void> {
   const mine = ++drawing;
   leave();
@@ -43,7 +52,7 @@ async function draw(): Promise<void> {
     return;
   }
   page.append(nav());
-  const route = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const route = location.hash.replace(/^#\/?/, "").split("/").map(decode);
   if (route[0] === "fn" && route[1]) {
     const stop = await functionPage(page, route[1], tabOfSlug(route[2] ?? "code"));
     if (mine === drawing) leave = stop;

@@ -51,6 +51,7 @@ export async function functionPage(root: HTMLElement, name: string, tab: string)
   try {
     await ctx.reload();
   } catch (e) {
+    header.append(h("h1", { text: name }));
     main.append(alertBox(describe(e)));
     return () => {};
   }
