@@ -543,7 +543,7 @@ async function logsPanel(panel: HTMLElement, ctx: Ctx): Promise<void> {
   panel.append(
     h(
       "div",
-      { class: "row" },
+      { class: "row panel-head" },
       h("h2", { text: "Log tail" }),
       h("label", { class: "check" }, live, " Follow (every 2 s)"),
     ),
@@ -598,7 +598,11 @@ async function metricsPanel(panel: HTMLElement, ctx: Ctx): Promise<void> {
   win.value = "15m";
   const box = h("div", { class: "charts" });
   const status = h("div", { class: "status", role: "status", "aria-live": "polite" });
-  panel.append(h("div", { class: "row" }, h("h2", { text: "Metrics" }), field("Window", win)), status, box);
+  panel.append(
+    h("div", { class: "row panel-head" }, h("h2", { text: "Metrics" }), field("Window", win)),
+    status,
+    box,
+  );
   const load = async () => {
     try {
       const s = (await call("GET", `${ctx.base}/stats?window=${enc(win.value)}`)).json;
