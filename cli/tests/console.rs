@@ -408,8 +408,21 @@ async fn a_user_deploys_watches_and_manages_a_function_in_the_browser() {
     screenshot_from(&c, "function-code", Some(".tabs")).await;
     assert_nothing_ran(&c, "after the deploy").await;
 
-    // 4. Call it from the try-it panel (across origins, to the router).
-    tab(&c, "try-it").await;
+    // 4. Call it from the try-it panel (across origins, to the router),
+    // reached from the keyboard: → on the tabs moves to the next one.
+    css(&c, "#tab-code")
+        .await
+        .send_keys(&fantoccini::key::Key::Right.to_string())
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        "return document.activeElement?.id === 'tab-try-it' \
+         && document.activeElement.getAttribute('aria-selected') === 'true' \
+         && document.querySelector('#send')",
+        "the try-it tab, focused",
+    )
+    .await;
     type_into(&c, "input[name=path]", "/greet").await;
     click(&c, "#send").await;
     wait_for(

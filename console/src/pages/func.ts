@@ -29,6 +29,9 @@ interface Ctx {
   cleanups: Array<() => void>;
 }
 
+/** Whether the page is drawn for an arrow key on the tabs. */
+let keyboardTab = false;
+
 const TABS = ["Code", "Try it", "Versions", "Config", "Logs", "Metrics"] as const;
 type Tab = typeof TABS[number];
 
@@ -80,12 +83,18 @@ export async function functionPage(root: HTMLElement, name: string, tab: string)
         : -1;
       if (to >= 0) {
         ev.preventDefault();
+        keyboardTab = true;
         location.hash = `#/fn/${name}/${slug(TABS[to])}`;
       }
     });
     return b;
   });
   tabList.append(...buttons);
+  if (keyboardTab) {
+    // Arrow keys move along the tabs: the new one keeps the focus.
+    keyboardTab = false;
+    buttons[TABS.indexOf(current)].focus();
+  }
   panel.setAttribute("aria-labelledby", `tab-${slug(current)}`);
   if (!ctx.info && current !== "Code") {
     panel.append(h("p", { text: "This function is not deployed yet: write it in Code and deploy it." }));
