@@ -37,8 +37,10 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The observability test scrapes skiff dev with a real Prometheus.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# The web console's browser test (cli/tests/console.rs) drives headless Chromium.
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} for the compatibility and observability tests (apt-get install)…"
+    echo "installing ${missing[*]} for the compatibility, observability and console tests (apt-get install)…"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -61,6 +63,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 "$SKIFF_DENO" fmt --check client-runtime
 "$SKIFF_DENO" lint client-runtime
+# The console's committed bundle is the build of its sources (and they pass
+# deno fmt, lint and check).
+bash scripts/build-console.sh --check
 
 step "Rust tests (SQLite and MariaDB)"
 cargo test --workspace --no-fail-fast

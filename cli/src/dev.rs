@@ -239,6 +239,23 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let notifier: SharedRuntime = Arc::new(InProcessRouter(router_handle.clone()));
     let manager = Application::build_with_runtime(mcfg, store.clone(), Some(notifier)).await?;
     let manager_port = manager.port();
+    // The console (served by the manager) may read functions' answers in its
+    // "try it" panel, as this machine's browser names the API's address.
+    let ip = args.api_addr.ip();
+    let mut console = Vec::new();
+    if !ip.is_unspecified() {
+        console.push(format!("http://{}", SocketAddr::new(ip, manager_port)));
+    }
+    if ip.is_loopback() || ip.is_unspecified() {
+        console.push(format!("http://127.0.0.1:{manager_port}"));
+        console.push(format!("http://localhost:{manager_port}"));
+    }
+    match console.join(",").parse() {
+        Ok(origins) => router_handle.state.console_origins.set(&origins),
+        Err(e) => {
+            tracing::warn!(error = %e, "the console's origin; its try-it panel cannot read answers")
+        }
+    }
     let manager_handle = manager.server().handle();
     // Bound once both services are built (a wrong secrets key stops the start
     // before anything listens here).
@@ -263,6 +280,17 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
 
     println!("Skiff dev is running");
     println!("  API:     http://{}:{manager_port}", args.api_addr.ip());
+    println!(
+        "  Console: http://{}/",
+        SocketAddr::new(
+            if args.api_addr.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                args.api_addr.ip()
+            },
+            manager_port
+        )
+    );
     println!(
         "  Router:  http://{}:{router_port}/fn/<user>/<name>",
         args.router_addr.ip()

@@ -152,6 +152,12 @@ async fn percentiles_come_from_the_merged_buckets(b: TestBackend) {
     assert_eq!(st.series.len(), 2);
     assert_eq!(st.series[0].invocations, 53);
     assert_eq!(st.series[1].invocations, 47);
+    // Each minute has its own percentiles (the console charts them): the
+    // second minute's 2 slow requests of 47 are past its p95, not its p50.
+    near(st.series[0].p50_ms, 2.0);
+    near(st.series[0].p99_ms, 100.0);
+    near(st.series[1].p50_ms, 2.0);
+    near(st.series[1].p99_ms, 1000.0);
 }
 
 async fn the_series_covers_the_window_minute_by_minute(b: TestBackend) {
@@ -160,7 +166,7 @@ async fn the_series_covers_the_window_minute_by_minute(b: TestBackend) {
     s.write_stats(
         1,
         &[
-            row(id, now - 3 * MINUTE_MS, minute(4, 4, 0, 3.0)),
+            row(id, now - 3 * MINUTE_MS, minute(4, 4, 2, 3.0)),
             // Outside a 5-minute window.
             row(id, now - 10 * MINUTE_MS, minute(100, 0, 0, 3.0)),
         ],
@@ -179,6 +185,15 @@ async fn the_series_covers_the_window_minute_by_minute(b: TestBackend) {
     let with_calls: Vec<_> = st.series.iter().filter(|p| p.invocations > 0).collect();
     assert_eq!(with_calls.len(), 1);
     assert_eq!(with_calls[0].t, now - 3 * MINUTE_MS);
+    assert_eq!(with_calls[0].cold_starts, 2);
+    // A minute without requests has no percentiles, not zeros.
+    assert!(
+        st.series
+            .iter()
+            .filter(|p| p.invocations == 0)
+            .all(|p| p.p95_ms.is_none())
+    );
+    assert!(with_calls[0].p95_ms.is_some());
     // Nothing served: no percentiles.
     let quiet = s
         .function_stats(uid, &f(), Duration::from_secs(60))

@@ -129,6 +129,10 @@ pub struct RouterSettings {
     /// How often this router writes its per-minute stats to the database, in milliseconds
     #[arg(long, env = "SKIFF_STATS_FLUSH_MS", default_value_t = 10_000)]
     pub stats_flush_ms: u64,
+    /// Origins of the web console (comma-separated `scheme://host[:port]`) that
+    /// may read functions' answers without credentials, for its "try it" panel [default: none]
+    #[arg(long, env = "SKIFF_CONSOLE_ORIGINS", default_value = "")]
+    pub console_origins: crate::console_cors::ConsoleOrigins,
 }
 
 /// Where the metrics listener binds, or nowhere (`off`, `none`, `false` or
@@ -226,6 +230,7 @@ pub struct RouterConfig {
     pub access_log: bool,
     pub server_timing: bool,
     pub stats_flush: Duration,
+    pub console_origins: crate::console_cors::ConsoleOrigins,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +337,7 @@ impl RouterSettings {
             access_log: self.access_log,
             server_timing: self.server_timing,
             stats_flush: Duration::from_millis(self.stats_flush_ms),
+            console_origins: self.console_origins,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod body;
 mod client_body;
 pub mod config;
+pub mod console_cors;
 pub mod directory;
 pub mod error;
 pub mod forwarding;

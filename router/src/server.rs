@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
+use crate::console_cors;
 use crate::forwarding::Peer;
-use crate::proxy;
 use crate::state::RouterState;
 
 /// Slow clients get this long to send their request headers.
@@ -60,7 +60,7 @@ pub async fn serve(
                 let peer = Peer::new(peer, &state.trusted_proxies);
                 let io = TimedWrite::new(stream, state.response_write_timeout);
                 let state = state.clone();
-                let svc = service_fn(move |req| proxy::handle(state.clone(), peer.clone(), req));
+                let svc = service_fn(move |req| console_cors::handle(state.clone(), peer.clone(), req));
                 // `with_upgrades`: a WebSocket's 101 hands the connection to its tunnel.
                 let conn = http.serve_connection(TokioIo::new(io), svc).with_upgrades();
                 tokio::spawn(serve_until_stopped(conn, stop.clone(), open_tx.clone()));

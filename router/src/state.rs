@@ -44,6 +44,8 @@ pub struct RouterState {
     pub access_log: Option<AccessLog>,
     /// Whether responses get a `Server-Timing` header.
     pub server_timing: bool,
+    /// Who may read answers across origins (the web console).
+    pub console_origins: crate::console_cors::AllowedOrigins,
 }
 
 impl RouterState {
@@ -74,6 +76,7 @@ impl RouterState {
             metrics,
             access_log,
             server_timing: cfg.server_timing,
+            console_origins: crate::console_cors::AllowedOrigins::new(&cfg.console_origins),
         }
     }
 }

@@ -184,12 +184,17 @@ pub struct StatsRow {
 }
 
 /// One minute of the series an owner reads.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SeriesPoint {
     /// Start of the minute, ms since the epoch.
     pub t: i64,
     pub invocations: u64,
     pub errors: u64,
+    pub cold_starts: u64,
+    /// The minute's latency percentiles; `None` when it served nothing.
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 /// A function's statistics over a window, every router's rows summed.
@@ -325,6 +330,10 @@ impl Store {
                     t,
                     invocations: m.map_or(0, |m| m.invocations),
                     errors: m.map_or(0, |m| m.errors),
+                    cold_starts: m.map_or(0, |m| m.cold_starts),
+                    p50_ms: m.and_then(|m| m.latency.percentile_ms(0.50)),
+                    p95_ms: m.and_then(|m| m.latency.percentile_ms(0.95)),
+                    p99_ms: m.and_then(|m| m.latency.percentile_ms(0.99)),
                 }
             })
             .collect();

@@ -152,3 +152,20 @@ fn client_key(req: &HttpRequest, state: &AppState) -> ClientKey {
         &state.config.trusted_proxies,
     ))
 }
+
+/// Revokes every token of the caller (the console's "sign out everywhere",
+/// the same as `skiff-manager user revoke-tokens`): the token that asked
+/// included, each is refused from the next request on.
+#[utoipa::path(post, path = "/tokens/revoke", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every token of the caller is revoked"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody)))]
+pub async fn revoke_tokens(
+    user: crate::auth::AuthUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // A user deleted since the token was checked: nothing is left to revoke.
+    state.store.revoke_tokens(&user.name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -36,6 +36,7 @@ impl Modify for BearerAuth {
         health::readyz,
         accounts::register,
         accounts::login,
+        accounts::revoke_tokens,
         functions::deploy,
         functions::list,
         functions::info,

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod console;
 pub mod docs;
 pub mod functions;
 pub mod health;
@@ -18,6 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/readyz", "GET").get(health::readyz))
         .service(resource("/register", "POST").post(accounts::register))
         .service(resource("/login", "POST").post(accounts::login))
+        .service(resource("/tokens/revoke", "POST").post(accounts::revoke_tokens))
         .service(
             resource("/func", "GET, POST")
                 .get(functions::list)
@@ -44,7 +46,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/func/{name}/rollback", "POST").post(config::rollback))
         .service(resource("/func/{name}/versions/{version}/code", "GET").get(config::version_code))
         .service(resource("/openapi.json", "GET").get(docs::openapi_json))
-        .service(resource("/docs", "GET").get(docs::page));
+        .service(resource("/docs", "GET").get(docs::page))
+        .service(resource("/", "GET").get(console::index))
+        .service(resource("/console/{file}", "GET").get(console::asset));
 }
 
 /// A resource whose other methods answer `405` with the JSON error body and an

@@ -61,7 +61,7 @@ pub fn parse_window(text: &str) -> Result<Duration, ApiError> {
     params(("name" = String, Path, description = "Function name", example = "hello",
         min_length = 1, max_length = 40, pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$"), StatsParams),
     responses(
-        (status = 200, description = "`{invocations, errors, cold_starts, p50_ms, p95_ms, p99_ms, series: [{t, invocations, errors}]}`; `t` is the minute's start in ms since the epoch; errors are answers with status ≥ 500", body = Object),
+        (status = 200, description = "`{invocations, errors, cold_starts, p50_ms, p95_ms, p99_ms, series: [{t, invocations, errors, cold_starts, p50_ms, p95_ms, p99_ms}]}`; `t` is the minute's start in ms since the epoch, a minute's percentiles are null when it served nothing; errors are answers with status ≥ 500", body = Object),
         (status = 400, description = "Invalid name or window", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "You have no function of that name", body = ErrorBody),

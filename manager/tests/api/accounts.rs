@@ -10,6 +10,8 @@ skiff_testkit::on_both_backends!(
     login_good_and_bad,
     closed_signup_is_403_and_admin_can_add_users,
     revoked_tokens_are_refused,
+    a_user_revokes_their_own_tokens_and_no_one_else_s,
+    the_console_is_served_with_a_strict_policy,
     deleted_user_token_is_refused,
     login_attempts_are_rate_limited,
 );
@@ -161,6 +163,119 @@ async fn revoked_tokens_are_refused(b: TestBackend) {
         .to_owned();
     assert_eq!(app.get(&new, "/func").await.status(), 200);
     assert_eq!(app.get(&old, "/func").await.status(), 401);
+}
+
+async fn a_user_revokes_their_own_tokens_and_no_one_else_s(b: TestBackend) {
+    let app = spawn_app(b).await;
+    let alice = app.token("alice").await;
+    let r = app.login("alice", PASSWORD).await;
+    let alice_cli = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = app.token("bob").await;
+    // Anonymous or with a bad token: refused, nothing revoked.
+    let anon = app
+        .client
+        .post(app.url("/tokens/revoke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(anon, 401).await, "unauthorized");
+    let forged = app
+        .client
+        .post(app.url("/tokens/revoke"))
+        .bearer_auth(format!("{alice}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(app.get(&alice, "/func").await.status(), 200);
+    let r = app
+        .client
+        .post(app.url("/tokens/revoke"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Every token of alice's (the CLI's too), not bob's.
+    assert_eq!(app.get(&alice, "/func").await.status(), 401);
+    assert_eq!(app.get(&alice_cli, "/func").await.status(), 401);
+    assert_eq!(app.get(&bob, "/func").await.status(), 200);
+    // A wrong method is a 405 with Allow.
+    let r = app
+        .client
+        .get(app.url("/tokens/revoke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+}
+
+async fn the_console_is_served_with_a_strict_policy(b: TestBackend) {
+    let app = spawn_app(b).await;
+    let mut nonces = Vec::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body = r.text().await.unwrap();
+        if path == "/" {
+            // The page carries the nonce its policy names, and nothing inline.
+            let nonce = csp
+                .split("'nonce-")
+                .nth(1)
+                .and_then(|n| n.split('\'').next())
+                .unwrap()
+                .to_owned();
+            assert!(body.contains(&format!("content=\"{nonce}\"")), "{body}");
+            assert!(
+                !body.contains("<script>") && !body.contains("style="),
+                "{body}"
+            );
+            assert!(
+                !body.contains("http://") && !body.contains("https://"),
+                "offline: {body}"
+            );
+            nonces.push(nonce);
+        }
+    }
+    let again = app.client.get(app.url("/")).send().await.unwrap();
+    let csp = again.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!csp.contains(&nonces[0]), "a nonce was reused: {csp}");
+    let r = app
+        .client
+        .get(app.url("/console/../Cargo.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .client
+        .get(app.url("/console/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
 }
 
 async fn deleted_user_token_is_refused(b: TestBackend) {
