@@ -11,6 +11,8 @@
 //! - `state_watch` (the pod watch) and `observed` (pure): each function's
 //!   runtime state from its pods.
 //! - `pod_logs`: functions' output, read from their pods.
+//! - `idle` (pure): when an idle function is scaled to zero (the reconcile
+//!   loop does it, through the Deployment's `scale` subresource).
 //! - `render`: `skiff-manager render`.
 //!
 //! All but `settings` (plain flags) build only with the `kubernetes` feature
@@ -28,6 +30,8 @@ pub mod deny_net;
 pub mod errors;
 #[cfg(feature = "kubernetes")]
 mod hooks;
+#[cfg(feature = "kubernetes")]
+pub mod idle;
 #[cfg(feature = "kubernetes")]
 pub mod labels;
 #[cfg(feature = "kubernetes")]

@@ -1,0 +1,155 @@
+//! Scale to zero: the reconcile loop scales a function nobody has called for
+//! `SKIFF_K8S_IDLE_SECS` to 0 through its Deployment's `scale` subresource
+//! (never the Deployment or the autoscaler), once; calls counted by the
+//! routers keep a function up; a deploy of a function at zero starts it
+//! again; a failed scale is retried by the next pass.
+
+use skiff_core::store::RuntimePhase;
+use skiff_core::store::{LatencyHistogram, MINUTE_MS, MinuteStats, StatsRow, minute_of};
+use skiff_core::time::now_millis;
+use skiff_manager::kube::{KubeSettings, ReconcileReport, SyncOutcome};
+use skiff_testkit::TestBackend;
+
+use crate::harness::{Env, HELLO_V1, HELLO_V2, env, settings};
+
+skiff_testkit::on_both_backends!(idle_functions_go_to_zero_once_and_a_deploy_starts_them);
+
+const IDLE_SECS: u64 = 600;
+const IDLE_MS: i64 = 600_000;
+
+fn idle_settings() -> KubeSettings {
+    KubeSettings {
+        idle_secs: IDLE_SECS,
+        ..settings()
+    }
+}
+
+/// Runs `scale_idle` at `now` on its own task (the test plays the API).
+fn scale_idle(env: &Env, now: i64) -> tokio::task::JoinHandle<ReconcileReport> {
+    let runtime = env.runtime.clone();
+    tokio::spawn(async move {
+        let mut report = ReconcileReport::default();
+        runtime.scale_idle(now, &mut report).await;
+        report
+    })
+}
+
+async fn deploy(env: &mut Env, function: &str, source: &str) -> i64 {
+    let version = env.store_version(function, source).await;
+    let task = env.sync(function, true);
+    env.api.expect_version("alice", function, version).await;
+    task.await.unwrap();
+    version
+}
+
+/// One call to alice's `function`, counted by router 7 in `minute`.
+async fn called(env: &Env, function: &str, minute: i64) {
+    let id = env
+        .store
+        .live_function("alice", function)
+        .await
+        .unwrap()
+        .unwrap()
+        .function_id;
+    let mut latency = LatencyHistogram::default();
+    latency.record_ms(1.0);
+    let stats = MinuteStats {
+        invocations: 1,
+        errors: 0,
+        cold_starts: 0,
+        latency,
+    };
+    env.store
+        .write_stats(
+            7,
+            &[StatsRow {
+                function_id: id,
+                minute,
+                stats,
+            }],
+        )
+        .await
+        .unwrap();
+}
+
+async fn idle_functions_go_to_zero_once_and_a_deploy_starts_them(b: TestBackend) {
+    let mut env = env(b, idle_settings()).await;
+    deploy(&mut env, "hello", HELLO_V1).await;
+    deploy(&mut env, "busy", HELLO_V1).await;
+    let deployed = now_millis();
+    let t1 = deployed + IDLE_MS + 1_000;
+    // busy was called five minutes before t1 (its counted minute is what
+    // matters, not this test's clock); hello never.
+    let busy_minute = minute_of(t1) - 5 * MINUTE_MS;
+    called(&env, "busy", busy_minute).await;
+
+    // Just short of the idle time after the deploy: nothing moves.
+    let report = scale_idle(&env, deployed + IDLE_MS - 60_000);
+    env.api.expect_silence().await;
+    assert_eq!(report.await.unwrap(), ReconcileReport::default());
+
+    // Past it: hello (never called) goes to zero; busy, called within the
+    // idle time, stays.
+    let report = scale_idle(&env, t1);
+    env.api.expect_scale("hello", 0, None).await;
+    env.api.expect_silence().await;
+    assert_eq!(report.await.unwrap().scaled_to_zero, 1);
+
+    // The next pass does not scale it again.
+    let report = scale_idle(&env, t1 + 30_000);
+    env.api.expect_silence().await;
+    assert_eq!(report.await.unwrap().scaled_to_zero, 0);
+
+    // Once busy's last call is the idle time old, it goes too; the API
+    // refuses the first time, and the next pass tries again.
+    let t2 = busy_minute + MINUTE_MS + IDLE_MS;
+    let report = scale_idle(&env, t2 - 1);
+    env.api.expect_silence().await;
+    assert_eq!(report.await.unwrap().scaled_to_zero, 0);
+    let report = scale_idle(&env, t2);
+    env.api.expect_scale("busy", 0, Some(500)).await;
+    let report = report.await.unwrap();
+    assert_eq!((report.scaled_to_zero, report.failed), (0, 1));
+    assert!(report.errors[0].contains("alice/busy"), "{report:?}");
+    let report = scale_idle(&env, t2);
+    env.api.expect_scale("busy", 0, None).await;
+    assert_eq!(report.await.unwrap().scaled_to_zero, 1);
+
+    // A deploy of hello (at zero) applies the new version and starts one pod
+    // of it, so its state says whether it loads.
+    env.store_version("hello", HELLO_V2).await;
+    let task = env.sync("hello", true);
+    env.api.expect_version("alice", "hello", 2).await;
+    env.api.expect_scale("hello", 1, None).await;
+    task.await.unwrap();
+    env.api.expect_silence().await;
+
+    // The deploy restarted its idle clock: the next pass leaves it up.
+    let report = scale_idle(&env, now_millis() + IDLE_MS - 60_000);
+    env.api.expect_silence().await;
+    assert_eq!(report.await.unwrap().scaled_to_zero, 0);
+
+    // A deploy of busy (at zero) whose scale-up fails: the error is the
+    // function's state, and the reconcile loop's next apply starts it.
+    env.store_version("busy", HELLO_V2).await;
+    let task = env.sync("busy", true);
+    env.api.expect_version("alice", "busy", 2).await;
+    env.api.expect_scale("busy", 1, Some(500)).await;
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, SyncOutcome::Failed { version: 2, .. }),
+        "{outcome:?}"
+    );
+    let s = env.state("busy").await.unwrap();
+    assert_eq!(s.phase, RuntimePhase::Error);
+    assert!(s.error.unwrap().contains("etcd is down"));
+    let task = env.sync("busy", false);
+    env.api.expect_version("alice", "busy", 2).await;
+    env.api.expect_scale("busy", 1, None).await;
+    assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 2 });
+    // Started: a further pass does not scale it again.
+    let task = env.sync("busy", false);
+    env.api.expect_version("alice", "busy", 2).await;
+    assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 2 });
+    env.api.expect_silence().await;
+}
