@@ -11,7 +11,8 @@
 //! re-rendered from that version's configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::Client;
 use skiff_core::fnconfig::SettingsPolicy;
@@ -77,6 +78,30 @@ pub struct KubeRuntime {
     /// Functions this manager scaled to zero (and nothing started since),
     /// with the version live then.
     at_zero: Mutex<BTreeMap<i64, i64>>,
+    /// Wake-ups done, by "user/function": a wake asked before one was done
+    /// shares it instead of scaling again.
+    wakes: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What a wake did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// This wake scaled the function to one replica.
+    Scaled,
+    /// Another wake, asked at the same time, did it.
+    Shared,
+    /// The pod watch sees a pod of the function: nothing to do.
+    AlreadyUp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    #[error("no such function")]
+    NoSuchFunction,
+    #[error("reading the function: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
 }
 
 fn default_policy() -> SettingsPolicy {
@@ -103,6 +128,7 @@ impl KubeRuntime {
             started: skiff_core::time::now_millis(),
             touched: Mutex::default(),
             at_zero: Mutex::default(),
+            wakes: Mutex::default(),
         }
     }
 
@@ -389,6 +415,59 @@ impl KubeRuntime {
             Some(v) => map.insert(function_id, v),
             None => map.remove(&function_id),
         };
+    }
+
+    /// Wakes `user`/`function` (a call came for it while it may be at zero):
+    /// scales its Deployment to 1 unless the pod watch sees a pod of it.
+    /// Wakes asked before one is done share it: the count of wakes done is
+    /// read now, when asked, and the one that takes the function's lock first
+    /// scales; the others find the count moved and do nothing. A wake is a
+    /// use: the idle clock starts again.
+    pub fn wake(
+        self: &Arc<Self>,
+        user: &str,
+        function: &str,
+    ) -> impl Future<Output = Result<WakeOutcome, WakeError>> + Send + 'static + use<> {
+        let key = format!("{user}/{function}");
+        let asked = self.wakes_done(&key);
+        let (runtime, user, function) = (self.clone(), user.to_owned(), function.to_owned());
+        async move {
+            let _guard = runtime.locks.lock(&key).await;
+            if runtime.wakes_done(&key) != asked {
+                return Ok(WakeOutcome::Shared);
+            }
+            let target = match runtime.store.runtime_target(&user, &function).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Err(WakeError::NoSuchFunction),
+                Err(e) => return Err(WakeError::Store(e.to_string())),
+            };
+            runtime.touch(target.function_id);
+            let up = runtime.pods_seen(|p| p.has_pods(&user, &function));
+            let outcome = if up == Some(true) {
+                WakeOutcome::AlreadyUp
+            } else {
+                runtime.api.scale(&user, &function, 1).await?;
+                tracing::info!(user, function, "woken: scaled to one");
+                WakeOutcome::Scaled
+            };
+            runtime.set_at_zero(target.function_id, None);
+            *runtime
+                .wakes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default() += 1;
+            Ok(outcome)
+        }
+    }
+
+    fn wakes_done(&self, key: &str) -> u64 {
+        self.wakes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Scales to zero every function idle at `now` (ms since the epoch; see

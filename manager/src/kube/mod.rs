@@ -51,5 +51,5 @@ pub mod settings;
 pub mod state_watch;
 
 #[cfg(feature = "kubernetes")]
-pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome};
+pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome, WakeError, WakeOutcome};
 pub use settings::KubeSettings;

@@ -153,3 +153,92 @@ async fn idle_functions_go_to_zero_once_and_a_deploy_starts_them(b: TestBackend)
     assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 2 });
     env.api.expect_silence().await;
 }
+
+/// (One macro per module: it names its tests by backend.)
+mod wake {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use skiff_manager::kube::{WakeError, WakeOutcome, state_watch};
+
+    use super::*;
+    use crate::harness::{pod, pod_ready, send_watch_events, watch_event};
+
+    skiff_testkit::on_both_backends!(concurrent_wakes_share_one_scale_up);
+
+    async fn concurrent_wakes_share_one_scale_up(b: TestBackend) {
+        let mut env = env(b, idle_settings()).await;
+        deploy(&mut env, "hello", HELLO_V1).await;
+        let report = scale_idle(&env, now_millis() + IDLE_MS + 1_000);
+        env.api.expect_scale("hello", 0, None).await;
+        assert_eq!(report.await.unwrap().scaled_to_zero, 1);
+
+        // Five calls arrive at once: five wakes asked before any is done.
+        let wakes: Vec<_> = (0..5)
+            .map(|_| tokio::spawn(env.runtime.wake("alice", "hello")))
+            .collect();
+        let (seen, send) = env.api.next().await;
+        // Held while the other four queue behind it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(seen.body, json!({"spec": {"replicas": 1}}));
+        assert!(seen.path.ends_with("/scale"), "{seen:?}");
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                           "metadata": {"name": "x"}, "spec": {"replicas": 1}});
+        let resp = http::Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(
+                serde_json::to_vec(&scale).unwrap(),
+            ))
+            .unwrap();
+        send.send_response(resp);
+        let mut outcomes = Vec::new();
+        for w in wakes {
+            outcomes.push(w.await.unwrap().unwrap());
+        }
+        outcomes.sort_by_key(|o| *o != WakeOutcome::Scaled);
+        assert_eq!(
+            outcomes,
+            [
+                WakeOutcome::Scaled,
+                WakeOutcome::Shared,
+                WakeOutcome::Shared,
+                WakeOutcome::Shared,
+                WakeOutcome::Shared
+            ]
+        );
+        env.api.expect_silence().await;
+
+        // Woken: the idle clock restarted, so the next pass leaves it up.
+        let report = scale_idle(&env, now_millis() + IDLE_MS - 60_000);
+        env.api.expect_silence().await;
+        assert_eq!(report.await.unwrap().scaled_to_zero, 0);
+
+        // A later wake, once the pod watch sees its pod starting, scales
+        // nothing (a patch to 1 could undo the autoscaler's 3).
+        let watch = state_watch::spawn(env.runtime.clone());
+        env.api
+            .expect_pod_listing(vec![pod("hello-a", "hello", 1, pod_ready(false))])
+            .await;
+        let held = env.api.expect_pod_watch().await;
+        let outcome = env.runtime.wake("alice", "hello").await.unwrap();
+        assert_eq!(outcome, WakeOutcome::AlreadyUp);
+        env.api.expect_silence().await;
+
+        // A pod that is stopping (after a scale to zero) does not count: a
+        // wake then scales up.
+        let mut stopping = pod("hello-a", "hello", 1, pod_ready(true));
+        stopping["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        send_watch_events(held, &[watch_event("MODIFIED", stopping)]);
+        let _held = env.api.expect_pod_watch().await;
+        let wake = tokio::spawn(env.runtime.wake("alice", "hello"));
+        env.api.expect_scale("hello", 1, None).await;
+        assert_eq!(wake.await.unwrap().unwrap(), WakeOutcome::Scaled);
+        watch.abort();
+
+        // A wake of a function that does not exist calls nothing.
+        let gone = env.runtime.wake("alice", "nope").await;
+        assert!(matches!(gone, Err(WakeError::NoSuchFunction)), "{gone:?}");
+        env.api.expect_silence().await;
+    }
+}
