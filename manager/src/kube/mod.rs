@@ -14,6 +14,8 @@
 //! - `idle` (pure): when an idle function is scaled to zero (the reconcile
 //!   loop does it, through the Deployment's `scale` subresource).
 //! - `render`: `skiff-manager render`.
+//! - `wake_listener`: `POST /wake/<user>/<function>` for the routers, on a
+//!   private listener.
 //!
 //! All but `settings` (plain flags) build only with the `kubernetes` feature
 //! (on by default; the CLI's `skiff dev` leaves it off).
@@ -49,6 +51,8 @@ pub mod render;
 pub mod settings;
 #[cfg(feature = "kubernetes")]
 pub mod state_watch;
+#[cfg(feature = "kubernetes")]
+pub mod wake_listener;
 
 #[cfg(feature = "kubernetes")]
 pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome, WakeError, WakeOutcome};

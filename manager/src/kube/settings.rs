@@ -104,6 +104,10 @@ pub struct KubeSettings {
         default_value_t = 0
     )]
     pub idle_secs: u64,
+    /// Address of the wake endpoint the routers call for a function at zero
+    /// (its own port, never the public API's; fence it to the router pods)
+    #[arg(long = "k8s-wake-listen", env = "SKIFF_K8S_WAKE_LISTEN")]
+    pub wake_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for KubeSettings {

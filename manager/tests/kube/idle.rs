@@ -242,3 +242,69 @@ mod wake {
         env.api.expect_silence().await;
     }
 }
+
+/// (One macro per module: it names its tests by backend.)
+mod wake_endpoint {
+    use serde_json::{Value, json};
+    use skiff_manager::kube::wake_listener;
+
+    use super::*;
+
+    skiff_testkit::on_both_backends!(the_wake_endpoint_wakes_and_refuses_what_it_should);
+
+    /// POSTs to the wake listener at `addr`; returns (status, JSON body).
+    async fn post(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .post(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    async fn the_wake_endpoint_wakes_and_refuses_what_it_should(b: TestBackend) {
+        let mut env = env(b, idle_settings()).await;
+        deploy(&mut env, "hello", HELLO_V1).await;
+        let (server, addr) =
+            wake_listener::serve("127.0.0.1:0".parse().unwrap(), env.runtime.clone()).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+
+        // A router's wake: one scale to 1.
+        let call = tokio::spawn(async move { post(addr, "/wake/alice/hello").await });
+        env.api.expect_scale("hello", 1, None).await;
+        assert_eq!(call.await.unwrap(), (200, json!({"outcome": "scaled"})));
+
+        // The API failing: 503, and nothing of the API's answer leaks.
+        let call = tokio::spawn(async move { post(addr, "/wake/alice/hello").await });
+        env.api.expect_scale("hello", 1, Some(500)).await;
+        let (status, body) = call.await.unwrap();
+        assert_eq!((status, body["error"].as_str()), (503, Some("wake_failed")));
+        assert!(!body.to_string().contains("etcd"), "{body}");
+
+        // Hostile or wrong input: a clear 4xx, and no API call.
+        for (path, status, code) in [
+            ("/wake/alice/nope", 404, "not_found"),
+            ("/wake/bob/hello", 404, "not_found"),
+            ("/wake/alice/..%2Fetc", 400, "invalid_name"),
+            ("/wake/Alice/hello", 400, "invalid_name"),
+            ("/wake/alice", 404, "not_found"),
+            ("/func/hello", 404, "not_found"),
+        ] {
+            let (got, body) = post(addr, path).await;
+            assert_eq!(
+                (got, body["error"].as_str()),
+                (status, Some(code)),
+                "{path}"
+            );
+        }
+        // Only POST wakes.
+        let res = reqwest::get(format!("http://{addr}/wake/alice/hello"))
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 404);
+        env.api.expect_silence().await;
+        handle.stop(false).await;
+    }
+}
