@@ -16,6 +16,7 @@ skiff_testkit::on_both_backends!(
     the_series_covers_the_window_minute_by_minute,
     rows_of_deleted_functions_are_gone_and_not_written,
     pruning_removes_only_old_rows,
+    the_last_called_minute_counts_only_minutes_with_calls,
 );
 
 /// A fresh store with alice's function `f`; returns (store, user id, function id).
@@ -261,4 +262,26 @@ async fn pruning_removes_only_old_rows(b: TestBackend) {
         .await
         .unwrap();
     assert_eq!(st.invocations, 1);
+}
+
+/// Scale to zero reads a function's last use from here: the newest minute
+/// with a call on any router, not a newer minute a router wrote as zero.
+async fn the_last_called_minute_counts_only_minutes_with_calls(b: TestBackend) {
+    let (_db, s, _uid, id) = with_function(b).await;
+    assert_eq!(s.last_called_minutes().await.unwrap().get(&id), None);
+    let now = minute_of(now_millis());
+    s.write_stats(1, &[row(id, now - 3 * MINUTE_MS, minute(2, 0, 0, 1.0))])
+        .await
+        .unwrap();
+    s.write_stats(2, &[row(id, now - 2 * MINUTE_MS, minute(1, 1, 0, 1.0))])
+        .await
+        .unwrap();
+    // A router's row for a later minute with no call (its totals so far).
+    s.write_stats(1, &[row(id, now, minute(0, 0, 0, 1.0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.last_called_minutes().await.unwrap().get(&id),
+        Some(&(now - 2 * MINUTE_MS))
+    );
 }

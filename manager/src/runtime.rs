@@ -130,6 +130,11 @@ async fn kubernetes(
     );
     crate::kube::reconcile::spawn_observed(runtime.clone(), Some(metrics.clone()));
     crate::kube::state_watch::spawn(runtime.clone());
+    if let Some(addr) = config.kubernetes.wake_listen {
+        let (server, bound) = crate::kube::wake_listener::serve(addr, runtime.clone())?;
+        tracing::info!(%bound, "wake endpoint at http://{bound}/wake/<user>/<function>");
+        tokio::spawn(server);
+    }
     Ok(runtime)
 }
 

@@ -286,6 +286,22 @@ impl Store {
             .map(Some)
     }
 
+    /// For each function that served at least one call in the stored
+    /// minutes: the start of the last such minute (any router's row). What
+    /// the manager's scale to zero calls a function's last use.
+    pub async fn last_called_minutes(&self) -> Result<BTreeMap<i64, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT function_id, MAX(minute) AS last_minute FROM function_stats \
+             WHERE invocations > 0 GROUP BY function_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("function_id")?, r.try_get("last_minute")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// A function's statistics for the minutes `first..=last` (minute starts).
     pub async fn function_stats_between(
         &self,

@@ -18,6 +18,8 @@ pub enum Verb {
     Get,
     Delete,
     DeleteCollection,
+    /// A merge patch (here only a Deployment's `scale` subresource).
+    Patch,
     /// A list followed by a watch of the collection (kube's `watcher`).
     Watch,
 }
@@ -32,6 +34,7 @@ impl Verb {
             Self::Get => &["get"],
             Self::Delete => &["delete"],
             Self::DeleteCollection => &["deletecollection"],
+            Self::Patch => &["patch"],
             Self::Watch => &["watch"],
         }
     }
@@ -58,7 +61,8 @@ const fn call(group: &'static str, resource: &'static str, verb: Verb) -> ApiCal
 /// Apply and list every kind; delete the single objects by name and a
 /// function's code ConfigMaps (one per version) by label; for
 /// `GET /func/<name>/logs`, list a function's pods and read their logs;
-/// watch the pods (a list, then a watch) for each function's runtime state.
+/// watch the pods (a list, then a watch) for each function's runtime state;
+/// patch a Deployment's `scale` (to zero when idle, to one on a wake).
 /// Secrets (one per function, its env file) are only applied and deleted by
 /// name: never listed, watched or read back, so the manager's token cannot
 /// read other Secrets of the namespace.
@@ -74,6 +78,7 @@ pub const API_CALLS: &[ApiCall] = &[
     call("apps", "deployments", Verb::Apply),
     call("apps", "deployments", Verb::List),
     call("apps", "deployments", Verb::Delete),
+    call("apps", "deployments/scale", Verb::Patch),
     call("autoscaling", "horizontalpodautoscalers", Verb::Apply),
     call("autoscaling", "horizontalpodautoscalers", Verb::List),
     call("autoscaling", "horizontalpodautoscalers", Verb::Delete),
@@ -176,6 +181,10 @@ mod tests {
         assert!(permitted_sub::<Pod>("log", Verb::Get).is_ok());
         assert!(permitted::<ConfigMap>(Verb::Delete).is_err());
         assert!(permitted::<Deployment>(Verb::DeleteCollection).is_err());
+        // Replicas are patched only through `scale`, never the Deployment.
+        assert!(permitted_sub::<Deployment>("scale", Verb::Patch).is_ok());
+        assert!(permitted::<Deployment>(Verb::Patch).is_err());
+        assert!(permitted_sub::<Deployment>("scale", Verb::Get).is_err());
     }
 
     #[test]

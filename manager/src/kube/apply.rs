@@ -112,6 +112,25 @@ impl KubeApi {
         self.apply(&objects.autoscaler).await
     }
 
+    /// Sets the replicas of the function's Deployment through its `scale`
+    /// subresource: a merge patch of `spec.replicas` only, so the applied
+    /// Deployment (which leaves replicas to the autoscaler) is untouched.
+    pub async fn scale(&self, user: &str, function: &str, replicas: i32) -> Result<(), KubeError> {
+        permitted_sub::<Deployment>("scale", Verb::Patch)?;
+        let name = object_name(user, function);
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        self.bounded(
+            self.describe::<Deployment>(&format!("scaling to {replicas}"), &name),
+            self.api::<Deployment>().patch_scale(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Deletes the function's code ConfigMaps of every version not in `keep`.
     pub async fn prune_code(
         &self,

@@ -10,8 +10,9 @@
 //! so it goes through the same sync: the env Secret and the Deployment are
 //! re-rendered from that version's configuration.
 
-use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::Client;
 use skiff_core::fnconfig::SettingsPolicy;
@@ -20,6 +21,7 @@ use skiff_core::store::{RuntimePhase, RuntimeState, RuntimeTarget, Store};
 
 use super::apply::KubeApi;
 use super::errors::KubeError;
+use super::idle::{IdleAction, LastUse, decide};
 use super::locks::KeyedLocks;
 use super::objects::{FunctionSpec, VersionConfig, build};
 use super::observed::Observed;
@@ -50,6 +52,8 @@ pub struct ReconcileReport {
     pub applied: usize,
     pub failed: usize,
     pub deleted: usize,
+    /// Functions scaled to zero for being idle (`SKIFF_K8S_IDLE_SECS`).
+    pub scaled_to_zero: usize,
     pub errors: Vec<String>,
 }
 
@@ -67,6 +71,37 @@ pub struct KubeRuntime {
     /// Functions whose last apply failed: their state is that error, which
     /// the pods cannot clear (they may be the previous version's).
     apply_failed: Mutex<BTreeSet<i64>>,
+    /// Scale to zero: the manager's start, and each function's last deploy
+    /// or wake it saw (ms since the epoch), by function id.
+    started: i64,
+    touched: Mutex<BTreeMap<i64, i64>>,
+    /// Functions this manager scaled to zero (and nothing started since),
+    /// with the version live then.
+    at_zero: Mutex<BTreeMap<i64, i64>>,
+    /// Wake-ups done, by "user/function": a wake asked before one was done
+    /// shares it instead of scaling again.
+    wakes: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What a wake did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// This wake scaled the function to one replica.
+    Scaled,
+    /// Another wake, asked at the same time, did it.
+    Shared,
+    /// The pod watch sees a pod of the function: nothing to do.
+    AlreadyUp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    #[error("no such function")]
+    NoSuchFunction,
+    #[error("reading the function: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
 }
 
 fn default_policy() -> SettingsPolicy {
@@ -90,6 +125,10 @@ impl KubeRuntime {
             policy: default_policy(),
             pods: Mutex::default(),
             apply_failed: Mutex::default(),
+            started: skiff_core::time::now_millis(),
+            touched: Mutex::default(),
+            at_zero: Mutex::default(),
+            wakes: Mutex::default(),
         }
     }
 
@@ -214,6 +253,10 @@ impl KubeRuntime {
     }
 
     async fn apply_target(&self, t: &RuntimeTarget, announce: bool) -> SyncOutcome {
+        if announce {
+            // A deploy is a use: the idle clock starts again.
+            self.touch(t.function_id);
+        }
         if announce
             && let Err(e) = self
                 .store
@@ -224,7 +267,20 @@ impl KubeRuntime {
                 error: e.to_string(),
             };
         }
-        let result = self.apply_version(t).await;
+        let mut result = self.apply_version(t).await;
+        if result.is_ok()
+            && self
+                .zeroed_at(t.function_id)
+                .is_some_and(|v| v != t.version)
+        {
+            // A new version of a function at zero (a deploy, a rollback)
+            // starts one pod of it, so its state says whether it loads. A
+            // failed scale-up is retried with the apply by the next pass.
+            result = self.api.scale(&t.user, &t.name, 1).await;
+            if result.is_ok() {
+                self.set_at_zero(t.function_id, None);
+            }
+        }
         self.mark_apply_failed(t.function_id, result.is_err());
         // Applied is not running: the pods say whether the version serves.
         let observed = match &result {
@@ -336,8 +392,137 @@ impl KubeRuntime {
         )))
     }
 
+    fn touch(&self, function_id: i64) {
+        self.touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(function_id, skiff_core::time::now_millis());
+    }
+
+    /// The version live when this manager scaled the function to zero, if
+    /// it is at zero.
+    fn zeroed_at(&self, function_id: i64) -> Option<i64> {
+        self.at_zero
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&function_id)
+            .copied()
+    }
+
+    fn set_at_zero(&self, function_id: i64, version: Option<i64>) {
+        let mut map = self.at_zero.lock().unwrap_or_else(PoisonError::into_inner);
+        match version {
+            Some(v) => map.insert(function_id, v),
+            None => map.remove(&function_id),
+        };
+    }
+
+    /// Wakes `user`/`function` (a call came for it while it may be at zero):
+    /// scales its Deployment to 1 unless the pod watch sees a pod of it.
+    /// Wakes asked before one is done share it: the count of wakes done is
+    /// read now, when asked, and the one that takes the function's lock first
+    /// scales; the others find the count moved and do nothing. A wake is a
+    /// use: the idle clock starts again.
+    pub fn wake(
+        self: &Arc<Self>,
+        user: &str,
+        function: &str,
+    ) -> impl Future<Output = Result<WakeOutcome, WakeError>> + Send + 'static + use<> {
+        let key = format!("{user}/{function}");
+        let asked = self.wakes_done(&key);
+        let (runtime, user, function) = (self.clone(), user.to_owned(), function.to_owned());
+        async move {
+            let _guard = runtime.locks.lock(&key).await;
+            if runtime.wakes_done(&key) != asked {
+                return Ok(WakeOutcome::Shared);
+            }
+            let target = match runtime.store.runtime_target(&user, &function).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Err(WakeError::NoSuchFunction),
+                Err(e) => return Err(WakeError::Store(e.to_string())),
+            };
+            runtime.touch(target.function_id);
+            let up = runtime.pods_seen(|p| p.has_pods(&user, &function));
+            let outcome = if up == Some(true) {
+                WakeOutcome::AlreadyUp
+            } else {
+                runtime.api.scale(&user, &function, 1).await?;
+                tracing::info!(user, function, "woken: scaled to one");
+                WakeOutcome::Scaled
+            };
+            runtime.set_at_zero(target.function_id, None);
+            *runtime
+                .wakes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default() += 1;
+            Ok(outcome)
+        }
+    }
+
+    fn wakes_done(&self, key: &str) -> u64 {
+        self.wakes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Scales to zero every function idle at `now` (ms since the epoch; see
+    /// `idle::decide`), each under its lock; adds what it did to `report`.
+    /// Nothing when scale to zero is off.
+    pub async fn scale_idle(&self, now: i64, report: &mut ReconcileReport) {
+        let Some(idle) = self.settings.idle_after() else {
+            return;
+        };
+        let (targets, called) = match (
+            self.store.runtime_targets().await,
+            self.store.last_called_minutes().await,
+        ) {
+            (Ok(t), Ok(c)) => (t, c),
+            (Err(e), _) | (_, Err(e)) => {
+                report.errors.push(format!("reading last uses: {e}"));
+                return;
+            }
+        };
+        for t in targets {
+            let _guard = self.locks.lock(&format!("{}/{}", t.user, t.name)).await;
+            let touched = self
+                .touched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&t.function_id)
+                .copied()
+                .unwrap_or(self.started);
+            let last = LastUse {
+                called_minute: called.get(&t.function_id).copied(),
+                touched: touched.max(self.started),
+            };
+            let at_zero = self.zeroed_at(t.function_id).is_some();
+            if decide(now, Some(idle), last, at_zero) != IdleAction::ScaleToZero {
+                continue;
+            }
+            match self.api.scale(&t.user, &t.name, 0).await {
+                Ok(()) => {
+                    tracing::info!(user = %t.user, function = %t.name, "scaled to zero: idle");
+                    self.set_at_zero(t.function_id, Some(t.version));
+                    report.scaled_to_zero += 1;
+                }
+                // Its Deployment is not there (yet): the next pass tries again.
+                Err(e) if e.code() == Some(404) => {}
+                Err(e) => {
+                    report.failed += 1;
+                    report.errors.push(format!("{}/{}: {e}", t.user, t.name));
+                }
+            }
+        }
+    }
+
     /// One pass of the reconcile loop: applies every function in the database
-    /// and deletes the objects of functions no longer there.
+    /// and deletes the objects of functions no longer there, then scales idle
+    /// functions to zero.
     pub async fn reconcile_once(&self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         // Listed BEFORE reading the database: a function created between the
@@ -377,6 +562,8 @@ impl KubeRuntime {
                 }
             }
         }
+        self.scale_idle(skiff_core::time::now_millis(), &mut report)
+            .await;
         report
     }
 }

@@ -11,7 +11,11 @@
 //! - `state_watch` (the pod watch) and `observed` (pure): each function's
 //!   runtime state from its pods.
 //! - `pod_logs`: functions' output, read from their pods.
+//! - `idle` (pure): when an idle function is scaled to zero (the reconcile
+//!   loop does it, through the Deployment's `scale` subresource).
 //! - `render`: `skiff-manager render`.
+//! - `wake_listener`: `POST /wake/<user>/<function>` for the routers, on a
+//!   private listener.
 //!
 //! All but `settings` (plain flags) build only with the `kubernetes` feature
 //! (on by default; the CLI's `skiff dev` leaves it off).
@@ -29,6 +33,8 @@ pub mod errors;
 #[cfg(feature = "kubernetes")]
 mod hooks;
 #[cfg(feature = "kubernetes")]
+pub mod idle;
+#[cfg(feature = "kubernetes")]
 pub mod labels;
 #[cfg(feature = "kubernetes")]
 mod locks;
@@ -45,7 +51,9 @@ pub mod render;
 pub mod settings;
 #[cfg(feature = "kubernetes")]
 pub mod state_watch;
+#[cfg(feature = "kubernetes")]
+pub mod wake_listener;
 
 #[cfg(feature = "kubernetes")]
-pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome};
+pub use controller::{KubeRuntime, ReconcileReport, SyncOutcome, WakeError, WakeOutcome};
 pub use settings::KubeSettings;

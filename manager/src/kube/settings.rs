@@ -8,6 +8,10 @@ pub const DEFAULT_ROUTER_NAMESPACE: &str = "skiff";
 /// Pinned: the manager and the runtime image are released together.
 pub const DEFAULT_RUNTIME_IMAGE: &str = "skiff/client-runtime:0.1.0";
 
+/// The shortest idle time: the routers count calls per minute, so a shorter
+/// one could scale down a function called a minute ago.
+pub const MIN_IDLE_SECS: u64 = 120;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct KubeSettings {
     /// Namespace the function objects live in
@@ -92,6 +96,18 @@ pub struct KubeSettings {
         default_value_t = 10
     )]
     pub api_timeout_secs: u64,
+    /// Seconds without a call after which a function is scaled to zero
+    /// (0: never; else at least 120, as calls are counted per minute)
+    #[arg(
+        long = "k8s-idle-secs",
+        env = "SKIFF_K8S_IDLE_SECS",
+        default_value_t = 0
+    )]
+    pub idle_secs: u64,
+    /// Address of the wake endpoint the routers call for a function at zero
+    /// (its own port, never the public API's; fence it to the router pods)
+    #[arg(long = "k8s-wake-listen", env = "SKIFF_K8S_WAKE_LISTEN")]
+    pub wake_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for KubeSettings {
@@ -186,7 +202,19 @@ impl KubeSettings {
                 "must be greater than zero",
             ));
         }
+        if self.idle_secs != 0 && self.idle_secs < MIN_IDLE_SECS {
+            return Err(bad(
+                "SKIFF_K8S_IDLE_SECS",
+                format!("must be 0 (never scale to zero) or at least {MIN_IDLE_SECS}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// How long a function goes without a call before it is scaled to
+    /// zero; `None` when it never is.
+    pub fn idle_after(&self) -> Option<Duration> {
+        (self.idle_secs > 0).then(|| Duration::from_secs(self.idle_secs))
     }
 
     pub fn api_timeout(&self) -> Duration {
@@ -234,5 +262,8 @@ mod tests {
             Err("SKIFF_K8S_RECONCILE_SECS")
         );
         assert_eq!(with(|s| s.cpu_request = "0.25".into()), Ok(()));
+        assert_eq!(with(|s| s.idle_secs = 60), Err("SKIFF_K8S_IDLE_SECS"));
+        assert_eq!(with(|s| s.idle_secs = 120), Ok(()));
+        assert_eq!(KubeSettings::default().idle_after(), None);
     }
 }

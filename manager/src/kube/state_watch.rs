@@ -70,6 +70,20 @@ impl PodsSeen {
         changed
     }
 
+    /// Whether `user`/`function` has a pod that is not stopping (one
+    /// starting or ready); `None` until the first listing is in. Stopping
+    /// pods do not count: after a scale to zero they linger for their drain.
+    pub fn has_pods(&self, user: &str, function: &str) -> Option<bool> {
+        self.synced.then(|| {
+            self.pods
+                .get(&(user.to_owned(), function.to_owned()))
+                .is_some_and(|pods| {
+                    pods.values()
+                        .any(|p| p.metadata.deletion_timestamp.is_none())
+                })
+        })
+    }
+
     /// The state of `user`/`function` at `version`, as far as known.
     pub fn observe(&self, user: &str, function: &str, version: i64) -> Observed {
         if !self.synced {

@@ -105,7 +105,10 @@ impl Seen {
         let named = rest.len() > 3;
         let watch = self.query_value("watch").as_deref() == Some("true");
         let verb = match (&self.method, named) {
-            (&Method::PATCH, true) => Verb::Apply,
+            (&Method::PATCH, true) if self.content_type == "application/apply-patch+yaml" => {
+                Verb::Apply
+            }
+            (&Method::PATCH, true) => Verb::Patch,
             (&Method::GET, false) if watch => Verb::Watch,
             (&Method::GET, false) => Verb::List,
             (&Method::GET, true) => Verb::Get,
@@ -361,6 +364,29 @@ impl FakeApi {
                  skiff.dev/function={function},skiff.dev/version notin ({keep})"
             )
         );
+        seen
+    }
+
+    /// Expects a merge patch of the `scale` of alice's `function`'s
+    /// Deployment to `replicas`, and answers it (`fail`: with that status).
+    pub async fn expect_scale(&mut self, function: &str, replicas: i32, fail: Option<u16>) -> Seen {
+        let name = object_name("alice", function);
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                           "metadata": {"name": name, "namespace": NS},
+                           "spec": {"replicas": replicas}});
+        let reply = match fail {
+            None => Reply::Json(scale),
+            Some(code) => Reply::Fail(code, "InternalError", "etcd is down"),
+        };
+        let seen = self.answer(reply).await;
+        assert_eq!(seen.method, Method::PATCH);
+        assert_eq!(
+            seen.path,
+            format!("{}/{name}/scale", Kind::Deployment.collection())
+        );
+        assert_eq!(seen.content_type, "application/merge-patch+json");
+        assert_eq!(seen.body, json!({"spec": {"replicas": replicas}}));
+        assert_eq!(seen.call().verb, Verb::Patch);
         seen
     }
 

@@ -11,6 +11,7 @@ mod monitoring;
 mod api;
 mod config;
 mod failures;
+mod idle;
 mod logs;
 mod pod_state;
 mod rbac;

@@ -11,6 +11,8 @@ use skiff_testkit::TestBackend;
 
 use skiff_manager::runtime::FunctionRuntime;
 
+use skiff_manager::kube::KubeSettings;
+
 use crate::harness::{HELLO_V1, Kind, Reply, env, settings};
 
 const RBAC_YAML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/rbac.yaml"));
@@ -88,11 +90,16 @@ fn the_manager_has_no_cluster_wide_grant() {
 }
 
 /// Create, update with a prune, a reconcile pass with an orphan, a delete,
-/// reading a function's logs and the pod watch together make every call in `API_CALLS`, and nothing else (the
+/// reading a function's logs, the pod watch and scaling an idle function to
+/// zero together make every call in `API_CALLS`, and nothing else (the
 /// fake API panics on any unlisted call).
 #[tokio::test]
 async fn every_listed_call_is_made_by_the_code() {
-    let mut env = env(TestBackend::Sqlite, settings()).await;
+    let idle = KubeSettings {
+        idle_secs: 600,
+        ..settings()
+    };
+    let mut env = env(TestBackend::Sqlite, idle).await;
     env.store_version("hello", HELLO_V1).await;
     let task = env.sync("hello", true);
     env.api.expect_version("alice", "hello", 1).await;
@@ -142,6 +149,17 @@ async fn every_listed_call_is_made_by_the_code() {
     env.api.expect_pod_listing(Vec::new()).await;
     let _held = env.api.expect_pod_watch().await;
     watch.abort();
+
+    // Ten minutes and a second later, nobody having called it: scaled to 0.
+    let runtime = env.runtime.clone();
+    let later = skiff_core::time::now_millis() + 601_000;
+    let scale = tokio::spawn(async move {
+        let mut report = skiff_manager::kube::ReconcileReport::default();
+        runtime.scale_idle(later, &mut report).await;
+        report
+    });
+    env.api.expect_scale("hello", 0, None).await;
+    assert_eq!(scale.await.unwrap().scaled_to_zero, 1);
 
     let listed: BTreeSet<_> = API_CALLS.iter().copied().collect();
     assert_eq!(env.api.calls(), listed);
