@@ -225,6 +225,36 @@ impl Stack {
         self.manager.delete_function(token, name).await
     }
 
+    /// Waits until the router's `skiff_in_flight_requests` for the function
+    /// reads `n`; panics after `within`.
+    pub async fn until_in_flight(&self, user: &str, name: &str, n: i64, within: Duration) {
+        let addr = self.metrics_addr.expect("the router's private listener");
+        let series = format!(r#"skiff_in_flight_requests{{user="{user}",function="{name}"}} "#);
+        let start = std::time::Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < within {
+            if let Ok(r) = self
+                .client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+            {
+                let text = r.text().await.unwrap_or_default();
+                // No series at all: nothing of the function has been in flight.
+                let now = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<i64>().ok())
+                    .unwrap_or(0);
+                if now == n {
+                    return;
+                }
+                last = now.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{user}/{name}: {last} requests in flight after {within:?}, not {n}");
+    }
+
     pub fn url(&self, user: &str, name: &str, rest: &str) -> String {
         format!("{}/fn/{user}/{name}{rest}", self.router)
     }

@@ -18,15 +18,8 @@ const WHO: &str = "export default (req: Request) => new Response('owner=OWNER pa
 async fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(raw).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    let a = crate::wire::read_to_close(&mut c, Duration::from_secs(10)).await;
+    (a.status, a.text)
 }
 
 fn get(path: &[u8]) -> Vec<u8> {

@@ -105,13 +105,19 @@ async fn clients_that_stop_reading_are_dropped_and_free_their_slots() {
         stalled.push(c);
     }
     neighbour_is_served(&s).await;
-    // Each stalled client finds its endless answer cut off (what the socket
-    // buffers held, then the close).
+    // Reading a client the router has not cut off yet would unstall it, so
+    // first wait until the router holds no request of `slow` (every stalled
+    // answer dropped, the neighbour's finished)…
+    s.until_in_flight("alice", "slow", 0, Duration::from_secs(60))
+        .await;
+    // …then each stalled client finds its endless answer cut off: what the
+    // socket buffers held, then the close.
     for c in &mut stalled {
         let rest = read_to_close(c, Duration::from_secs(60)).await;
         assert!(
             rest.closed,
-            "a client that stopped reading is still connected"
+            "a client that stopped reading is still connected ({} bytes read)",
+            rest.text.len()
         );
     }
 }
