@@ -6,7 +6,7 @@
 //! every token), with hostile strings planted in the function's logs, env
 //! values and diagnostics. Nothing of them may run: no dialog, no element
 //! injected, no script marker set, no CSP violation. The screenshots it takes
-//! are the ones in docs/console/.
+//! are the ones in docs/console/ when `SKIFF_CONSOLE_SCREENSHOTS` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -260,7 +260,13 @@ async fn screenshot_from(c: &Client, name: &str, from: Option<&str>) {
     .await
     .unwrap();
     let png = c.screenshot().await.unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
+    // The committed pictures change only when asked for: a run of the suite
+    // leaves the work tree clean.
+    let dir = if std::env::var_os("SKIFF_CONSOLE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
+    } else {
+        std::env::temp_dir().join("skiff-console-screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }

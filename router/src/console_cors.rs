@@ -114,9 +114,13 @@ pub fn preflight(
 
 /// Lets an allowed origin read `res` (unless the function set its own policy).
 pub fn allow_reading(request: &HeaderMap, res: &mut Response<ProxyBody>, allowed: &AllowedOrigins) {
-    let Some(origin) = allowed.allowed(request) else {
-        return;
-    };
+    if let Some(origin) = allowed.allowed(request) {
+        grant(origin, res);
+    }
+}
+
+/// Lets `origin` (already found allowed) read `res`.
+fn grant(origin: HeaderValue, res: &mut Response<ProxyBody>) {
     let h = res.headers_mut();
     if h.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
         return;
@@ -138,9 +142,13 @@ pub async fn handle(
     if let Some(res) = preflight(req.method(), req.headers(), &state.console_origins) {
         return Ok(res);
     }
-    let asked = req.headers().clone();
-    let mut res = proxy::handle(state.clone(), peer, req).await?;
-    allow_reading(&asked, &mut res, &state.console_origins);
+    // Decided before the request is handed on: one header kept, not a copy
+    // of them all.
+    let origin = state.console_origins.allowed(req.headers());
+    let mut res = proxy::handle(state, peer, req).await?;
+    if let Some(origin) = origin {
+        grant(origin, &mut res);
+    }
     Ok(res)
 }
 

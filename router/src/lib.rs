@@ -15,6 +15,7 @@ pub mod forwarding;
 pub mod kubernetes;
 pub mod limits;
 pub mod metrics;
+pub mod private_listener;
 pub mod process;
 pub mod proxy;
 pub mod replay;
@@ -236,7 +237,7 @@ impl RouterApp {
         } = self;
         let mut stop = stop_tx.subscribe();
         let metrics_server = metrics_listener.map(|l| {
-            tokio::spawn(metrics::listener::serve(
+            tokio::spawn(private_listener::serve(
                 l,
                 state.metrics.clone(),
                 Some(sync_tx.clone()),

@@ -1,5 +1,5 @@
 //! What the router counts: Prometheus metrics (`exposition.rs`, served on a
-//! listener of their own by `listener.rs`) and the per-minute statistics its
+//! listener of their own by `crate::private_listener`) and the per-minute statistics its
 //! owners read (`StatsCell`, turned into rows by `stats_flush.rs`).
 //! The lowest layer beside `body.rs`: it imports nothing of the router.
 //!
@@ -19,7 +19,6 @@
 
 mod exposition;
 pub mod histogram;
-pub mod listener;
 mod stats_cell;
 
 use std::collections::HashMap;

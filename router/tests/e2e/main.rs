@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod calls;
+mod console_cors;
 mod deploy_notify;
 mod faults;
 mod fnconfig;

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{CONTENT_TYPE, Metrics};
+use crate::metrics::{CONTENT_TYPE, Metrics};
 
 /// Asks the directory syncer to poll now; the sender answers once applied.
 pub type SyncNow = mpsc::Sender<oneshot::Sender<()>>;
