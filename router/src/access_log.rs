@@ -23,6 +23,7 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use http::Method;
+use http::uri::PathAndQuery;
 
 use crate::metrics::Metrics;
 
@@ -46,7 +47,8 @@ pub struct Entry {
     pub function_id: i64,
     pub at_millis: i64,
     pub method: Method,
-    pub path: String,
+    /// As forwarded; the line shows its path only (queries carry tokens).
+    pub path: PathAndQuery,
     pub status: u16,
     pub elapsed: Duration,
     pub cold: bool,
@@ -63,7 +65,8 @@ impl Entry {
     /// Appends [`Entry::text`] to `out` (the writer formats a drain's lines
     /// into one buffer).
     fn push_text(&self, out: &mut String) {
-        let path = &self.path[..self.path.floor_char_boundary(MAX_PATH)];
+        let path = self.path.path();
+        let path = &path[..path.floor_char_boundary(MAX_PATH)];
         for part in [self.method.as_str(), " ", path, " "] {
             out.push_str(part);
         }
@@ -222,14 +225,14 @@ mod tests {
             function_id: 1,
             at_millis: 0,
             method: Method::POST,
-            path: "/a/b".into(),
+            path: PathAndQuery::from_static("/a/b?token=secret"),
             status: 201,
             elapsed: Duration::from_micros(12_345),
             cold: true,
         };
         assert_eq!(e.text(), "POST /a/b 201 12.3ms cold");
         let long = Entry {
-            path: format!("/{}", "é".repeat(MAX_PATH)),
+            path: PathAndQuery::try_from(format!("/{}", "é".repeat(MAX_PATH))).unwrap(),
             cold: false,
             ..e
         };
@@ -281,7 +284,7 @@ mod tests {
             function_id,
             at_millis,
             method: Method::GET,
-            path: format!("/{at_millis}"),
+            path: PathAndQuery::try_from(format!("/{at_millis}")).unwrap(),
             status: 200,
             elapsed: Duration::from_millis(1),
             cold: false,

@@ -241,8 +241,9 @@ fn rate_limited_hold() -> Duration {
 #[derive(Default)]
 struct Seen {
     function: Option<Arc<FunctionRef>>,
-    /// The path the function sees, without the query (access log only).
-    path: Option<String>,
+    /// The path and query the function sees (access log only; a clone of
+    /// what is forwarded, which shares its bytes).
+    path: Option<PathAndQuery>,
     /// The wait for an instance start, when this request paid one.
     cold: Option<Duration>,
     /// From forwarding the request to the function's response head.
@@ -374,9 +375,6 @@ async fn route(
             .lookup(user, name)
             .ok_or(RouterError::NotFound)?;
         seen.function = Some(function.clone());
-        if state.access_log.is_some() {
-            seen.path = Some(tail.to_owned());
-        }
         // First, so a user flooding past their rate costs the least possible.
         if let Err(retry_after) = state.user_rate.check(&function.user) {
             // A closed-loop flooder sends its next request as soon as it has
@@ -390,6 +388,9 @@ async fn route(
             None => PathAndQuery::try_from(tail),
         }
         .map_err(|_| RouterError::NotFound)?;
+        if state.access_log.is_some() {
+            seen.path = Some(tail_and_query.clone());
+        }
         (function, tail_and_query)
     };
     check_host(&req)?;
