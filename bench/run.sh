@@ -3,14 +3,14 @@
 #
 #   bash bench/run.sh           full run (~10 min after the build): writes BENCHMARKS.md
 #                               and bench/results.json
-#   bash bench/run.sh --quick   small counts, seconds per step (CI): writes
-#                               bench/out/quick.md and bench/out/quick.json
+#   bash bench/run.sh --quick   small counts, seconds per step, debug builds (CI):
+#                               writes bench/out/quick.md and bench/out/quick.json
 #
 # Options: --no-perf (skip the perf and callgrind profiles in a full run);
 # --only=PHASE,... or --only PHASE,... (full sizes, only these phases after setup, e.g. --only=callgrind
 # or --only="cold start,cold start anatomy"; writes bench/out/only.{md,json}).
 # As root the run is started with nice -n -10 (BENCH_NICE=no to not).
-# Builds the release binaries (CARGO_TARGET_DIR is honoured), installs wrk, HAProxy
+# Builds the release binaries (debug ones with --quick; CARGO_TARGET_DIR is honoured), installs wrk, HAProxy
 # and nginx with apt-get and Deno with pip when missing, runs every measurement
 # against 127.0.0.1 only, and stops every process it started. Exits non-zero when
 # a step fails; a missed target is reported, not a failure.
@@ -83,14 +83,23 @@ fi
 deno=$(bash scripts/ensure-deno.sh)
 echo "deno: $deno"
 
-step "build (release)"
+# Quick mode (CI) proves the suite runs, not the figures: it takes the debug
+# build the tests already made instead of spending minutes on an optimised one.
+if [ "$mode" = quick ]; then
+    profile=debug
+    release=()
+else
+    profile=release
+    release=(--release)
+fi
+step "build ($profile)"
 target=${CARGO_TARGET_DIR:-$root/target}
-cargo build --release --quiet --bin skiff-manager --bin skiff-router --bin skiff-sandbox
-cargo build --release --quiet --locked --manifest-path bench/loadgen/Cargo.toml \
+cargo build "${release[@]}" --quiet --bin skiff-manager --bin skiff-router --bin skiff-sandbox
+cargo build "${release[@]}" --quiet --locked --manifest-path bench/loadgen/Cargo.toml \
     --target-dir "$target/bench-loadgen"
-manager=$target/release/skiff-manager
-router=$target/release/skiff-router
-loadgen=$target/bench-loadgen/release/loadgen
+manager=$target/$profile/skiff-manager
+router=$target/$profile/skiff-router
+loadgen=$target/bench-loadgen/$profile/loadgen
 ls -l "$manager" "$router" "$loadgen" | awk '{print $5, $9}'
 
 out=$root/bench/out

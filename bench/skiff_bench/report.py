@@ -36,7 +36,9 @@ def header(L, res):
              f"{m['os']}, kernel {m['kernel']}; load average (1/5/15 min) at start "
              f"{' '.join(m.get('loadavg_at_start') or [])}, at end {' '.join(m.get('loadavg_at_end') or [])}")
     L.append("- **Versions:** " + "; ".join(f"{k} `{val}`" for k, val in v.items() if val))
-    L.append("- **Build:** `cargo build --release` (workspace profile: thin LTO, 4 codegen units)")
+    L.append("- **Build:** " + ("the debug build (quick mode: proves the suite runs; no figure here says "
+                                "anything of speed)" if quick else
+                                "`cargo build --release` (workspace profile: thin LTO, 4 codegen units)"))
     L.append(f"- **Priority:** every process of the run at nice {res.get('nice')} (other work on the "
              "machine at 0); all measured parties alike")
     if res["steps_failed"]:
