@@ -89,7 +89,8 @@ impl KubeApi {
         format!("{verb} {} {}/{name}", K::kind(&()), self.namespace)
     }
 
-    async fn apply<K: Kind>(&self, object: &K) -> Result<(), KubeError> {
+    /// Server-side applies `object`; the object as the API server now holds it.
+    async fn apply<K: Kind>(&self, object: &K) -> Result<K, KubeError> {
         permitted::<K>(Verb::Apply)?;
         let name = object.name_any();
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -98,18 +99,24 @@ impl KubeApi {
             self.api::<K>().patch(&name, &params, &Patch::Apply(object)),
         )
         .await
-        .map(|_| ())
     }
 
     /// Applies every object of one function version, in dependency order, and
-    /// stops at the first failure (the next pass starts over; applies are idempotent).
-    pub async fn apply_function(&self, objects: &FunctionObjects) -> Result<(), KubeError> {
+    /// stops at the first failure (the next pass starts over; applies are
+    /// idempotent). Returns the Deployment's replicas as the server holds
+    /// them: the apply never sets them, so a `0` is a scale to zero, whoever
+    /// made it and whenever.
+    pub async fn apply_function(
+        &self,
+        objects: &FunctionObjects,
+    ) -> Result<Option<i32>, KubeError> {
         self.apply(&objects.network_policy).await?;
         self.apply(&objects.config_map).await?;
         self.apply(&objects.secret).await?;
         self.apply(&objects.service).await?;
-        self.apply(&objects.deployment).await?;
-        self.apply(&objects.autoscaler).await
+        let deployment = self.apply(&objects.deployment).await?;
+        self.apply(&objects.autoscaler).await?;
+        Ok(deployment.spec.and_then(|s| s.replicas))
     }
 
     /// Sets the replicas of the function's Deployment through its `scale`

@@ -267,20 +267,28 @@ impl KubeRuntime {
                 error: e.to_string(),
             };
         }
-        let mut result = self.apply_version(t).await;
-        if result.is_ok()
-            && self
-                .zeroed_at(t.function_id)
-                .is_some_and(|v| v != t.version)
-        {
-            // A new version of a function at zero (a deploy, a rollback)
-            // starts one pod of it, so its state says whether it loads. A
-            // failed scale-up is retried with the apply by the next pass.
-            result = self.api.scale(&t.user, &t.name, 1).await;
-            if result.is_ok() {
-                self.set_at_zero(t.function_id, None);
+        // A new version of a function at zero (a deploy, a rollback) starts
+        // one pod of it, so its state says whether it loads: known from the
+        // deploy and the Deployment's replicas (whoever scaled it down, this
+        // manager before a restart included), or, for a pass retrying a
+        // failed deploy, from what this manager scaled down. A failed
+        // scale-up is retried with the apply by the next pass.
+        let at_zero_before = |replicas: Option<i32>| {
+            (announce && replicas == Some(0))
+                || self
+                    .zeroed_at(t.function_id)
+                    .is_some_and(|v| v != t.version)
+        };
+        let result = match self.apply_version(t).await {
+            Ok(replicas) if at_zero_before(replicas) => {
+                let scaled = self.api.scale(&t.user, &t.name, 1).await;
+                if scaled.is_ok() {
+                    self.set_at_zero(t.function_id, None);
+                }
+                scaled
             }
-        }
+            other => other.map(|_| ()),
+        };
         self.mark_apply_failed(t.function_id, result.is_err());
         // Applied is not running: the pods say whether the version serves.
         let observed = match &result {
@@ -307,7 +315,9 @@ impl KubeRuntime {
         }
     }
 
-    async fn apply_version(&self, t: &RuntimeTarget) -> Result<(), KubeError> {
+    /// Applies the version's objects and prunes old code; the Deployment's
+    /// replicas as the server holds them (`None`: not known).
+    async fn apply_version(&self, t: &RuntimeTarget) -> Result<Option<i32>, KubeError> {
         let Some(module) = self
             .store
             .version_module(t.function_id, t.version)
@@ -318,12 +328,12 @@ impl KubeRuntime {
             })?
         else {
             // Deleted between the two reads; the next sync deletes the objects.
-            return Ok(());
+            return Ok(None);
         };
         let source = String::from_utf8(module.code)
             .map_err(|_| KubeError::SourceNotText { version: t.version })?;
         let Some(config) = self.version_config(t).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let spec = FunctionSpec {
             user: &t.user,
@@ -333,14 +343,16 @@ impl KubeRuntime {
             module_file: skiff_core::layout::Layout::module_file(module.bundled),
             config: &config,
         };
-        self.api
+        let replicas = self
+            .api
             .apply_function(&build(&self.settings, &spec))
             .await?;
         let keep: Vec<i64> = (0..KEEP_VERSIONS)
             .map(|back| t.version - back)
             .filter(|v| *v >= 1)
             .collect();
-        self.api.prune_code(&t.user, &t.name, &keep).await
+        self.api.prune_code(&t.user, &t.name, &keep).await?;
+        Ok(replicas)
     }
 
     /// The version's env, opened secrets and settings; `None` when the

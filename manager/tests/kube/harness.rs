@@ -174,6 +174,9 @@ pub enum Reply {
     Pods(Vec<String>),
     /// 200 with this JSON body.
     Json(Value),
+    /// 200 with the applied Deployment as the server holds it at these
+    /// replicas (the apply never sets them; a scale did).
+    AtReplicas(i32),
 }
 
 /// Answers a watch with these events, one JSON object a line, then ends it
@@ -285,6 +288,11 @@ impl FakeApi {
                 send.send_response(resp);
             }
             Reply::Json(body) => respond(send, 200, &body),
+            Reply::AtReplicas(n) => {
+                let mut held = seen.body.clone();
+                held["spec"]["replicas"] = json!(n);
+                respond(send, 200, &held)
+            }
             Reply::Pods(names) => {
                 let items = names.iter().map(|n| json!({"name": n, "namespace": NS}));
                 respond(send, 200, &metadata_list(items))
@@ -314,12 +322,24 @@ impl FakeApi {
     /// env Secret, Service, Deployment, HorizontalPodAutoscaler), then the
     /// prune of old code ConfigMaps; returns the applied bodies in that order.
     pub async fn expect_version(&mut self, user: &str, function: &str, version: i64) -> Vec<Seen> {
+        self.expect_version_deployed(user, function, version, Reply::Ok)
+            .await
+    }
+
+    /// [`Self::expect_version`] with the Deployment's apply answered `deployment`.
+    pub async fn expect_version_deployed(
+        &mut self,
+        user: &str,
+        function: &str,
+        version: i64,
+        deployment: Reply,
+    ) -> Vec<Seen> {
         let name = object_name(user, function);
         let mut out = self
             .expect_policy_and_code(user, function, version, Reply::Created)
             .await;
         out.push(self.expect_apply(Kind::Service, &name, Reply::Ok).await);
-        out.push(self.expect_apply(Kind::Deployment, &name, Reply::Ok).await);
+        out.push(self.expect_apply(Kind::Deployment, &name, deployment).await);
         out.push(self.expect_apply(Kind::Autoscaler, &name, Reply::Ok).await);
         out.push(self.expect_prune(user, function, version).await);
         out

@@ -154,6 +154,45 @@ async fn idle_functions_go_to_zero_once_and_a_deploy_starts_them(b: TestBackend)
     env.api.expect_silence().await;
 }
 
+/// A manager that did not scale the function down itself (it restarted
+/// since, or another one did): the Deployment's replicas tell.
+mod restarted {
+    use super::*;
+    use crate::harness::Reply;
+
+    skiff_testkit::on_both_backends!(a_deploy_starts_a_function_found_at_zero);
+
+    async fn a_deploy_starts_a_function_found_at_zero(b: TestBackend) {
+        let mut env = env(b, idle_settings()).await;
+        deploy(&mut env, "hello", HELLO_V1).await;
+        // A reconcile pass finds the Deployment at 0: nothing woke it, it
+        // stays there (a pass is not a use).
+        let task = env.sync("hello", false);
+        env.api
+            .expect_version_deployed("alice", "hello", 1, Reply::AtReplicas(0))
+            .await;
+        assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 1 });
+        env.api.expect_silence().await;
+        // A deploy onto it starts one pod of the new version.
+        env.store_version("hello", HELLO_V2).await;
+        let task = env.sync("hello", true);
+        env.api
+            .expect_version_deployed("alice", "hello", 2, Reply::AtReplicas(0))
+            .await;
+        env.api.expect_scale("hello", 1, None).await;
+        assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 2 });
+        env.api.expect_silence().await;
+        // Up with the autoscaler's 3: a deploy leaves its replicas alone.
+        env.store_version("hello", HELLO_V1).await;
+        let task = env.sync("hello", true);
+        env.api
+            .expect_version_deployed("alice", "hello", 3, Reply::AtReplicas(3))
+            .await;
+        assert_eq!(task.await.unwrap(), SyncOutcome::Applied { version: 3 });
+        env.api.expect_silence().await;
+    }
+}
+
 /// (One macro per module: it names its tests by backend.)
 mod wake {
     use serde_json::json;
