@@ -175,7 +175,9 @@ impl LocalChecker {
                 // Named as its parent: the steps' cgroups are named after it.
                 let name = dir.path().file_name().map(ToOwned::to_owned);
                 let root = dir.path().join(name.unwrap_or_else(|| "b".into()));
-                std::fs::create_dir(&root).context("creating the build dir")?;
+                tokio::fs::create_dir(&root)
+                    .await
+                    .context("creating the build dir")?;
                 self.hand_over(dir.path()).await?;
                 (dir, root)
             }
