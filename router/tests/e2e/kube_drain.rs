@@ -189,9 +189,10 @@ async fn a_rolling_update_under_load_fails_no_request() {
             while !stop.load(Ordering::SeqCst) {
                 let body = format!("w{w}-{i}");
                 let (parts, b) = post(&body);
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    skiff_router::replay::send(&mut up, parts, b),
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let answer = tokio::time::timeout_at(
+                    deadline,
+                    skiff_router::replay::send(&mut up, parts, b, deadline),
                 )
                 .await;
                 match answer {
