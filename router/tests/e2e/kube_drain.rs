@@ -87,13 +87,13 @@ impl Upstream for ServiceUpstream {
     }
 }
 
-struct Pod {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Pod {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     _dirs: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -103,7 +103,12 @@ fn deno() -> PathBuf {
 }
 
 /// The container's command (run.sh with the Deployment's runtime arguments).
-async fn start_pod(repo: &Path, drain_secs: u64) -> Pod {
+pub(crate) async fn start_pod(repo: &Path, drain_secs: u64) -> Pod {
+    start_pod_on(repo, drain_secs, free_port()).await
+}
+
+/// The same, listening on `port`.
+pub(crate) async fn start_pod_on(repo: &Path, drain_secs: u64, port: u16) -> Pod {
     let dirs = tempfile::tempdir().unwrap();
     for d in ["code", "tmp", "deno-dir"] {
         std::fs::create_dir(dirs.path().join(d)).unwrap();
@@ -114,7 +119,6 @@ async fn start_pod(repo: &Path, drain_secs: u64) -> Pod {
         "export default async (req) => new Response(await req.text());\n",
     )
     .unwrap();
-    let port = free_port();
     let child = Command::new(repo.join("client-runtime/run.sh"))
         .args(["--module", module.to_str().unwrap(), "--listen"])
         .arg(format!("tcp:[::]:{port}"))
