@@ -441,9 +441,14 @@ async fn route(
     let deadline = tokio::time::Instant::from_std(forwarded) + settings.timeout;
     // Sent again, within the timeout, if it never reached the function (and
     // held while it wakes, if it is scaled to zero: `replay.rs`).
-    let sent = crate::replay::send(upstream.as_mut(), parts, body, deadline);
+    let mut woken = None;
+    let sent = crate::replay::send(upstream.as_mut(), parts, body, deadline, &mut woken);
     let answer = tokio::time::timeout_at(deadline, sent).await;
     seen.upstream = Some(forwarded.elapsed());
+    // A function woken from zero for this request: its wait was a cold start.
+    if woken.is_some() {
+        seen.cold = woken;
+    }
     let resp = match answer {
         Err(_) => {
             upstream.timed_out();

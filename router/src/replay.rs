@@ -144,6 +144,10 @@ impl std::fmt::Display for SendError {
 /// it and keeps trying, with a growing pause, for the wake's hold, never at
 /// or past `deadline` (the request's timeout).
 ///
+/// `woken` is set, when the function was woken for this request, to how
+/// long the request waited for it (from its first attempt to the one that
+/// got through): a cold start.
+///
 /// `&mut`: a future holding `&dyn Upstream` across an await would need the
 /// upstream to be `Sync`; `&mut` needs only `Send`.
 pub async fn send(
@@ -151,6 +155,7 @@ pub async fn send(
     parts: Parts,
     body: ProxyBody,
     deadline: Instant,
+    woken: &mut Option<Duration>,
 ) -> Result<http::Response<Incoming>, SendError> {
     let retries = upstream.unsent_retries();
     if retries == 0 {
@@ -161,19 +166,26 @@ pub async fn send(
     }
     let slot: Slot = Arc::new(Mutex::new(Some(body)));
     let mut retry = 0;
+    let first = Instant::now();
     // Once woken: the end of the hold, and the attempts since the wake.
-    let mut woken: Option<(Instant, u32)> = None;
+    let mut hold: Option<(Instant, u32)> = None;
     loop {
         let attempt = Deferred {
             slot: slot.clone(),
             taken: None,
         }
         .boxed_unsync();
+        let started = Instant::now();
         let result = upstream
             .send(Request::from_parts(parts.clone(), attempt))
             .await;
         let e = match result {
-            Ok(r) => return Ok(r),
+            Ok(r) => {
+                if hold.is_some() {
+                    *woken = Some(started.duration_since(first));
+                }
+                return Ok(r);
+            }
             Err(e) => e,
         };
         let unread = slot
@@ -190,7 +202,7 @@ pub async fn send(
             continue;
         }
         // No endpoint takes connections: the function may be at zero.
-        let (until, attempts) = match woken {
+        let (until, attempts) = match hold {
             Some(w) => w,
             None => {
                 let Some(wake) = upstream.wake() else {
@@ -203,7 +215,7 @@ pub async fn send(
                     Ok(Err(outcome)) => return Err(SendError::Asleep(Some(outcome))),
                     // Up or starting: try at once (it may have been up).
                     Ok(Ok(())) => {
-                        woken = Some((until, 0));
+                        hold = Some((until, 0));
                         continue;
                     }
                 }
@@ -212,7 +224,7 @@ pub async fn send(
         // Never an attempt at or past the end of the hold: one started at
         // the request's deadline would end as its timeout, not as this.
         let attempts = attempts + 1;
-        woken = Some((until, attempts));
+        hold = Some((until, attempts));
         let next = Instant::now() + wake_backoff(attempts);
         if next >= until {
             tokio::time::sleep_until(until).await;
@@ -358,9 +370,11 @@ mod tests {
     async fn a_refused_connection_is_sent_again_with_the_whole_body() {
         let mut up = endpoints(vec![refused().await, refused().await, echo().await], 3);
         let (parts, body) = post();
-        let r = send(&mut up, parts, body, far()).await.unwrap();
+        let mut woken = None;
+        let r = send(&mut up, parts, body, far(), &mut woken).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(body_of(r).await, "payload");
+        assert_eq!(woken, None, "nothing was woken");
         assert_eq!(up.attempts.load(Ordering::SeqCst), 3);
     }
 
@@ -368,7 +382,9 @@ mod tests {
     async fn retries_stop_at_the_bound() {
         let mut up = endpoints(vec![refused().await], 3);
         let (parts, body) = post();
-        let e = send(&mut up, parts, body, far()).await.unwrap_err();
+        let e = send(&mut up, parts, body, far(), &mut None)
+            .await
+            .unwrap_err();
         assert!(e.client().is_some_and(ClientError::is_connect), "{e:?}");
         assert_eq!(up.attempts.load(Ordering::SeqCst), 4);
     }
@@ -377,7 +393,9 @@ mod tests {
     async fn a_request_the_function_read_is_never_sent_twice() {
         let mut up = endpoints(vec![reads_then_resets().await, echo().await], 3);
         let (parts, body) = post();
-        let e = send(&mut up, parts, body, far()).await.unwrap_err();
+        let e = send(&mut up, parts, body, far(), &mut None)
+            .await
+            .unwrap_err();
         assert!(e.client().is_some_and(|e| !e.is_connect()), "{e:?}");
         assert_eq!(up.attempts.load(Ordering::SeqCst), 1);
     }
@@ -386,7 +404,9 @@ mod tests {
     async fn a_runtime_without_retries_sends_once() {
         let mut up = endpoints(vec![refused().await, echo().await], 0);
         let (parts, body) = post();
-        let e = send(&mut up, parts, body, far()).await.unwrap_err();
+        let e = send(&mut up, parts, body, far(), &mut None)
+            .await
+            .unwrap_err();
         assert!(e.client().is_some_and(ClientError::is_connect));
         assert_eq!(up.attempts.load(Ordering::SeqCst), 1);
     }
@@ -400,9 +420,11 @@ mod tests {
         let mut up = endpoints(list, 3);
         up.wake = Some((Ok(()), Duration::from_secs(30)));
         let (parts, body) = post();
-        let r = send(&mut up, parts, body, far()).await.unwrap();
+        let mut woken = None;
+        let r = send(&mut up, parts, body, far(), &mut woken).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(body_of(r).await, "payload");
+        assert!(woken.is_some(), "the wait is a cold start");
         assert_eq!(up.wakes.load(Ordering::SeqCst), 1);
         assert_eq!(up.attempts.load(Ordering::SeqCst), 7);
     }
@@ -412,7 +434,9 @@ mod tests {
         let mut up = endpoints(vec![refused().await], 1);
         up.wake = Some((Err(WakeOutcome::Failed), Duration::from_secs(30)));
         let (parts, body) = post();
-        let e = send(&mut up, parts, body, far()).await.unwrap_err();
+        let e = send(&mut up, parts, body, far(), &mut None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, SendError::Asleep(Some(WakeOutcome::Failed))),
             "{e:?}"
@@ -433,7 +457,9 @@ mod tests {
             let mut up = endpoints(vec![refused().await], 1);
             up.wake = Some((Ok(()), wait));
             let (parts, body) = post();
-            let e = send(&mut up, parts, body, deadline).await.unwrap_err();
+            let e = send(&mut up, parts, body, deadline, &mut None)
+                .await
+                .unwrap_err();
             assert!(matches!(e, SendError::Asleep(None)), "{e:?}");
             assert_eq!(up.wakes.load(Ordering::SeqCst), 1);
         }

@@ -196,7 +196,7 @@ async fn a_rolling_update_under_load_fails_no_request() {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 let answer = tokio::time::timeout_at(
                     deadline,
-                    skiff_router::replay::send(&mut up, parts, b, deadline),
+                    skiff_router::replay::send(&mut up, parts, b, deadline, &mut None),
                 )
                 .await;
                 match answer {

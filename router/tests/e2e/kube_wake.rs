@@ -183,6 +183,14 @@ fn client() -> reqwest::Client {
 }
 
 async fn call(url: &str, body: String) -> (u16, Option<String>, String) {
+    let (status, headers, body) = call_with_headers(url, body).await;
+    let retry_after = headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry_after, body)
+}
+
+async fn call_with_headers(url: &str, body: String) -> (u16, reqwest::header::HeaderMap, String) {
     let r = client()
         .post(format!("{url}/fn/alice/hello/echo"))
         .body(body)
@@ -190,11 +198,16 @@ async fn call(url: &str, body: String) -> (u16, Option<String>, String) {
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let retry_after = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (status, retry_after, r.text().await.unwrap())
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn server_timing(h: &reqwest::header::HeaderMap) -> String {
+    h.get_all("server-timing")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn error_code(body: &str) -> String {
@@ -215,12 +228,15 @@ async fn concurrent_calls_to_a_sleeping_function_share_one_wake_and_all_get_its_
     for i in 0..20 {
         let url = router.url.clone();
         calls.push(tokio::spawn(async move {
-            (i, call(&url, format!("call-{i}")).await)
+            (i, call_with_headers(&url, format!("call-{i}")).await)
         }));
     }
     for c in calls {
-        let (i, (status, _, body)) = c.await.unwrap();
+        let (i, (status, headers, body)) = c.await.unwrap();
         assert_eq!((status, body.as_str()), (200, format!("call-{i}").as_str()));
+        // Each waited for the pod: a cold start, said as the process runtime says it.
+        let timing = server_timing(&headers);
+        assert!(timing.contains("cold;dur="), "{timing}");
     }
     assert_eq!(
         wake.calls(),
@@ -233,12 +249,17 @@ async fn concurrent_calls_to_a_sleeping_function_share_one_wake_and_all_get_its_
         ["POST /wake/alice/hello"]
     );
     // Up now: the next call goes straight through, no wake.
-    let (status, _, body) = call(&router.url, "again".into()).await;
+    let (status, headers, body) = call_with_headers(&router.url, "again".into()).await;
     assert_eq!((status, body.as_str()), (200, "again"));
+    assert!(!server_timing(&headers).contains("cold"));
     assert_eq!(wake.calls(), 1);
     let metrics = router.handle.metrics().render();
     assert!(
         metrics.contains(r#"skiff_wakes_total{outcome="scaled"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"skiff_cold_starts_total{user="alice",function="hello"} 20"#),
         "{metrics}"
     );
 }
