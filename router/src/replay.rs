@@ -21,7 +21,6 @@ use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Error as ClientError;
-
 use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody};

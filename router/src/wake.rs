@@ -85,7 +85,11 @@ impl HttpWakeCall {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(3)));
         Self {
-            client: Client::builder(TokioExecutor::new()).build(http),
+            // Wakes are minutes apart: a pooled connection would be one the
+            // manager has closed since. A new one each time.
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(http),
             base: base.trim_end_matches('/').to_owned(),
         }
     }
