@@ -78,6 +78,15 @@ pub struct RouterSettings {
     /// Namespace of the function Services (kubernetes runtime)
     #[arg(long, env = "SKIFF_K8S_NAMESPACE", default_value = "skiff-functions")]
     pub k8s_namespace: String,
+    /// The manager's wake endpoint (`http://host:port`, its
+    /// SKIFF_K8S_WAKE_LISTEN), called for a function scaled to zero
+    /// (kubernetes runtime) [default: none, functions at zero are not woken]
+    #[arg(long, env = "SKIFF_K8S_WAKE_URL", default_value = "")]
+    pub k8s_wake_url: WakeUrl,
+    /// How long a request to a function being woken is held for it, in
+    /// seconds (bounded by the request's timeout); then 503 with Retry-After
+    #[arg(long, env = "SKIFF_K8S_WAKE_WAIT_SECS", default_value_t = 30)]
+    pub k8s_wake_wait_secs: u64,
     /// Peers (CIDRs, comma-separated) whose X-Forwarded-*/Forwarded headers are
     /// believed and appended to; every other caller's are replaced [default: none]
     #[arg(long, env = "SKIFF_TRUSTED_PROXIES", default_value = "")]
@@ -154,6 +163,32 @@ impl std::str::FromStr for MetricsListen {
     }
 }
 
+/// The manager's wake endpoint: `http://host:port` (a trailing `/` is
+/// dropped), or none (empty, `off`, `none`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeUrl(pub Option<String>);
+
+impl std::str::FromStr for WakeUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if matches!(s, "" | "off" | "none") {
+            return Ok(Self(None));
+        }
+        let bad = || format!("{s:?} is not an http://host:port URL or \"off\"");
+        let uri: http::Uri = s.parse().map_err(|_| bad())?;
+        let plain = uri.scheme_str() == Some("http")
+            && uri.authority().is_some_and(|a| !a.host().is_empty())
+            && matches!(uri.path(), "" | "/")
+            && uri.query().is_none();
+        if !plain {
+            return Err(bad());
+        }
+        Ok(Self(Some(s.trim_end_matches('/').to_owned())))
+    }
+}
+
 impl RouterSettings {
     /// The settings the sandbox depends on, without the database (for
     /// `--check-sandbox`).
@@ -213,6 +248,12 @@ pub struct RouterConfig {
     pub function_tmp_mb: u32,
     pub poll_interval: Duration,
     pub k8s_namespace: String,
+    /// The manager's wake endpoint (`None`: functions at zero are not woken).
+    pub k8s_wake_url: Option<String>,
+    pub k8s_wake_wait: Duration,
+    /// Tests without a cluster only, never a setting: every Service is
+    /// reached at this address (a stand-in for kube-proxy and the DNS).
+    pub k8s_connect_to: Option<SocketAddr>,
     pub trusted_proxies: TrustedProxies,
     pub body_read_timeout: Duration,
     pub response_write_timeout: Duration,
@@ -278,6 +319,7 @@ impl RouterSettings {
             ("SKIFF_WS_IDLE_SECS", self.ws_idle_secs),
             ("SKIFF_WS_MAX_SECS", self.ws_max_secs),
             ("SKIFF_STATS_FLUSH_MS", self.stats_flush_ms),
+            ("SKIFF_K8S_WAKE_WAIT_SECS", self.k8s_wake_wait_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError::NotPositive(name));
@@ -324,6 +366,9 @@ impl RouterSettings {
             function_tmp_mb: self.function_tmp_mb,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             k8s_namespace: self.k8s_namespace,
+            k8s_wake_url: self.k8s_wake_url.0,
+            k8s_wake_wait: Duration::from_secs(self.k8s_wake_wait_secs),
+            k8s_connect_to: None,
             trusted_proxies: self.trusted_proxies,
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             response_write_timeout: Duration::from_secs(self.response_write_timeout_secs),
@@ -532,6 +577,32 @@ mod tests {
     }
 
     #[test]
+    fn the_wake_url_is_off_unless_set() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.k8s_wake_url, None);
+        assert_eq!(c.k8s_wake_wait, Duration::from_secs(30));
+        assert_eq!(c.k8s_connect_to, None);
+        let c = parse(&[
+            "--runtime",
+            "kubernetes",
+            "--k8s-wake-url",
+            "http://skiff-manager-wake.skiff.svc:9466/",
+            "--k8s-wake-wait-secs",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.k8s_wake_url.as_deref(),
+            Some("http://skiff-manager-wake.skiff.svc:9466")
+        );
+        assert_eq!(c.k8s_wake_wait, Duration::from_secs(5));
+        assert_eq!(
+            parse(&["--k8s-wake-url", "off"]).unwrap().k8s_wake_url,
+            None
+        );
+    }
+
+    #[test]
     fn request_path_hardening_settings() {
         let c = parse(&[]).unwrap();
         assert!(c.trusted_proxies.is_empty(), "nobody is trusted by default");
@@ -591,6 +662,10 @@ mod tests {
             &["--ws-max-secs", "0"],
             &["--stats-flush-ms", "0"],
             &["--metrics-listen", "everywhere"],
+            &["--k8s-wake-url", "https://manager:9466"],
+            &["--k8s-wake-url", "http://manager:9466/wake"],
+            &["--k8s-wake-url", "manager:9466"],
+            &["--k8s-wake-wait-secs", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }

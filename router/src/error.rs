@@ -9,7 +9,14 @@ use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::body::{ProxyBody, json};
-use crate::metrics::Refusal;
+use crate::metrics::{Refusal, WakeOutcome};
+
+/// `Retry-After` of a request held for a function waking from zero that did
+/// not come up in time: it is probably about to.
+pub const WAKING_RETRY_AFTER_SECS: u64 = 2;
+/// `Retry-After` when the function could not be woken (the manager or the
+/// cluster failing): give it longer.
+pub const WAKE_FAILED_RETRY_AFTER_SECS: u64 = 10;
 
 /// Why an instance could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +63,14 @@ pub enum RouterError {
     BadGateway,
     #[error("quota exceeded: running instances per user is {0}")]
     InstanceQuota(u64),
+    /// The function was scaled to zero and woken, and did not come up while
+    /// the request was held.
+    #[error("the function is starting after being scaled to zero; retry shortly")]
+    Waking,
+    /// The function is scaled to zero and the wake failed (the manager's
+    /// answer, for the log and metrics; not shown).
+    #[error("the function is scaled to zero and could not be started")]
+    WakeFailed(WakeOutcome),
 }
 
 impl RouterError {
@@ -68,7 +83,9 @@ impl RouterError {
             Self::Busy | Self::ClientBusy(_) | Self::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::StartFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StartFailed(_) | Self::Waking | Self::WakeFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::InstanceQuota(_) => StatusCode::FORBIDDEN,
@@ -83,7 +100,8 @@ impl RouterError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Busy => "too_many_requests",
             Self::ClientBusy(_) | Self::RateLimited(_) => "rate_limited",
-            Self::StartFailed(_) => "function_unavailable",
+            Self::StartFailed(_) | Self::WakeFailed(_) => "function_unavailable",
+            Self::Waking => "function_waking",
             Self::Timeout(_) => "function_timeout",
             Self::BadGateway => "bad_gateway",
             Self::InstanceQuota(_) => "quota_exceeded",
@@ -106,6 +124,7 @@ impl RouterError {
             Self::Timeout(_) => Refusal::Timeout,
             Self::BadGateway => Refusal::BadGateway,
             Self::InstanceQuota(_) => Refusal::InstanceQuota,
+            Self::Waking | Self::WakeFailed(_) => Refusal::Waking,
         })
     }
 
@@ -115,9 +134,14 @@ impl RouterError {
         }
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut r = json(self.status(), body.to_string());
-        if matches!(self, RouterError::Busy | RouterError::ClientBusy(_)) {
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = match self {
+            RouterError::Busy | RouterError::ClientBusy(_) => Some(1),
+            RouterError::Waking => Some(WAKING_RETRY_AFTER_SECS),
+            RouterError::WakeFailed(_) => Some(WAKE_FAILED_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }

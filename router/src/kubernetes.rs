@@ -1,23 +1,61 @@
 //! The Kubernetes runtime: a function's instances are the pods behind its
 //! Service, which the manager creates; the router only sends requests there.
+//! A function scaled to zero is woken through the manager (`wake.rs`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
 use http::uri::Authority;
+use http::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::directory::FunctionRef;
 use crate::error::RouterError;
-use crate::runtime::{BoxFuture, Runtime, Upstream};
+use crate::runtime::{BoxFuture, Runtime, Upstream, Wake};
+use crate::wake::Wakes;
 
 pub struct KubernetesRuntime {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<ServiceConnector, ProxyBody>,
     namespace: String,
+    /// Set with `SKIFF_K8S_WAKE_URL`: functions at zero are woken.
+    wakes: Option<Arc<Wakes>>,
+}
+
+/// Connects to a Service by its name, as kube-proxy and the cluster DNS
+/// make it reachable; or, in tests without a cluster, every Service to one
+/// address (`RouterConfig::k8s_connect_to`, like curl's `--connect-to`).
+#[derive(Clone)]
+pub struct ServiceConnector {
+    http: HttpConnector,
+    connect_to: Option<SocketAddr>,
+}
+
+impl tower::Service<Uri> for ServiceConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let dst = match self.connect_to {
+            Some(addr) => match Uri::try_from(format!("http://{addr}")) {
+                Ok(u) => u,
+                Err(e) => return Box::pin(async move { Err(e.into()) }),
+            },
+            None => dst,
+        };
+        let connecting = self.http.call(dst);
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
 }
 
 /// A refused connection goes to the Service again, where kube-proxy picks
@@ -36,22 +74,31 @@ pub fn pool_idle_timeout() -> Duration {
 }
 
 impl KubernetesRuntime {
-    pub fn new(namespace: String) -> Self {
+    /// `wakes`: how functions at zero are woken (`None`: they are not).
+    /// `connect_to`: tests only (see [`ServiceConnector`]).
+    pub fn new(
+        namespace: String,
+        wakes: Option<Arc<Wakes>>,
+        connect_to: Option<SocketAddr>,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         Self {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(pool_idle_timeout())
-                .build(http),
+                .build(ServiceConnector { http, connect_to }),
             namespace,
+            wakes,
         }
     }
 }
 
 struct ServiceUpstream {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<ServiceConnector, ProxyBody>,
     authority: Authority,
+    function: Arc<FunctionRef>,
+    wakes: Option<Arc<Wakes>>,
 }
 
 impl Upstream for ServiceUpstream {
@@ -66,6 +113,15 @@ impl Upstream for ServiceUpstream {
     fn unsent_retries(&self) -> u32 {
         UNSENT_RETRIES
     }
+
+    fn wake(&self) -> Option<Wake> {
+        let wakes = self.wakes.clone()?;
+        let f = self.function.clone();
+        Some(Wake {
+            wait: wakes.wait(),
+            call: Box::pin(async move { wakes.wake(f.user.as_str(), f.name.as_str()).await }),
+        })
+    }
 }
 
 impl Runtime for KubernetesRuntime {
@@ -77,6 +133,8 @@ impl Runtime for KubernetesRuntime {
             let up: Box<dyn Upstream> = Box::new(ServiceUpstream {
                 client: self.client.clone(),
                 authority: service_authority(&self.namespace, f)?,
+                function: f.clone(),
+                wakes: self.wakes.clone(),
             });
             Ok(up)
         })

@@ -2,7 +2,7 @@
 
 // Layers, lowest first; each imports only from those above it in this list:
 // body, metrics → error, ws_frame, access_log → tunnel → user_limits → directory → runtime (trait)
-// → process, kubernetes (its implementations), replay → limits, user_rate, state → proxy → server,
+// → wake → process, kubernetes (its implementations), replay → limits, user_rate, state → proxy → server,
 // stats_flush → this file.
 pub mod access_log;
 pub mod body;
@@ -27,6 +27,7 @@ pub mod tunnel;
 mod uds;
 pub mod user_limits;
 pub mod user_rate;
+pub mod wake;
 pub mod ws_frame;
 
 use std::net::SocketAddr;
@@ -134,10 +135,28 @@ impl RouterApp {
                 .await?;
                 (rt.clone(), Some(rt))
             }
-            RuntimeKind::Kubernetes => (
-                Arc::new(KubernetesRuntime::new(cfg.k8s_namespace.clone())),
-                None,
-            ),
+            RuntimeKind::Kubernetes => {
+                let wakes = cfg.k8s_wake_url.as_deref().map(|url| {
+                    tracing::info!(
+                        url,
+                        wait_secs = cfg.k8s_wake_wait.as_secs(),
+                        "functions scaled to zero are woken"
+                    );
+                    Arc::new(wake::Wakes::new(
+                        Arc::new(wake::HttpWakeCall::new(url)),
+                        cfg.k8s_wake_wait,
+                        Some(metrics.clone()),
+                    ))
+                });
+                (
+                    Arc::new(KubernetesRuntime::new(
+                        cfg.k8s_namespace.clone(),
+                        wakes,
+                        cfg.k8s_connect_to,
+                    )),
+                    None,
+                )
+            }
         };
         {
             // Weak: the runtime may hold the metrics itself.

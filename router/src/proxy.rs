@@ -33,6 +33,7 @@ use crate::error::RouterError;
 use crate::forwarding::{self, Peer};
 use crate::limits::{Admission, client_key};
 use crate::metrics::{InFlight, Outcome, Refusal};
+use crate::replay::SendError;
 use crate::runtime::Upstream;
 use crate::state::RouterState;
 use crate::tunnel;
@@ -438,16 +439,27 @@ async fn route(
     parts.uri = Uri::from_parts(uri).map_err(|_| RouterError::NotFound)?;
     parts.version = http::Version::HTTP_11;
     let forwarded = Instant::now();
-    // Sent again, within the timeout, if it never reached the function.
-    let sent = crate::replay::send(upstream.as_mut(), parts, body);
-    let answer = tokio::time::timeout(settings.timeout, sent).await;
+    let deadline = tokio::time::Instant::from_std(forwarded) + settings.timeout;
+    // Sent again, within the timeout, if it never reached the function (and
+    // held while it wakes, if it is scaled to zero: `replay.rs`).
+    let mut woken = None;
+    let sent = crate::replay::send(upstream.as_mut(), parts, body, deadline, &mut woken);
+    let answer = tokio::time::timeout_at(deadline, sent).await;
     seen.upstream = Some(forwarded.elapsed());
+    // A function woken from zero for this request: its wait was a cold start.
+    if woken.is_some() {
+        seen.cold = woken;
+    }
     let resp = match answer {
         Err(_) => {
             upstream.timed_out();
             return Err(RouterError::Timeout(settings.timeout));
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError::Asleep(None))) => return Err(RouterError::Waking),
+        Ok(Err(SendError::Asleep(Some(outcome)))) => {
+            return Err(RouterError::WakeFailed(outcome));
+        }
+        Ok(Err(SendError::Client(e))) => {
             // The caller's body failed: its fault, not the instance's.
             if let Some(client_error) = ClientBodyError::find(&e) {
                 return Err(client_error.to_router_error());

@@ -17,7 +17,7 @@ use crate::access_log::OwnerLogs;
 use crate::body::ProxyBody;
 use crate::directory::{FunctionRef, Update};
 use crate::error::RouterError;
-use crate::metrics::InstanceCounts;
+use crate::metrics::{InstanceCounts, WakeOutcome};
 use crate::tunnel::GoingAway;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -96,4 +96,21 @@ pub trait Upstream: Send + 'static {
     fn cold_start(&self) -> Option<Duration> {
         None
     }
+
+    /// Wakes the function when no connection to it could be made at all,
+    /// its retries spent (it may be scaled to zero; `wake.rs`). `None`:
+    /// this runtime has nothing to wake.
+    fn wake(&self) -> Option<Wake> {
+        None
+    }
+}
+
+/// A wake of the function behind an upstream, as a request waits on it.
+pub struct Wake {
+    /// Resolves once the function is up or on its way up (`Ok`), or the
+    /// wake failed (the manager's answer).
+    pub call: BoxFuture<'static, Result<(), WakeOutcome>>,
+    /// How long the request is held for the woken function (bounded by its
+    /// own timeout).
+    pub wait: Duration,
 }

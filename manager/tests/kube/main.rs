@@ -7,6 +7,7 @@
 mod harness;
 mod manager_pod;
 mod monitoring;
+mod wake_port;
 
 mod api;
 mod config;

@@ -123,6 +123,8 @@ fn no_ingress_reaches_a_metrics_port_and_only_monitoring_may() {
                 .iter()
                 .map(|p| p["port"].as_u64().unwrap())
                 .collect();
+            // A namespace by name, or pods by their app name (the routers,
+            // on the manager's wake port: wake_port.rs).
             let from: Vec<&str> = rule["from"]
                 .as_array()
                 .unwrap()
@@ -130,6 +132,9 @@ fn no_ingress_reaches_a_metrics_port_and_only_monitoring_may() {
                 .map(|f| {
                     f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
                         .as_str()
+                        .or_else(|| {
+                            f["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                        })
                         .unwrap()
                 })
                 .collect();

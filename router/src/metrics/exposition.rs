@@ -10,7 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::histogram::Snapshot;
-use super::{FIRST_STATUS, Metrics, Refusal, Series};
+use super::{FIRST_STATUS, Metrics, Refusal, Series, WakeOutcome};
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -50,6 +50,7 @@ struct Rendered {
     unmatched: u64,
     access_log_dropped: u64,
     stats_flush_failures: u64,
+    wakes: [u64; WakeOutcome::ALL.len()],
 }
 
 impl std::fmt::Debug for Rendered {
@@ -67,6 +68,7 @@ impl Rendered {
             unmatched: m.unmatched.load(Ordering::Relaxed),
             access_log_dropped: m.access_log_dropped.load(Ordering::Relaxed),
             stats_flush_failures: m.stats_flush_failures.load(Ordering::Relaxed),
+            wakes: std::array::from_fn(|i| m.wakes[i].load(Ordering::Relaxed)),
         }
     }
 }
@@ -238,6 +240,19 @@ fn write_all(r: &Rendered, mut enc: DescriptorEncoder) -> Fmt {
     ] {
         enc.encode_descriptor(name, help, None, MetricType::Counter)?
             .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+    }
+    if r.wakes.iter().any(|&n| n > 0) {
+        let mut m = enc.encode_descriptor(
+            "skiff_wakes",
+            "Calls to the manager's wake endpoint for a function scaled to zero, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for o in WakeOutcome::ALL {
+            let n = r.wakes[o.index()];
+            m.encode_family(&[("outcome", o.as_str())])?
+                .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+        }
     }
     {
         let own = r

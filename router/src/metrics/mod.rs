@@ -56,10 +56,13 @@ pub enum Refusal {
     Timeout,
     /// The instance failed or answered garbage (502).
     BadGateway,
+    /// The function was scaled to zero and did not come up while the
+    /// request was held, or could not be woken (503).
+    Waking,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::RateLimited,
         Refusal::QueueFull,
         Refusal::ClientShare,
@@ -70,6 +73,7 @@ impl Refusal {
         Refusal::InstanceQuota,
         Refusal::Timeout,
         Refusal::BadGateway,
+        Refusal::Waking,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,7 +88,61 @@ impl Refusal {
             Refusal::InstanceQuota => "instance_quota",
             Refusal::Timeout => "timeout",
             Refusal::BadGateway => "bad_gateway",
+            Refusal::Waking => "waking",
         }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a call to the manager's wake endpoint answered (Kubernetes, a
+/// function at zero). The first three woke it (or found it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// The manager scaled the function up.
+    Scaled,
+    /// The manager joined a wake already in progress.
+    Shared,
+    /// The function has a pod already (starting or serving).
+    AlreadyUp,
+    /// The manager knows no such function (404).
+    NotFound,
+    /// The manager could not scale it (503 `wake_failed`), or answered
+    /// anything else unexpected.
+    Failed,
+    /// The wake endpoint could not be reached or did not answer in time.
+    Unreachable,
+}
+
+impl WakeOutcome {
+    pub const ALL: [WakeOutcome; 6] = [
+        WakeOutcome::Scaled,
+        WakeOutcome::Shared,
+        WakeOutcome::AlreadyUp,
+        WakeOutcome::NotFound,
+        WakeOutcome::Failed,
+        WakeOutcome::Unreachable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakeOutcome::Scaled => "scaled",
+            WakeOutcome::Shared => "shared",
+            WakeOutcome::AlreadyUp => "already_up",
+            WakeOutcome::NotFound => "not_found",
+            WakeOutcome::Failed => "failed",
+            WakeOutcome::Unreachable => "unreachable",
+        }
+    }
+
+    /// Whether the function is up or on its way up.
+    pub fn woke(self) -> bool {
+        matches!(
+            self,
+            WakeOutcome::Scaled | WakeOutcome::Shared | WakeOutcome::AlreadyUp
+        )
     }
 
     fn index(self) -> usize {
@@ -234,6 +292,8 @@ pub struct Metrics {
     unmatched: AtomicU64,
     access_log_dropped: AtomicU64,
     stats_flush_failures: AtomicU64,
+    /// Calls to the manager's wake endpoint, by outcome.
+    wakes: [AtomicU64; WakeOutcome::ALL.len()],
     instances: OnceLock<InstanceSource>,
 }
 
@@ -250,6 +310,7 @@ impl Metrics {
             unmatched: AtomicU64::new(0),
             access_log_dropped: AtomicU64::new(0),
             stats_flush_failures: AtomicU64::new(0),
+            wakes: std::array::from_fn(|_| AtomicU64::new(0)),
             instances: OnceLock::new(),
         }
     }
@@ -338,6 +399,12 @@ impl Metrics {
 
     pub fn stats_flush_failed(&self) {
         self.stats_flush_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call to the manager's wake endpoint answered `o` (counted whether
+    /// or not per-request metrics are on: a wake is rare and matters).
+    pub fn wake(&self, o: WakeOutcome) {
+        self.wakes[o.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of everything above.

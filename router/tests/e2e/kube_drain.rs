@@ -87,13 +87,13 @@ impl Upstream for ServiceUpstream {
     }
 }
 
-struct Pod {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Pod {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     _dirs: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -103,7 +103,12 @@ fn deno() -> PathBuf {
 }
 
 /// The container's command (run.sh with the Deployment's runtime arguments).
-async fn start_pod(repo: &Path, drain_secs: u64) -> Pod {
+pub(crate) async fn start_pod(repo: &Path, drain_secs: u64) -> Pod {
+    start_pod_on(repo, drain_secs, free_port()).await
+}
+
+/// The same, listening on `port`.
+pub(crate) async fn start_pod_on(repo: &Path, drain_secs: u64, port: u16) -> Pod {
     let dirs = tempfile::tempdir().unwrap();
     for d in ["code", "tmp", "deno-dir"] {
         std::fs::create_dir(dirs.path().join(d)).unwrap();
@@ -114,7 +119,6 @@ async fn start_pod(repo: &Path, drain_secs: u64) -> Pod {
         "export default async (req) => new Response(await req.text());\n",
     )
     .unwrap();
-    let port = free_port();
     let child = Command::new(repo.join("client-runtime/run.sh"))
         .args(["--module", module.to_str().unwrap(), "--listen"])
         .arg(format!("tcp:[::]:{port}"))
@@ -189,9 +193,10 @@ async fn a_rolling_update_under_load_fails_no_request() {
             while !stop.load(Ordering::SeqCst) {
                 let body = format!("w{w}-{i}");
                 let (parts, b) = post(&body);
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    skiff_router::replay::send(&mut up, parts, b),
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let answer = tokio::time::timeout_at(
+                    deadline,
+                    skiff_router::replay::send(&mut up, parts, b, deadline, &mut None),
                 )
                 .await;
                 match answer {

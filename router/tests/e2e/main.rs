@@ -12,6 +12,7 @@ mod helpers;
 mod hostile_clients;
 mod hostile_code;
 mod kube_drain;
+mod kube_wake;
 mod lifecycle;
 mod logs;
 mod metrics;
