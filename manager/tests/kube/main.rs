@@ -14,6 +14,7 @@ mod config;
 mod failures;
 mod idle;
 mod logs;
+mod manifests;
 mod pod_state;
 mod rbac;
 mod reconcile;

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 // YAML read into JSON values: the manifests use only what JSON can hold.
 use serde_json::Value;
+
+use crate::manifests::{named, objects, one};
 use skiff_manager::metrics::Metrics;
 
 const MANAGER_YAML: &str =
@@ -46,21 +48,6 @@ const ROUTER_FAMILIES: &[&str] = &[
     "skiff_in_flight_requests",
     "skiff_unmatched_requests_total",
 ];
-
-fn objects(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(yaml).unwrap()
-}
-
-fn one<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|p| p["name"] == name)
-}
 
 /// The service's metrics port, checked to agree everywhere in its manifest.
 fn metrics_port(yaml: &str, name: &str, container: &str) -> u64 {

@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use crate::manifests::{named, objects, one};
+
 const MANAGER_YAML: &str =
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/manager.yaml"));
 const ROUTER_YAML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/router.yaml"));
@@ -15,21 +17,6 @@ const POLICIES_YAML: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../k8s/network-policies.yaml"
 ));
-
-fn objects(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(yaml).unwrap()
-}
-
-fn one<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|p| p["name"] == name)
-}
 
 fn container<'a>(objects: &'a [Value], deployment: &str, name: &str) -> &'a Value {
     let d = one(objects, "Deployment", deployment);
